@@ -1,0 +1,54 @@
+# Gatehouse — see README.md. Every target runs on a fresh machine with Go and
+# the PostgreSQL server binaries installed.
+SHELL := /bin/bash
+GO ?= go
+DATA_DIR ?= ./.data
+export DATA_DIR
+# xcaddy builds the same Caddy as xcaddy.Dockerfile does.
+XCADDY_VERSION ?= v0.4.5
+CADDY_VERSION ?= v2.11.9
+MODULE := github.com/gatehouse/gatehouse
+
+.PHONY: all build run test lint bench bench-authsvc bench-edge xcaddy-build clean
+
+all: build
+
+build:
+	@mkdir -p bin
+	$(GO) build -o bin/ ./cmd/...
+
+# Starts the whole stack in the foreground; Ctrl-C stops all of it.
+run: build
+	./bin/gatehouse-dev run
+
+# go vet, then every test against a real PostgreSQL: DATABASE_URL's server when
+# set, otherwise a private cluster under .data/test-postgres, stopped afterwards.
+test:
+	$(GO) vet ./...
+	@set -o pipefail; status=0; \
+	$(GO) test -race -count=1 -timeout 20m ./... || status=$$?; \
+	if [ -z "$$DATABASE_URL" ]; then $(GO) run ./cmd/gatehouse-dev db-stop --dir .data/test-postgres; fi; \
+	exit $$status
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@latest ./...
+
+# Prints figures side by side with their baselines; never pass/fail.
+bench: build bench-authsvc bench-edge
+
+bench-authsvc:
+	$(GO) run ./cmd/bench-authsvc
+
+bench-edge:
+	$(GO) run ./cmd/bench-edge
+
+# The build step of xcaddy.Dockerfile, run here without a Docker engine.
+xcaddy-build:
+	@mkdir -p bin
+	$(GO) run github.com/caddyserver/xcaddy/cmd/xcaddy@$(XCADDY_VERSION) build $(CADDY_VERSION) \
+		--output bin/caddy-xcaddy --with $(MODULE)/caddymodules=.
+
+clean:
+	rm -rf bin

@@ -1,0 +1,86 @@
+package authsvc
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is authsvc's configuration, read from the environment.
+type Config struct {
+	DatabaseURL       string        // DATABASE_URL (required)
+	Addr              string        // AUTHSVC_ADDR, default 127.0.0.1:8000
+	PrivateKeyFile    string        // JWT_PRIVATE_KEY_FILE, default DATA_DIR/keys/jwt-private.pem (generated when missing)
+	Issuer            string        // JWT_ISSUER, default gatehouse
+	Audience          string        // JWT_AUDIENCE, default gatehouse
+	AccessTokenTTL    time.Duration // ACCESS_TOKEN_TTL, default 15m
+	DataDir           string        // DATA_DIR, default ./.data
+	AppConfigDir      string        // APP_CONFIG_DIR, default DATA_DIR/config
+	HashConcurrency   int           // PASSWORD_HASH_CONCURRENCY, default max(1, GOMAXPROCS-1)
+	GenerateKeyIfNone bool          // true when JWT_PRIVATE_KEY_FILE is unset
+}
+
+// LoadConfig reads and validates the configuration; every message names the
+// variable at fault, and all problems are reported at once.
+func LoadConfig(getenv func(string) string) (*Config, error) {
+	var errs []error
+	bad := func(name, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", name, fmt.Sprintf(format, args...)))
+	}
+	get := func(name, def string) string {
+		if v := strings.TrimSpace(getenv(name)); v != "" {
+			return v
+		}
+		return def
+	}
+	c := &Config{
+		DatabaseURL: get("DATABASE_URL", ""),
+		Addr:        get("AUTHSVC_ADDR", "127.0.0.1:8000"),
+		Issuer:      get("JWT_ISSUER", "gatehouse"),
+		Audience:    get("JWT_AUDIENCE", "gatehouse"),
+		DataDir:     get("DATA_DIR", "./.data"),
+	}
+	if c.DatabaseURL == "" {
+		bad("DATABASE_URL", "is required (e.g. postgres://user:pass@127.0.0.1:5432/gatehouse); `make run` starts a private cluster and sets it")
+	} else if !strings.HasPrefix(c.DatabaseURL, "postgres://") && !strings.HasPrefix(c.DatabaseURL, "postgresql://") {
+		bad("DATABASE_URL", "must be a postgres:// URL")
+	}
+	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+		bad("AUTHSVC_ADDR", "must be host:port: %v", err)
+	}
+	c.AppConfigDir = get("APP_CONFIG_DIR", filepath.Join(c.DataDir, "config"))
+	c.PrivateKeyFile = get("JWT_PRIVATE_KEY_FILE", "")
+	if c.PrivateKeyFile == "" {
+		c.PrivateKeyFile = filepath.Join(c.DataDir, "keys", "jwt-private.pem")
+		c.GenerateKeyIfNone = true
+	} else if _, err := os.Stat(c.PrivateKeyFile); err != nil {
+		bad("JWT_PRIVATE_KEY_FILE", "%v (create one with `authsvc keygen -out FILE`)", err)
+	}
+	ttl := get("ACCESS_TOKEN_TTL", "15m")
+	if d, err := time.ParseDuration(ttl); err != nil {
+		bad("ACCESS_TOKEN_TTL", "%q is not a duration like 15m or 1h", ttl)
+	} else if d < time.Minute || d > 24*time.Hour {
+		bad("ACCESS_TOKEN_TTL", "%s is outside 1m..24h", d)
+	} else {
+		c.AccessTokenTTL = d
+	}
+	c.HashConcurrency = max(1, runtime.GOMAXPROCS(0)-1)
+	if v := get("PASSWORD_HASH_CONCURRENCY", ""); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 256 {
+			bad("PASSWORD_HASH_CONCURRENCY", "%q must be an integer in 1..256", v)
+		} else {
+			c.HashConcurrency = n
+		}
+	}
+	if c.Issuer == "" {
+		bad("JWT_ISSUER", "must not be empty")
+	}
+	return c, errors.Join(errs...)
+}

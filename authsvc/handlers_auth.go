@@ -1,0 +1,191 @@
+package authsvc
+
+import (
+	"errors"
+	"mime"
+	"net"
+	"net/http"
+	"net/mail"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/gatehouse/gatehouse/internal/accesstoken"
+	"github.com/gatehouse/gatehouse/internal/httpx"
+)
+
+// validateEmail returns the normalised address or a field error.
+func validateEmail(raw string) (string, *httpx.FieldError) {
+	email := NormaliseEmail(raw)
+	bad := &httpx.FieldError{Field: "email", Message: "must be a valid email address"}
+	if email == "" || len(email) > 254 {
+		return "", bad
+	}
+	addr, err := mail.ParseAddress(email)
+	if err != nil || addr.Name != "" || addr.Address != email {
+		return "", bad
+	}
+	_, domain, _ := strings.Cut(email, "@")
+	if !strings.Contains(domain, ".") || strings.HasPrefix(domain, ".") || strings.HasSuffix(domain, ".") {
+		return "", bad
+	}
+	return email, nil
+}
+
+type registerRequest struct {
+	Email    string  `json:"email"`
+	Password string  `json:"password"`
+	FullName *string `json:"full_name"`
+}
+
+func (s *Service) register(w http.ResponseWriter, r *http.Request) error {
+	var req registerRequest
+	if err := httpx.DecodeJSON(w, r, &req, 0); err != nil {
+		return err
+	}
+	var fields []httpx.FieldError
+	email, fe := validateEmail(req.Email)
+	if fe != nil {
+		fields = append(fields, *fe)
+	}
+	for _, v := range CheckPasswordPolicy(req.Password) {
+		fields = append(fields, httpx.FieldError{Field: "password", Message: v})
+	}
+	fullName, fe := optionalText("full_name", req.FullName, 200)
+	if fe != nil {
+		fields = append(fields, *fe)
+	}
+	if len(fields) > 0 {
+		return httpx.Invalid(fields)
+	}
+	hash, err := s.hasher.Hash(r.Context(), req.Password)
+	if err != nil {
+		return err
+	}
+	u, err := s.store.CreateUser(r.Context(), email, hash, "user", fullName)
+	if errors.Is(err, ErrEmailTaken) {
+		return &httpx.Error{Status: http.StatusConflict, Detail: "an account with this email already exists", Code: "email_taken"}
+	}
+	if err != nil {
+		return err
+	}
+	httpx.WriteJSON(w, http.StatusCreated, u)
+	return nil
+}
+
+// loginCredentials reads the OAuth2 password-flow form (as FastAPI's
+// OAuth2PasswordRequestForm does) or the same fields as JSON.
+func loginCredentials(w http.ResponseWriter, r *http.Request) (username, password string, err error) {
+	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	switch mt {
+	case "application/x-www-form-urlencoded":
+		r.Body = http.MaxBytesReader(w, r.Body, httpx.MaxJSONBody)
+		if err := r.ParseForm(); err != nil {
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				return "", "", httpx.Errorf(http.StatusRequestEntityTooLarge, "request body too large")
+			}
+			return "", "", httpx.Errorf(http.StatusBadRequest, "malformed form body")
+		}
+		if gt := r.PostForm.Get("grant_type"); gt != "" && gt != "password" {
+			return "", "", httpx.Errorf(http.StatusBadRequest, `grant_type must be "password"`)
+		}
+		username, password = r.PostForm.Get("username"), r.PostForm.Get("password")
+	case "application/json":
+		var req struct {
+			Username string `json:"username"`
+			Email    string `json:"email"`
+			Password string `json:"password"`
+		}
+		if err := httpx.DecodeJSON(w, r, &req, 0); err != nil {
+			return "", "", err
+		}
+		username, password = req.Username, req.Password
+		if username == "" {
+			username = req.Email
+		}
+	default:
+		return "", "", httpx.Errorf(http.StatusUnsupportedMediaType,
+			"send username and password as application/x-www-form-urlencoded (OAuth2 password flow) or JSON")
+	}
+	var fields []httpx.FieldError
+	if strings.TrimSpace(username) == "" {
+		fields = append(fields, httpx.FieldError{Field: "username", Message: "is required"})
+	}
+	if password == "" {
+		fields = append(fields, httpx.FieldError{Field: "password", Message: "is required"})
+	}
+	if len(fields) > 0 {
+		return "", "", httpx.Invalid(fields)
+	}
+	return username, password, nil
+}
+
+var errBadCredentials = &httpx.Error{Status: http.StatusUnauthorized, Detail: "incorrect email or password"}
+
+type tokenResponse struct {
+	AccessToken string `json:"access_token"`
+	TokenType   string `json:"token_type"`
+	ExpiresIn   int    `json:"expires_in"`
+}
+
+func (s *Service) login(w http.ResponseWriter, r *http.Request) error {
+	username, password, err := loginCredentials(w, r)
+	if err != nil {
+		return err
+	}
+	u, err := s.store.UserByEmail(r.Context(), NormaliseEmail(username))
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	hash := u.HashedPassword
+	if utf8.RuneCountInString(password) > MaxPasswordLen {
+		// No stored password is this long, so it cannot match; it is still
+		// hashed (cut to the cap) to take the same time as a wrong one.
+		hash, password = "", password[:MaxPasswordLen]
+	}
+	// Unknown accounts are checked against a dummy hash: same work, same
+	// answer, so the response does not tell whether the account exists.
+	ok, err := s.hasher.Verify(r.Context(), hash, password)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return errBadCredentials
+	}
+	if !u.IsActive {
+		return httpx.Errorf(http.StatusForbidden, "account is disabled")
+	}
+	groups, err := s.store.GroupNamesOf(r.Context(), u.ID)
+	if err != nil {
+		return err
+	}
+	now := s.now()
+	exp := now.Add(s.cfg.AccessTokenTTL)
+	host, _, _ := net.SplitHostPort(r.RemoteAddr)
+	sid, err := s.store.CreateSession(r.Context(), u.ID, exp, r.UserAgent(), host)
+	if err != nil {
+		return err
+	}
+	tok, err := s.signer.Sign(&accesstoken.Claims{
+		Issuer:    s.cfg.Issuer,
+		Subject:   u.ID.String(),
+		Audience:  jwt.Audience{s.cfg.Audience},
+		Expiry:    jwt.NewNumericDate(exp),
+		NotBefore: jwt.NewNumericDate(now),
+		IssuedAt:  jwt.NewNumericDate(now),
+		ID:        uuid.NewString(),
+		SessionID: sid.String(),
+		Role:      u.Role,
+		Groups:    groups,
+	})
+	if err != nil {
+		return err
+	}
+	// Token responses must not be cached (RFC 6749 section 5.1).
+	w.Header().Set("Cache-Control", "no-store")
+	httpx.WriteJSON(w, http.StatusOK, tokenResponse{AccessToken: tok, TokenType: "bearer", ExpiresIn: int(s.cfg.AccessTokenTTL.Seconds())})
+	return nil
+}

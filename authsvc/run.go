@@ -1,0 +1,112 @@
+package authsvc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/gatehouse/gatehouse/internal/migrate"
+	"github.com/gatehouse/gatehouse/migrations"
+)
+
+// OpenDB connects to the database and applies the auth schema's migrations.
+func OpenDB(ctx context.Context, databaseURL string) (*pgxpool.Pool, error) {
+	pool, err := pgxpool.New(ctx, databaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := pool.Ping(pingCtx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("DATABASE_URL: cannot reach the database: %w", err)
+	}
+	if err := migrate.Up(ctx, pool, migrations.FS, "auth"); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return pool, nil
+}
+
+// Run serves authsvc until ctx is cancelled, then drains open requests.
+// ready, if not nil, receives the listening address once it accepts.
+func Run(ctx context.Context, cfg *Config, log *slog.Logger, ready chan<- string) error {
+	key, generated, err := LoadOrCreateKey(cfg.PrivateKeyFile, cfg.GenerateKeyIfNone)
+	if err != nil {
+		return err
+	}
+	if generated {
+		log.Info("generated a new JWT signing key", "file", cfg.PrivateKeyFile)
+	}
+	pool, err := OpenDB(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	svc, err := New(cfg, pool, key, log)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("AUTHSVC_ADDR: %w", err)
+	}
+	srv := &http.Server{
+		Handler:           svc.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+	}
+	log.Info("authsvc listening", "addr", ln.Addr().String(), "kid", svc.signer.KeyID(), "issuer", cfg.Issuer)
+	if ready != nil {
+		ready <- ln.Addr().String()
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutCtx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return nil
+}
+
+// CreateAdmin creates the admin account email, or makes an existing account
+// an active admin with this password (the operator's bootstrap).
+func CreateAdmin(ctx context.Context, cfg *Config, email, password string) (created bool, err error) {
+	addr, fe := validateEmail(email)
+	if fe != nil {
+		return false, fmt.Errorf("--email: %s", fe.Message)
+	}
+	if v := CheckPasswordPolicy(password); len(v) > 0 {
+		return false, fmt.Errorf("password: %s", strings.Join(v, "; "))
+	}
+	pool, err := OpenDB(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return false, err
+	}
+	defer pool.Close()
+	h, err := NewHasher(1, time.Minute)
+	if err != nil {
+		return false, err
+	}
+	hash, err := h.Hash(ctx, password)
+	if err != nil {
+		return false, err
+	}
+	return NewStore(pool).SetAdmin(ctx, addr, hash)
+}

@@ -1,0 +1,178 @@
+package authsvc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Sentinel errors of the storage layer; handlers map them to statuses.
+var (
+	ErrNotFound       = errors.New("not found")
+	ErrEmailTaken     = errors.New("email already registered")
+	ErrGroupNameTaken = errors.New("group name already taken")
+	ErrAlreadyMember  = errors.New("already a member")
+	ErrLastAdmin      = errors.New("last active admin")
+)
+
+// Store is authsvc's storage layer: plain SQL on the auth schema.
+type Store struct {
+	pool *pgxpool.Pool
+	now  func() time.Time
+}
+
+// NewStore wraps pool.
+func NewStore(pool *pgxpool.Pool) *Store { return &Store{pool: pool, now: time.Now} }
+
+// User is an account with the profile name the API shows next to it.
+type User struct {
+	ID              uuid.UUID `json:"id"`
+	Email           string    `json:"email"`
+	FullName        *string   `json:"full_name"`
+	Role            string    `json:"role"`
+	IsActive        bool      `json:"is_active"`
+	IsSuperuser     bool      `json:"is_superuser"`
+	CreatedAt       time.Time `json:"created_at"`
+	UpdatedAt       time.Time `json:"updated_at"`
+	HashedPassword  string    `json:"-"`
+	TokensNotBefore time.Time `json:"-"`
+}
+
+const userColumns = `u.id, u.email, p.full_name, u.role, u.is_active, u.role = 'admin', u.created_at, u.updated_at,
+	u.hashed_password, u.tokens_valid_after`
+
+const userFrom = ` FROM auth.users u LEFT JOIN auth.profiles p ON p.user_id = u.id `
+
+func scanUser(row pgx.Row) (User, error) {
+	var u User
+	var tva time.Time
+	err := row.Scan(&u.ID, &u.Email, &u.FullName, &u.Role, &u.IsActive, &u.IsSuperuser, &u.CreatedAt, &u.UpdatedAt,
+		&u.HashedPassword, &tva)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return u, ErrNotFound
+	}
+	u.TokensNotBefore = tva
+	return u, err
+}
+
+func isUniqueViolation(err error, constraint string) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "23505" && (constraint == "" || pgErr.ConstraintName == constraint)
+}
+
+// NormaliseEmail trims and lower-cases an email, the form stored and compared.
+func NormaliseEmail(s string) string { return strings.ToLower(strings.TrimSpace(s)) }
+
+// CreateUser inserts a user and its profile in one transaction.
+func (s *Store) CreateUser(ctx context.Context, email, hash, role string, fullName *string) (User, error) {
+	id := uuid.New()
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO auth.users (id, email, hashed_password, role) VALUES ($1, $2, $3, $4)`,
+			id, email, hash, role); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO auth.profiles (user_id, full_name) VALUES ($1, $2)`, id, fullName)
+		return err
+	})
+	if isUniqueViolation(err, "users_email_key") {
+		return User{}, ErrEmailTaken
+	}
+	if err != nil {
+		return User{}, fmt.Errorf("create user: %w", err)
+	}
+	return s.UserByID(ctx, id)
+}
+
+// UserByID loads one user.
+func (s *Store) UserByID(ctx context.Context, id uuid.UUID) (User, error) {
+	return scanUser(s.pool.QueryRow(ctx, `SELECT `+userColumns+userFrom+`WHERE u.id = $1`, id))
+}
+
+// UserByEmail loads one user by normalised email.
+func (s *Store) UserByEmail(ctx context.Context, email string) (User, error) {
+	return scanUser(s.pool.QueryRow(ctx, `SELECT `+userColumns+userFrom+`WHERE u.email = $1`, email))
+}
+
+// Principal is the user behind a request, loaded fresh for every request.
+type Principal struct {
+	User
+	SessionRevoked bool
+}
+
+// LoadPrincipal loads the user and whether the token's session is revoked,
+// in one round trip. A token without a session id has no session to check.
+func (s *Store) LoadPrincipal(ctx context.Context, userID uuid.UUID, sessionID *uuid.UUID) (Principal, error) {
+	row := s.pool.QueryRow(ctx, `SELECT `+userColumns+`,
+		COALESCE((SELECT s.revoked_at IS NOT NULL OR s.user_id <> u.id FROM auth.sessions s WHERE s.id = $2), $2 IS NOT NULL)
+		`+userFrom+`WHERE u.id = $1`, userID, sessionID)
+	var p Principal
+	var tva time.Time
+	err := row.Scan(&p.ID, &p.Email, &p.FullName, &p.Role, &p.IsActive, &p.IsSuperuser, &p.CreatedAt, &p.UpdatedAt,
+		&p.HashedPassword, &tva, &p.SessionRevoked)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return p, ErrNotFound
+	}
+	p.TokensNotBefore = tva
+	return p, err
+}
+
+// CreateSession records a login; its id is the tokens' sid.
+func (s *Store) CreateSession(ctx context.Context, userID uuid.UUID, expires time.Time, userAgent, remoteAddr string) (uuid.UUID, error) {
+	id := uuid.New()
+	_, err := s.pool.Exec(ctx, `INSERT INTO auth.sessions (id, user_id, expires_at, user_agent, remote_addr) VALUES ($1, $2, $3, $4, $5)`,
+		id, userID, expires, truncate(userAgent, 512), truncate(remoteAddr, 128))
+	if err != nil {
+		return uuid.Nil, fmt.Errorf("create session: %w", err)
+	}
+	return id, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+// GroupNamesOf lists the names of the groups userID belongs to, sorted.
+func (s *Store) GroupNamesOf(ctx context.Context, userID uuid.UUID) ([]string, error) {
+	rows, _ := s.pool.Query(ctx, `SELECT g.name FROM auth.groups g JOIN auth.group_memberships m ON m.group_id = g.id
+		WHERE m.user_id = $1 ORDER BY g.name`, userID)
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("load groups: %w", err)
+	}
+	return names, nil
+}
+
+// Preferences returns the user's pinned app ids.
+func (s *Store) Preferences(ctx context.Context, userID uuid.UUID) ([]string, error) {
+	var ids []string
+	err := s.pool.QueryRow(ctx, `SELECT dashboard_app_ids FROM auth.users WHERE id = $1`, userID).Scan(&ids)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if ids == nil {
+		ids = []string{}
+	}
+	return ids, err
+}
+
+// SetPreferences replaces the user's pinned app ids.
+func (s *Store) SetPreferences(ctx context.Context, userID uuid.UUID, ids []string) error {
+	tag, err := s.pool.Exec(ctx, `UPDATE auth.users SET dashboard_app_ids = $2, updated_at = now() WHERE id = $1`, userID, ids)
+	if err != nil {
+		return fmt.Errorf("set preferences: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return ErrNotFound
+	}
+	return nil
+}

@@ -1,0 +1,356 @@
+package authsvc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+)
+
+// Profile is the profile page of a user (auth.profiles).
+type Profile struct {
+	UserID     uuid.UUID `json:"user_id"`
+	Email      string    `json:"email"`
+	FullName   *string   `json:"full_name"`
+	Phone      *string   `json:"phone"`
+	JobTitle   *string   `json:"job_title"`
+	Department *string   `json:"department"`
+	Location   *string   `json:"location"`
+	Bio        *string   `json:"bio"`
+	AvatarURL  *string   `json:"avatar_url"`
+	Timezone   *string   `json:"timezone"`
+	Locale     *string   `json:"locale"`
+	UpdatedAt  time.Time `json:"updated_at"`
+}
+
+// profileFields are the editable columns, in the order of Profile's fields.
+var profileFields = []string{"full_name", "phone", "job_title", "department", "location", "bio", "avatar_url", "timezone", "locale"}
+
+// Profile loads a user's profile; a user without a row gets an empty one.
+func (s *Store) Profile(ctx context.Context, userID uuid.UUID) (Profile, error) {
+	var p Profile
+	err := s.pool.QueryRow(ctx, `SELECT u.id, u.email, p.full_name, p.phone, p.job_title, p.department, p.location,
+			p.bio, p.avatar_url, p.timezone, p.locale, COALESCE(p.updated_at, u.updated_at)
+		FROM auth.users u LEFT JOIN auth.profiles p ON p.user_id = u.id WHERE u.id = $1`, userID).
+		Scan(&p.UserID, &p.Email, &p.FullName, &p.Phone, &p.JobTitle, &p.Department, &p.Location, &p.Bio,
+			&p.AvatarURL, &p.Timezone, &p.Locale, &p.UpdatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return p, ErrNotFound
+	}
+	if err != nil {
+		return p, fmt.Errorf("load profile: %w", err)
+	}
+	return p, nil
+}
+
+// UpdateProfile sets the given columns (validated names from profileFields;
+// a nil value clears the field) and returns the result.
+func (s *Store) UpdateProfile(ctx context.Context, userID uuid.UUID, set map[string]*string) (Profile, error) {
+	cols := []string{"user_id"}
+	vals := []any{userID}
+	var updates []string
+	for _, f := range profileFields {
+		v, ok := set[f]
+		if !ok {
+			continue
+		}
+		cols = append(cols, f)
+		vals = append(vals, v)
+		updates = append(updates, fmt.Sprintf("%s = EXCLUDED.%s", f, f))
+	}
+	updates = append(updates, "updated_at = now()")
+	ph := make([]string, len(cols))
+	for i := range cols {
+		ph[i] = fmt.Sprintf("$%d", i+1)
+	}
+	_, err := s.pool.Exec(ctx, `INSERT INTO auth.profiles (`+strings.Join(cols, ", ")+`) VALUES (`+strings.Join(ph, ", ")+`)
+		ON CONFLICT (user_id) DO UPDATE SET `+strings.Join(updates, ", "), vals...)
+	if err != nil {
+		return Profile{}, fmt.Errorf("update profile: %w", err)
+	}
+	return s.Profile(ctx, userID)
+}
+
+// ListUsers returns a page of users whose email contains search, and the
+// total number of matches.
+func (s *Store) ListUsers(ctx context.Context, search string, limit, offset int) ([]User, int, error) {
+	pattern := "%" + escapeLike(NormaliseEmail(search)) + "%"
+	var total int
+	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM auth.users WHERE email LIKE $1`, pattern).Scan(&total); err != nil {
+		return nil, 0, fmt.Errorf("count users: %w", err)
+	}
+	rows, err := s.pool.Query(ctx, `SELECT `+userColumns+userFrom+`WHERE u.email LIKE $1 ORDER BY u.created_at, u.id LIMIT $2 OFFSET $3`,
+		pattern, limit, offset)
+	if err != nil {
+		return nil, 0, fmt.Errorf("list users: %w", err)
+	}
+	users, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (User, error) { return scanUser(r) })
+	if err != nil {
+		return nil, 0, fmt.Errorf("list users: %w", err)
+	}
+	return users, total, nil
+}
+
+func escapeLike(s string) string {
+	return strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(s)
+}
+
+// UserUpdate is an admin's change to a user; nil fields stay as they are.
+type UserUpdate struct {
+	Role     *string
+	IsActive *bool
+}
+
+// UpdateUser applies u, refusing to demote or deactivate the last active
+// admin. Active admins are locked first, so two admins demoting each other
+// at once cannot both succeed. A change of role or activity voids the
+// user's earlier tokens.
+func (s *Store) UpdateUser(ctx context.Context, id uuid.UUID, u UserUpdate) (User, error) {
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		rows, _ := tx.Query(ctx, `SELECT id FROM auth.users WHERE role = 'admin' AND is_active ORDER BY id FOR UPDATE`)
+		admins, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+		if err != nil {
+			return err
+		}
+		var role string
+		var active bool
+		err = tx.QueryRow(ctx, `SELECT role, is_active FROM auth.users WHERE id = $1 FOR UPDATE`, id).Scan(&role, &active)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		newRole, newActive := role, active
+		if u.Role != nil {
+			newRole = *u.Role
+		}
+		if u.IsActive != nil {
+			newActive = *u.IsActive
+		}
+		wasAdmin := role == "admin" && active
+		staysAdmin := newRole == "admin" && newActive
+		if wasAdmin && !staysAdmin && len(admins) <= 1 {
+			return ErrLastAdmin
+		}
+		if newRole == role && newActive == active {
+			return nil
+		}
+		_, err = tx.Exec(ctx, `UPDATE auth.users SET role = $2, is_active = $3, updated_at = now(),
+			tokens_valid_after = now() WHERE id = $1`, id, newRole, newActive)
+		return err
+	})
+	if err != nil {
+		if errors.Is(err, ErrNotFound) || errors.Is(err, ErrLastAdmin) {
+			return User{}, err
+		}
+		return User{}, fmt.Errorf("update user: %w", err)
+	}
+	return s.UserByID(ctx, id)
+}
+
+// SetAdmin makes the user with email an active admin with a new password
+// hash, creating it if missing (the create-admin bootstrap command).
+func (s *Store) SetAdmin(ctx context.Context, email, hash string) (created bool, err error) {
+	tag, err := s.pool.Exec(ctx, `UPDATE auth.users SET role = 'admin', is_active = true, hashed_password = $2,
+		updated_at = now(), tokens_valid_after = now() WHERE email = $1`, email, hash)
+	if err != nil {
+		return false, fmt.Errorf("promote admin: %w", err)
+	}
+	if tag.RowsAffected() == 1 {
+		return false, nil
+	}
+	if _, err := s.CreateUser(ctx, email, hash, "admin", nil); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// Group is a named set of users.
+type Group struct {
+	ID          uuid.UUID     `json:"id"`
+	Name        string        `json:"name"`
+	Description string        `json:"description"`
+	CreatedAt   time.Time     `json:"created_at"`
+	UpdatedAt   time.Time     `json:"updated_at"`
+	MemberCount int           `json:"member_count"`
+	Members     []GroupMember `json:"members,omitempty"`
+}
+
+// GroupMember is a user as listed in a group's detail.
+type GroupMember struct {
+	UserID   uuid.UUID `json:"user_id"`
+	Email    string    `json:"email"`
+	FullName *string   `json:"full_name"`
+	JoinedAt time.Time `json:"joined_at"`
+}
+
+const groupSelect = `SELECT g.id, g.name, g.description, g.created_at, g.updated_at,
+	(SELECT count(*) FROM auth.group_memberships m WHERE m.group_id = g.id) FROM auth.groups g `
+
+func scanGroup(row pgx.Row) (Group, error) {
+	var g Group
+	err := row.Scan(&g.ID, &g.Name, &g.Description, &g.CreatedAt, &g.UpdatedAt, &g.MemberCount)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return g, ErrNotFound
+	}
+	return g, err
+}
+
+// ListGroups lists every group with its member count, by name.
+func (s *Store) ListGroups(ctx context.Context) ([]Group, error) {
+	rows, err := s.pool.Query(ctx, groupSelect+`ORDER BY lower(g.name)`)
+	if err != nil {
+		return nil, fmt.Errorf("list groups: %w", err)
+	}
+	groups, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Group, error) { return scanGroup(r) })
+	if err != nil {
+		return nil, fmt.Errorf("list groups: %w", err)
+	}
+	return groups, nil
+}
+
+// CreateGroup makes a group.
+func (s *Store) CreateGroup(ctx context.Context, name, description string) (Group, error) {
+	id := uuid.New()
+	_, err := s.pool.Exec(ctx, `INSERT INTO auth.groups (id, name, description) VALUES ($1, $2, $3)`, id, name, description)
+	if isUniqueViolation(err, "groups_name_key") {
+		return Group{}, ErrGroupNameTaken
+	}
+	if err != nil {
+		return Group{}, fmt.Errorf("create group: %w", err)
+	}
+	return s.Group(ctx, id)
+}
+
+// Group loads a group with its members.
+func (s *Store) Group(ctx context.Context, id uuid.UUID) (Group, error) {
+	g, err := scanGroup(s.pool.QueryRow(ctx, groupSelect+`WHERE g.id = $1`, id))
+	if err != nil {
+		return g, err
+	}
+	rows, err := s.pool.Query(ctx, `SELECT u.id, u.email, p.full_name, m.joined_at FROM auth.group_memberships m
+		JOIN auth.users u ON u.id = m.user_id LEFT JOIN auth.profiles p ON p.user_id = u.id
+		WHERE m.group_id = $1 ORDER BY u.email`, id)
+	if err != nil {
+		return g, fmt.Errorf("load members: %w", err)
+	}
+	g.Members, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (GroupMember, error) {
+		var m GroupMember
+		err := r.Scan(&m.UserID, &m.Email, &m.FullName, &m.JoinedAt)
+		return m, err
+	})
+	if err != nil {
+		return g, fmt.Errorf("load members: %w", err)
+	}
+	if g.Members == nil {
+		g.Members = []GroupMember{}
+	}
+	return g, nil
+}
+
+// UpdateGroup changes a group's name and/or description (nil = unchanged).
+// Renaming changes the group names in members' future tokens, so their
+// current tokens are voided.
+func (s *Store) UpdateGroup(ctx context.Context, id uuid.UUID, name, description *string) (Group, error) {
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var oldName string
+		err := tx.QueryRow(ctx, `SELECT name FROM auth.groups WHERE id = $1 FOR UPDATE`, id).Scan(&oldName)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `UPDATE auth.groups SET name = COALESCE($2, name), description = COALESCE($3, description),
+			updated_at = now() WHERE id = $1`, id, name, description); err != nil {
+			return err
+		}
+		renamed := name != nil && *name != oldName
+		if renamed {
+			return s.voidMembersTokens(ctx, tx, id)
+		}
+		return nil
+	})
+	switch {
+	case isUniqueViolation(err, "groups_name_key"):
+		return Group{}, ErrGroupNameTaken
+	case errors.Is(err, ErrNotFound):
+		return Group{}, err
+	case err != nil:
+		return Group{}, fmt.Errorf("update group: %w", err)
+	}
+	return s.Group(ctx, id)
+}
+
+func (s *Store) voidMembersTokens(ctx context.Context, tx pgx.Tx, groupID uuid.UUID) error {
+	_, err := tx.Exec(ctx, `UPDATE auth.users SET tokens_valid_after = now()
+		WHERE id IN (SELECT user_id FROM auth.group_memberships WHERE group_id = $1)`, groupID)
+	return err
+}
+
+// DeleteGroup deletes a group; its memberships go with it.
+func (s *Store) DeleteGroup(ctx context.Context, id uuid.UUID) error {
+	return s.inTx(ctx, "delete group", func(tx pgx.Tx) error {
+		if err := s.voidMembersTokens(ctx, tx, id); err != nil {
+			return err
+		}
+		tag, err := tx.Exec(ctx, `DELETE FROM auth.groups WHERE id = $1`, id)
+		if err == nil && tag.RowsAffected() == 0 {
+			return ErrNotFound
+		}
+		return err
+	})
+}
+
+// AddMember adds a user to a group.
+func (s *Store) AddMember(ctx context.Context, groupID, userID uuid.UUID) error {
+	return s.inTx(ctx, "add member", func(tx pgx.Tx) error {
+		var groupExists, userExists bool
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM auth.groups WHERE id = $1 FOR SHARE),
+			EXISTS (SELECT 1 FROM auth.users WHERE id = $2 FOR SHARE)`, groupID, userID).Scan(&groupExists, &userExists); err != nil {
+			return err
+		}
+		if !groupExists || !userExists {
+			return ErrNotFound
+		}
+		tag, err := tx.Exec(ctx, `INSERT INTO auth.group_memberships (group_id, user_id) VALUES ($1, $2)
+			ON CONFLICT DO NOTHING`, groupID, userID)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			return ErrAlreadyMember
+		}
+		_, err = tx.Exec(ctx, `UPDATE auth.users SET tokens_valid_after = now() WHERE id = $1`, userID)
+		return err
+	})
+}
+
+// RemoveMember removes a user from a group.
+func (s *Store) RemoveMember(ctx context.Context, groupID, userID uuid.UUID) error {
+	return s.inTx(ctx, "remove member", func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `DELETE FROM auth.group_memberships WHERE group_id = $1 AND user_id = $2`, groupID, userID)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			return ErrNotFound
+		}
+		_, err = tx.Exec(ctx, `UPDATE auth.users SET tokens_valid_after = now() WHERE id = $1`, userID)
+		return err
+	})
+}
+
+// inTx runs fn in a transaction, passing sentinel errors through unwrapped.
+func (s *Store) inTx(ctx context.Context, what string, fn func(pgx.Tx) error) error {
+	err := pgx.BeginFunc(ctx, s.pool, fn)
+	if err == nil || errors.Is(err, ErrNotFound) || errors.Is(err, ErrAlreadyMember) {
+		return err
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}

@@ -1,0 +1,250 @@
+// Command gatehouse-dev runs the whole stack on a developer's machine (what
+// `make run` calls) and manages the private PostgreSQL cluster it uses when
+// DATABASE_URL is unset.
+//
+//	gatehouse-dev run                          start everything in the foreground; Ctrl-C stops all
+//	gatehouse-dev create-admin --email E       run `authsvc create-admin` against the stack's database
+//	gatehouse-dev db-start|db-stop|db-url [--dir D]
+//	                                           manage the private cluster (default DATA_DIR/postgres)
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/gatehouse/gatehouse/internal/pgcluster"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: gatehouse-dev run | create-admin --email E | db-start | db-stop | db-url [--dir D]")
+		os.Exit(2)
+	}
+	var err error
+	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
+	case "run":
+		err = run()
+	case "create-admin":
+		err = createAdmin(args)
+	case "db-start", "db-url":
+		var url string
+		if url, err = dbURL(args); err == nil {
+			fmt.Println(url)
+		}
+	case "db-stop":
+		err = dbStop(args)
+	default:
+		err = fmt.Errorf("unknown command %q", cmd)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "gatehouse-dev:", err)
+		os.Exit(1)
+	}
+}
+
+func dataDir() string {
+	if d := os.Getenv("DATA_DIR"); d != "" {
+		return d
+	}
+	return "./.data"
+}
+
+func clusterFlags(args []string) (*pgcluster.Cluster, error) {
+	fs := flag.NewFlagSet("db", flag.ContinueOnError)
+	dir := fs.String("dir", filepath.Join(dataDir(), "postgres"), "cluster directory")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	return pgcluster.New(*dir)
+}
+
+func dbURL(args []string) (string, error) {
+	c, err := clusterFlags(args)
+	if err != nil {
+		return "", err
+	}
+	return c.Ensure("gatehouse")
+}
+
+func dbStop(args []string) error {
+	c, err := clusterFlags(args)
+	if err != nil {
+		return err
+	}
+	return c.Stop()
+}
+
+// databaseURL is DATABASE_URL, or the private cluster's (started if needed);
+// stop stops the cluster again when this call started it.
+func databaseURL() (url string, stop func(), err error) {
+	if u := os.Getenv("DATABASE_URL"); u != "" {
+		return u, func() {}, nil
+	}
+	c, err := pgcluster.New(filepath.Join(dataDir(), "postgres"))
+	if err != nil {
+		return "", nil, err
+	}
+	fmt.Fprintf(os.Stderr, "DATABASE_URL is unset: using the private PostgreSQL cluster in %s\n", c.Dir)
+	url, err = c.Ensure("gatehouse")
+	if err != nil {
+		return "", nil, err
+	}
+	return url, func() {
+		if err := c.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "stop PostgreSQL:", err)
+		}
+	}, nil
+}
+
+func createAdmin(args []string) error {
+	url, _, err := databaseURL()
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(binPath("authsvc"), append([]string{"create-admin"}, args...)...)
+	cmd.Env = append(os.Environ(), "DATABASE_URL="+url, "DATA_DIR="+dataDir())
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	return cmd.Run()
+}
+
+func binPath(name string) string {
+	self, err := os.Executable()
+	if err == nil {
+		p := filepath.Join(filepath.Dir(self), name)
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return filepath.Join("bin", name)
+}
+
+func getenv(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+type child struct {
+	name string
+	cmd  *exec.Cmd
+	done chan struct{} // closed when the process has exited
+	err  error         // its exit status, valid once done is closed
+}
+
+func run() error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	url, stopDB, err := databaseURL()
+	if err != nil {
+		return err
+	}
+	defer stopDB()
+
+	authAddr := getenv("AUTHSVC_ADDR", "127.0.0.1:8000")
+	env := append(os.Environ(), "DATABASE_URL="+url, "DATA_DIR="+dataDir(), "AUTHSVC_ADDR="+authAddr,
+		"AUTHSVC_UPSTREAM="+authAddr)
+	var children []*child
+	exited := make(chan *child, 4)
+	defer func() { stopAll(children) }()
+
+	start := func(name string, args ...string) (*child, error) {
+		cmd := exec.Command(binPath(name), args...)
+		cmd.Env = env
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		// Own process group: the terminal's Ctrl-C reaches us only, and we
+		// stop the children in order.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if err := cmd.Start(); err != nil {
+			return nil, fmt.Errorf("start %s: %w", name, err)
+		}
+		c := &child{name: name, cmd: cmd, done: make(chan struct{})}
+		go func() {
+			c.err = cmd.Wait()
+			close(c.done)
+			exited <- c
+		}()
+		children = append(children, c)
+		return c, nil
+	}
+
+	auth, err := start("authsvc", "serve")
+	if err != nil {
+		return err
+	}
+	if err := waitHealthy(ctx, "http://"+authAddr+"/health", auth); err != nil {
+		return err
+	}
+	base := "http://" + authAddr
+	if _, err := os.Stat(binPath("caddy")); err == nil {
+		if _, err := os.Stat("Caddyfile"); err == nil {
+			if _, err := start("caddy", "run", "--config", "Caddyfile", "--adapter", "caddyfile"); err != nil {
+				return err
+			}
+			base = "http://localhost:" + strings.TrimPrefix(getenv("GATEHOUSE_SITE_ADDRESS", ":8080"), ":")
+		}
+	}
+	fmt.Fprintf(os.Stderr, `
+Gatehouse is running: %s
+  create the first admin (in another terminal):
+    ./bin/gatehouse-dev create-admin --email admin@example.com
+  or register and log in:
+    curl -s %s/api/auth/register -H 'Content-Type: application/json' \
+      -d '{"email":"ada@example.com","password":"Lovelace#1815"}'
+Press Ctrl-C to stop everything.
+`, base, base)
+
+	select {
+	case <-ctx.Done():
+		fmt.Fprintln(os.Stderr, "\nstopping...")
+		return nil
+	case c := <-exited:
+		return fmt.Errorf("%s exited: %v", c.name, c.err)
+	}
+}
+
+func waitHealthy(ctx context.Context, url string, c *child) error {
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-c.done:
+			return fmt.Errorf("%s exited during start: %v", c.name, c.err)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+	}
+	return errors.New(c.name + " did not become healthy within 60s")
+}
+
+// stopAll stops the children in reverse start order: SIGTERM, then SIGKILL
+// after 10 seconds.
+func stopAll(children []*child) {
+	for i := len(children) - 1; i >= 0; i-- {
+		c := children[i]
+		_ = c.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-c.done:
+		case <-time.After(10 * time.Second):
+			_ = c.cmd.Process.Kill()
+		}
+	}
+}

@@ -1,0 +1,282 @@
+// Package accesstoken owns the format of Gatehouse access tokens: RS256 JWTs
+// with header typ "at+jwt", issued by authsvc and verified by the edge
+// (caddymodules) and by authsvc itself with the same rules.
+//
+// Verification is deny-by-default and cheap checks come first: size, shape,
+// a strict look at the protected header (algorithm allow-list, kid, typ,
+// crit) before any key lookup or RSA work. Keys are looked up by kid only;
+// headers that carry or point at keys (jwk, jku, x5u, x5c) are ignored.
+package accesstoken
+
+import (
+	"crypto"
+	"crypto/rsa"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+)
+
+// Type is the JWT "typ" header of an access token (RFC 9068).
+const Type = "at+jwt"
+
+// MaxTokenBytes bounds the size of a token accepted for verification; ours
+// are well under 2 KiB, so anything larger is refused before parsing.
+const MaxTokenBytes = 8 << 10
+
+// DefaultLeeway is the clock skew tolerated on exp and nbf.
+const DefaultLeeway = 30 * time.Second
+
+// Claims are the claims Gatehouse puts in an access token.
+type Claims struct {
+	Issuer    string           `json:"iss"`
+	Subject   string           `json:"sub"`
+	Audience  jwt.Audience     `json:"aud"`
+	Expiry    *jwt.NumericDate `json:"exp"`
+	NotBefore *jwt.NumericDate `json:"nbf,omitempty"`
+	IssuedAt  *jwt.NumericDate `json:"iat,omitempty"`
+	ID        string           `json:"jti"`
+	SessionID string           `json:"sid,omitempty"`
+	Role      string           `json:"role"`
+	Groups    []string         `json:"groups"`
+}
+
+// ExpiresAt is the token's expiry time.
+func (c *Claims) ExpiresAt() time.Time { return c.Expiry.Time() }
+
+// KeyID derives a key id from an RSA public key: its RFC 7638 JWK
+// thumbprint (SHA-256, base64url), so the same key always gets the same kid.
+func KeyID(pub *rsa.PublicKey) (string, error) {
+	tp, err := (&jose.JSONWebKey{Key: pub}).Thumbprint(crypto.SHA256)
+	if err != nil {
+		return "", fmt.Errorf("key thumbprint: %w", err)
+	}
+	return base64.RawURLEncoding.EncodeToString(tp), nil
+}
+
+// PublicJWK is the JWKS entry for pub.
+func PublicJWK(pub *rsa.PublicKey) (jose.JSONWebKey, error) {
+	kid, err := KeyID(pub)
+	if err != nil {
+		return jose.JSONWebKey{}, err
+	}
+	return jose.JSONWebKey{Key: pub, KeyID: kid, Algorithm: string(jose.RS256), Use: "sig"}, nil
+}
+
+// Signer issues access tokens with one private key.
+type Signer struct {
+	kid    string
+	signer jose.Signer
+}
+
+// NewSigner makes a Signer whose tokens carry kid = KeyID(&key.PublicKey).
+func NewSigner(key *rsa.PrivateKey) (*Signer, error) {
+	kid, err := KeyID(&key.PublicKey)
+	if err != nil {
+		return nil, err
+	}
+	opts := (&jose.SignerOptions{}).WithType(Type).WithHeader(jose.HeaderKey("kid"), kid)
+	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: key}, opts)
+	if err != nil {
+		return nil, fmt.Errorf("new signer: %w", err)
+	}
+	return &Signer{kid: kid, signer: s}, nil
+}
+
+// KeyID is the kid the Signer puts in its tokens.
+func (s *Signer) KeyID() string { return s.kid }
+
+// Sign serialises and signs c.
+func (s *Signer) Sign(c *Claims) (string, error) {
+	if c.Groups == nil {
+		c.Groups = []string{}
+	}
+	tok, err := jwt.Signed(s.signer).Claims(c).Serialize()
+	if err != nil {
+		return "", fmt.Errorf("sign token: %w", err)
+	}
+	return tok, nil
+}
+
+// Reason classifies a verification failure, for metrics and logs. The
+// client only ever learns that the token is invalid.
+type Reason string
+
+// The reasons a token is refused.
+const (
+	ReasonMalformed   Reason = "malformed"
+	ReasonTooLarge    Reason = "too_large"
+	ReasonAlgorithm   Reason = "algorithm"
+	ReasonMissingKID  Reason = "missing_kid"
+	ReasonUnknownKID  Reason = "unknown_kid"
+	ReasonType        Reason = "type"
+	ReasonCritical    Reason = "crit"
+	ReasonSignature   Reason = "signature"
+	ReasonClaims      Reason = "claims"
+	ReasonIssuer      Reason = "issuer"
+	ReasonAudience    Reason = "audience"
+	ReasonExpired     Reason = "expired"
+	ReasonNotYetValid Reason = "not_yet_valid"
+	ReasonNoKeys      Reason = "no_keys"
+)
+
+// Error is a verification failure.
+type Error struct {
+	Reason Reason
+	Err    error
+}
+
+func (e *Error) Error() string {
+	if e.Err != nil {
+		return "invalid token: " + string(e.Reason) + ": " + e.Err.Error()
+	}
+	return "invalid token: " + string(e.Reason)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+func fail(r Reason, format string, args ...any) error {
+	return &Error{Reason: r, Err: fmt.Errorf(format, args...)}
+}
+
+// ReasonOf returns the Reason of a verification error ("" when err is not one).
+func ReasonOf(err error) Reason {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Reason
+	}
+	return ""
+}
+
+// ErrNoKeys is returned by a KeyFunc that has never loaded a key set; the
+// edge answers 503 rather than 401 then, since the token may well be good.
+var ErrNoKeys = errors.New("no key set loaded yet")
+
+// KeyFunc returns the verification key for kid. It returns (nil, nil) for
+// an unknown kid and ErrNoKeys when no key set is available at all.
+type KeyFunc func(kid string) (*rsa.PublicKey, error)
+
+// Verifier checks access tokens.
+type Verifier struct {
+	Issuer   string
+	Audience string
+	Keys     KeyFunc
+	// Leeway tolerated on exp and nbf; DefaultLeeway when zero.
+	Leeway time.Duration
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+}
+
+// header is the subset of the protected header we look at before any
+// cryptography. Unknown members are ignored (jwk, jku, x5u, x5c included).
+type header struct {
+	Alg  *string          `json:"alg"`
+	Kid  *string          `json:"kid"`
+	Typ  *string          `json:"typ"`
+	Crit *json.RawMessage `json:"crit"`
+}
+
+// Verify checks token and returns its claims.
+func (v *Verifier) Verify(token string) (*Claims, error) {
+	if len(token) > MaxTokenBytes {
+		return nil, &Error{Reason: ReasonTooLarge}
+	}
+	// Compact serialisation only: three base64url segments.
+	if strings.Count(token, ".") != 2 {
+		return nil, fail(ReasonMalformed, "not a compact JWS")
+	}
+	h, err := parseHeader(token[:strings.IndexByte(token, '.')])
+	if err != nil {
+		return nil, err
+	}
+	key, err := v.Keys(*h.Kid)
+	if errors.Is(err, ErrNoKeys) {
+		return nil, &Error{Reason: ReasonNoKeys, Err: err}
+	}
+	if err != nil {
+		return nil, &Error{Reason: ReasonUnknownKID, Err: err}
+	}
+	if key == nil {
+		return nil, fail(ReasonUnknownKID, "kid %q", *h.Kid)
+	}
+	parsed, err := jwt.ParseSigned(token, []jose.SignatureAlgorithm{jose.RS256})
+	if err != nil {
+		return nil, &Error{Reason: ReasonMalformed, Err: err}
+	}
+	var c Claims
+	if err := parsed.Claims(key, &c); err != nil {
+		if errors.Is(err, jose.ErrCryptoFailure) {
+			return nil, &Error{Reason: ReasonSignature, Err: err}
+		}
+		// The signature verified but the payload did not decode into our
+		// claim types (e.g. exp as a string).
+		return nil, &Error{Reason: ReasonClaims, Err: err}
+	}
+	if err := v.checkClaims(&c); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func parseHeader(seg string) (*header, error) {
+	raw, err := base64.RawURLEncoding.DecodeString(seg)
+	if err != nil {
+		return nil, fail(ReasonMalformed, "header encoding: %v", err)
+	}
+	var h header
+	if err := json.Unmarshal(raw, &h); err != nil {
+		return nil, fail(ReasonMalformed, "header: %v", err)
+	}
+	if h.Alg == nil || *h.Alg != string(jose.RS256) {
+		return nil, &Error{Reason: ReasonAlgorithm}
+	}
+	if h.Crit != nil {
+		// We understand no critical extension, so any crit is refused.
+		return nil, &Error{Reason: ReasonCritical}
+	}
+	if h.Typ == nil || !(strings.EqualFold(*h.Typ, Type) || strings.EqualFold(*h.Typ, "application/"+Type)) {
+		return nil, &Error{Reason: ReasonType}
+	}
+	if h.Kid == nil || *h.Kid == "" {
+		return nil, &Error{Reason: ReasonMissingKID}
+	}
+	return &h, nil
+}
+
+func (v *Verifier) checkClaims(c *Claims) error {
+	now := time.Now()
+	if v.Now != nil {
+		now = v.Now()
+	}
+	leeway := v.Leeway
+	if leeway == 0 {
+		leeway = DefaultLeeway
+	}
+	if c.Issuer != v.Issuer {
+		return fail(ReasonIssuer, "iss %q", c.Issuer)
+	}
+	if !c.Audience.Contains(v.Audience) {
+		return fail(ReasonAudience, "aud %v", []string(c.Audience))
+	}
+	if c.Expiry == nil {
+		return fail(ReasonClaims, "exp is required")
+	}
+	if now.After(c.Expiry.Time().Add(leeway)) {
+		return &Error{Reason: ReasonExpired}
+	}
+	if c.NotBefore != nil && now.Add(leeway).Before(c.NotBefore.Time()) {
+		return &Error{Reason: ReasonNotYetValid}
+	}
+	if c.Subject == "" {
+		return fail(ReasonClaims, "sub is required")
+	}
+	if c.Role != "admin" && c.Role != "user" {
+		return fail(ReasonClaims, "role %q", c.Role)
+	}
+	return nil
+}

@@ -1,0 +1,303 @@
+// Package pgcluster runs a private PostgreSQL cluster under a directory, for
+// `make run` and the tests when DATABASE_URL is unset. It uses the system's
+// server binaries (initdb, pg_ctl) and never touches a cluster it did not
+// create. The cluster listens on 127.0.0.1 only, with a generated password.
+//
+// initdb refuses to run as root, so when the caller is root the server runs as
+// the unprivileged "postgres" user (or PGCLUSTER_USER), which then owns the
+// cluster's data directory.
+package pgcluster
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// superuser is the role initdb creates; the cluster is private, so one role
+// is enough.
+const superuser = "gatehouse"
+
+// Cluster is a private cluster rooted at Dir: Dir/pgdata holds the server's
+// files, Dir/password the superuser's password, Dir/server.log its log.
+type Cluster struct {
+	Dir    string
+	binDir string
+	cred   *syscall.Credential // nil unless we run the server as another user
+}
+
+// New finds the server binaries and prepares (but does not start) a cluster.
+func New(dir string) (*Cluster, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	bin, err := findBinDir()
+	if err != nil {
+		return nil, err
+	}
+	c := &Cluster{Dir: abs, binDir: bin}
+	if os.Geteuid() == 0 {
+		name := os.Getenv("PGCLUSTER_USER")
+		if name == "" {
+			name = "postgres"
+		}
+		u, err := user.Lookup(name)
+		if err != nil {
+			return nil, fmt.Errorf("running as root: initdb needs an unprivileged user %q to own the cluster (install the postgresql package, or set PGCLUSTER_USER): %w", name, err)
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		c.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+	}
+	return c, nil
+}
+
+// findBinDir looks for initdb on PATH, then under /usr/lib/postgresql/*/bin
+// (Debian keeps the server binaries off PATH), newest version first.
+func findBinDir() (string, error) {
+	if p, err := exec.LookPath("initdb"); err == nil {
+		if _, err := exec.LookPath("pg_ctl"); err == nil {
+			return filepath.Dir(p), nil
+		}
+	}
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	sort.Slice(dirs, func(i, j int) bool { return versionOf(dirs[i]) > versionOf(dirs[j]) })
+	for _, d := range dirs {
+		if _, err := os.Stat(filepath.Join(d, "initdb")); err == nil {
+			return d, nil
+		}
+	}
+	return "", errors.New("PostgreSQL server binaries (initdb, pg_ctl) not found on PATH or under /usr/lib/postgresql/*/bin: install PostgreSQL (Debian: apt-get install postgresql) or set DATABASE_URL")
+}
+
+func versionOf(binDir string) float64 {
+	v, _ := strconv.ParseFloat(filepath.Base(filepath.Dir(binDir)), 64)
+	return v
+}
+
+func (c *Cluster) dataDir() string { return filepath.Join(c.Dir, "pgdata") }
+
+// Ensure initialises the cluster if needed, starts it unless it is already
+// running, and returns a URL for the given database (created if missing).
+// Concurrent callers (parallel test binaries) are serialised by a lock file.
+func (c *Cluster) Ensure(database string) (string, error) {
+	if err := os.MkdirAll(c.Dir, 0o755); err != nil {
+		return "", err
+	}
+	unlock, err := lockFile(filepath.Join(c.Dir, "lock"))
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+
+	if _, err := os.Stat(filepath.Join(c.dataDir(), "PG_VERSION")); err != nil {
+		if err := c.initdb(); err != nil {
+			return "", err
+		}
+	}
+	port, running := c.runningPort()
+	if !running {
+		if port, err = c.start(); err != nil {
+			return "", err
+		}
+	}
+	pw, err := os.ReadFile(filepath.Join(c.Dir, "password"))
+	if err != nil {
+		return "", err
+	}
+	admin := c.url(strings.TrimSpace(string(pw)), port, "postgres")
+	if database != "" && database != "postgres" {
+		if err := CreateDatabase(admin, database, true); err != nil {
+			return "", err
+		}
+	}
+	return c.url(strings.TrimSpace(string(pw)), port, database), nil
+}
+
+func (c *Cluster) url(password string, port int, database string) string {
+	u := url.URL{
+		Scheme:   "postgres",
+		User:     url.UserPassword(superuser, password),
+		Host:     net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
+		Path:     "/" + database,
+		RawQuery: "sslmode=disable",
+	}
+	return u.String()
+}
+
+func (c *Cluster) initdb() error {
+	// A half-made data directory from an interrupted initdb would make
+	// initdb refuse; it holds nothing of value yet.
+	_ = os.RemoveAll(c.dataDir())
+	pw := make([]byte, 24)
+	if _, err := rand.Read(pw); err != nil {
+		return err
+	}
+	password := hex.EncodeToString(pw)
+	if err := os.WriteFile(filepath.Join(c.Dir, "password"), []byte(password+"\n"), 0o600); err != nil {
+		return err
+	}
+	// initdb reads the password from a file the server user can read; it is
+	// removed as soon as initdb is done.
+	pwfile := filepath.Join(c.Dir, "initdb-pwfile")
+	if err := os.WriteFile(pwfile, []byte(password+"\n"), 0o600); err != nil {
+		return err
+	}
+	defer os.Remove(pwfile)
+	if err := os.Mkdir(c.dataDir(), 0o700); err != nil {
+		return err
+	}
+	if c.cred != nil {
+		for _, p := range []string{pwfile, c.dataDir()} {
+			if err := os.Chown(p, int(c.cred.Uid), int(c.cred.Gid)); err != nil {
+				return err
+			}
+		}
+		if err := c.checkReachable(); err != nil {
+			return err
+		}
+	}
+	out, err := c.run("initdb", "-D", c.dataDir(), "-U", superuser, "--pwfile="+pwfile,
+		"--auth=scram-sha-256", "-E", "UTF8", "--locale=C", "--no-sync")
+	if err != nil {
+		return fmt.Errorf("initdb: %w\n%s", err, out)
+	}
+	return nil
+}
+
+// checkReachable fails early, with a useful message, when the server user
+// cannot traverse the path to the data directory (e.g. a checkout under
+// /root); the server would otherwise fail with a terse permission error.
+func (c *Cluster) checkReachable() error {
+	for d := filepath.Dir(c.Dir); d != "/"; d = filepath.Dir(d) {
+		st, err := os.Stat(d)
+		if err != nil {
+			return err
+		}
+		if st.Mode().Perm()&0o001 == 0 {
+			sys := st.Sys().(*syscall.Stat_t)
+			if sys.Uid != c.cred.Uid && !(sys.Gid == c.cred.Gid && st.Mode().Perm()&0o010 != 0) {
+				return fmt.Errorf("the PostgreSQL server runs as uid %d, which cannot enter %s: choose a data directory elsewhere (DATA_DIR) or set DATABASE_URL", c.cred.Uid, d)
+			}
+		}
+	}
+	return nil
+}
+
+// runningPort reports the port of a live server from postmaster.pid (its
+// fourth line), so a second caller reuses the server the first one started.
+func (c *Cluster) runningPort() (int, bool) {
+	b, err := os.ReadFile(filepath.Join(c.dataDir(), "postmaster.pid"))
+	if err != nil {
+		return 0, false
+	}
+	lines := strings.Split(string(b), "\n")
+	if len(lines) < 4 {
+		return 0, false
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(lines[0]))
+	port, _ := strconv.Atoi(strings.TrimSpace(lines[3]))
+	if pid <= 0 || port <= 0 || syscall.Kill(pid, 0) != nil {
+		return 0, false
+	}
+	if conn, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), time.Second); err == nil {
+		conn.Close()
+		return port, true
+	}
+	return 0, false
+}
+
+func (c *Cluster) start() (int, error) {
+	port, err := freePort()
+	if err != nil {
+		return 0, err
+	}
+	logFile := filepath.Join(c.Dir, "server.log")
+	if c.cred != nil {
+		// pg_ctl, running as the server user, appends to the log.
+		f, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			return 0, err
+		}
+		f.Close()
+		if err := os.Chown(logFile, int(c.cred.Uid), int(c.cred.Gid)); err != nil {
+			return 0, err
+		}
+	}
+	opts := fmt.Sprintf("-p %d -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c fsync=off -c max_connections=200", port)
+	out, err := c.run("pg_ctl", "-D", c.dataDir(), "-l", logFile, "-o", opts, "-w", "-t", "60", "start")
+	if err != nil {
+		tail, _ := os.ReadFile(logFile)
+		if len(tail) > 2000 {
+			tail = tail[len(tail)-2000:]
+		}
+		return 0, fmt.Errorf("pg_ctl start: %w\n%s\n%s", err, out, tail)
+	}
+	return port, nil
+}
+
+// Stop stops the server if it runs (fast mode: open sessions are ended).
+func (c *Cluster) Stop() error {
+	if _, running := c.runningPort(); !running {
+		return nil
+	}
+	out, err := c.run("pg_ctl", "-D", c.dataDir(), "-m", "fast", "-w", "stop")
+	if err != nil {
+		return fmt.Errorf("pg_ctl stop: %w\n%s", err, out)
+	}
+	return nil
+}
+
+func (c *Cluster) run(name string, args ...string) ([]byte, error) {
+	cmd := exec.Command(filepath.Join(c.binDir, name), args...)
+	cmd.Dir = c.Dir
+	// The server must not inherit a caller's PG* settings or locale quirks.
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "LC_ALL=C", "HOME=" + c.Dir}
+	if c.cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: c.cred}
+	}
+	var buf bytes.Buffer
+	cmd.Stdout = &buf
+	cmd.Stderr = &buf
+	err := cmd.Run()
+	return buf.Bytes(), err
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// lockFile takes an exclusive flock, released by the returned function.
+func lockFile(path string) (func(), error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		f.Close()
+	}, nil
+}
