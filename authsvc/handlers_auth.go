@@ -9,8 +9,8 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/google/uuid"
 	"github.com/go-jose/go-jose/v4/jwt"
+	"github.com/google/uuid"
 
 	"github.com/gatehouse/gatehouse/internal/accesstoken"
 	"github.com/gatehouse/gatehouse/internal/httpx"
