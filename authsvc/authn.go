@@ -5,7 +5,9 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"time"
 
+	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/google/uuid"
 
 	"github.com/gatehouse/gatehouse/internal/httpx"
@@ -59,10 +61,32 @@ func (s *Service) authenticate(r *http.Request) (*Principal, error) {
 		return nil, unauthorized("account is disabled", nil)
 	case p.SessionRevoked:
 		return nil, unauthorized("session has ended; sign in again", nil)
-	case claims.IssuedAt == nil || claims.IssuedAt.Time().Before(p.TokensNotBefore.Truncate(1e9)):
+	case issuedBeforeCutoff(claims.IssuedAt, p.SessionStart, p.TokensNotBefore):
 		return nil, unauthorized("token has been revoked; sign in again", nil)
 	}
 	return &p, nil
+}
+
+// issuedBeforeCutoff reports whether a token predates the user's cut-off
+// (tokens_valid_after). iat has whole seconds, so it settles only tokens
+// issued in another second than the cut-off. Within the cut-off's own
+// second, the token's session start (microseconds, from the same database
+// clock as the cut-off) decides; a token without a session is then void.
+// Comparing iat with the truncated cut-off alone would keep a token issued
+// a moment before a deactivation or role change alive.
+func issuedBeforeCutoff(iat *jwt.NumericDate, sessionStart, cutoff time.Time) bool {
+	if iat == nil {
+		return true
+	}
+	issued, second := iat.Time(), cutoff.Truncate(time.Second)
+	switch {
+	case issued.Before(second):
+		return true
+	case issued.After(second):
+		return false
+	default:
+		return sessionStart.IsZero() || sessionStart.Before(cutoff)
+	}
 }
 
 // bearerToken takes the token from the one Authorization header; never from

@@ -50,8 +50,11 @@ func (s *Service) listUsers(w http.ResponseWriter, r *http.Request) error {
 		fields = append(fields, *fe)
 	}
 	search := r.URL.Query().Get("search")
-	if len(search) > 254 {
+	switch {
+	case len(search) > 254:
 		fields = append(fields, httpx.FieldError{Field: "search", Message: "must be at most 254 characters"})
+	case !validText(search):
+		fields = append(fields, httpx.FieldError{Field: "search", Message: "must be UTF-8 text without NUL characters"})
 	}
 	if len(fields) > 0 {
 		return httpx.Invalid(fields)

@@ -16,6 +16,13 @@ import (
 	"github.com/gatehouse/gatehouse/internal/httpx"
 )
 
+// validText reports whether s can be stored in or compared with a
+// PostgreSQL text value: valid UTF-8 without NUL. JSON bodies are already
+// valid UTF-8, but query strings, forms and headers may carry any bytes.
+func validText(s string) bool {
+	return utf8.ValidString(s) && !strings.ContainsRune(s, 0)
+}
+
 // validateEmail returns the normalised address or a field error.
 func validateEmail(raw string) (string, *httpx.FieldError) {
 	email := NormaliseEmail(raw)
@@ -136,9 +143,14 @@ func (s *Service) login(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	u, err := s.store.UserByEmail(r.Context(), NormaliseEmail(username))
-	if err != nil && !errors.Is(err, ErrNotFound) {
-		return err
+	// A username PostgreSQL could not compare (not UTF-8, or with NUL) names
+	// no account; it gets the unknown account's answer, not a 500.
+	var u User
+	if validText(username) {
+		u, err = s.store.UserByEmail(r.Context(), NormaliseEmail(username))
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return err
+		}
 	}
 	hash := u.HashedPassword
 	if utf8.RuneCountInString(password) > MaxPasswordLen {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -77,6 +78,11 @@ type Hasher struct {
 	slots   chan struct{}
 	maxWait time.Duration
 	dummy   string // hash checked when the account does not exist
+
+	// Counters for tests and metrics: password checks run (dummy ones
+	// included), and hashes in flight now and at most.
+	verifications  atomic.Int64
+	inFlight, peak atomic.Int32
 }
 
 // NewHasher allows n hashes at once; a caller waiting longer than maxWait
@@ -98,6 +104,9 @@ func (h *Hasher) acquire(ctx context.Context) error {
 	defer t.Stop()
 	select {
 	case h.slots <- struct{}{}:
+		n := h.inFlight.Add(1)
+		for p := h.peak.Load(); n > p && !h.peak.CompareAndSwap(p, n); p = h.peak.Load() {
+		}
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -106,7 +115,10 @@ func (h *Hasher) acquire(ctx context.Context) error {
 	}
 }
 
-func (h *Hasher) release() { <-h.slots }
+func (h *Hasher) release() {
+	h.inFlight.Add(-1)
+	<-h.slots
+}
 
 // Hash returns the PHC-format Argon2id hash of pw.
 func (h *Hasher) Hash(ctx context.Context, pw string) (string, error) {
@@ -135,6 +147,7 @@ func (h *Hasher) Verify(ctx context.Context, encoded, pw string) (bool, error) {
 		return false, err
 	}
 	defer h.release()
+	h.verifications.Add(1)
 	if encoded == "" {
 		_, _ = verifyArgon2id(h.dummy, []byte(pw))
 		return false, nil

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -104,22 +105,30 @@ func (s *Store) UserByEmail(ctx context.Context, email string) (User, error) {
 type Principal struct {
 	User
 	SessionRevoked bool
+	// SessionStart is when the token's session began (zero without one),
+	// stamped by the database clock that also stamps TokensNotBefore.
+	SessionStart time.Time
 }
 
 // LoadPrincipal loads the user and whether the token's session is revoked,
 // in one round trip. A token without a session id has no session to check.
 func (s *Store) LoadPrincipal(ctx context.Context, userID uuid.UUID, sessionID *uuid.UUID) (Principal, error) {
 	row := s.pool.QueryRow(ctx, `SELECT `+userColumns+`,
-		COALESCE((SELECT s.revoked_at IS NOT NULL OR s.user_id <> u.id FROM auth.sessions s WHERE s.id = $2), $2 IS NOT NULL)
+		COALESCE((SELECT s.revoked_at IS NOT NULL OR s.user_id <> u.id FROM auth.sessions s WHERE s.id = $2), $2 IS NOT NULL),
+		(SELECT s.created_at FROM auth.sessions s WHERE s.id = $2 AND s.user_id = u.id)
 		`+userFrom+`WHERE u.id = $1`, userID, sessionID)
 	var p Principal
 	var tva time.Time
+	var start *time.Time
 	err := row.Scan(&p.ID, &p.Email, &p.FullName, &p.Role, &p.IsActive, &p.IsSuperuser, &p.CreatedAt, &p.UpdatedAt,
-		&p.HashedPassword, &tva, &p.SessionRevoked)
+		&p.HashedPassword, &tva, &p.SessionRevoked, &start)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return p, ErrNotFound
 	}
 	p.TokensNotBefore = tva
+	if start != nil {
+		p.SessionStart = *start
+	}
 	return p, err
 }
 
@@ -134,11 +143,18 @@ func (s *Store) CreateSession(ctx context.Context, userID uuid.UUID, expires tim
 	return id, nil
 }
 
+// truncate makes s valid UTF-8 of at most n bytes, cut on a rune boundary:
+// request headers may carry any bytes, and PostgreSQL text refuses what is
+// not UTF-8 (a failed login otherwise).
 func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
+	s = strings.ToValidUTF8(strings.ReplaceAll(s, "\x00", ""), "\uFFFD")
+	if len(s) <= n {
+		return s
 	}
-	return s
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 // GroupNamesOf lists the names of the groups userID belongs to, sorted.

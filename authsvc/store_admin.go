@@ -178,7 +178,7 @@ type Group struct {
 	CreatedAt   time.Time     `json:"created_at"`
 	UpdatedAt   time.Time     `json:"updated_at"`
 	MemberCount int           `json:"member_count"`
-	Members     []GroupMember `json:"members,omitempty"`
+	Members     []GroupMember `json:"members,omitzero"` // in the detail ([] when empty), absent from lists
 }
 
 // GroupMember is a user as listed in a group's detail.

@@ -153,8 +153,10 @@ func run() error {
 	defer stopDB()
 
 	authAddr := getenv("AUTHSVC_ADDR", "127.0.0.1:8000")
-	env := append(os.Environ(), "DATABASE_URL="+url, "DATA_DIR="+dataDir(), "AUTHSVC_ADDR="+authAddr,
-		"AUTHSVC_UPSTREAM="+authAddr)
+	docAddr := getenv("DOCSERVICE_ADDR", "127.0.0.1:8001")
+	env := append(os.Environ(), "DATABASE_URL="+url, "DATA_DIR="+dataDir(),
+		"AUTHSVC_ADDR="+authAddr, "AUTHSVC_UPSTREAM="+authAddr,
+		"DOCSERVICE_ADDR="+docAddr, "DOCSERVICE_UPSTREAM="+docAddr)
 	var children []*child
 	exited := make(chan *child, 4)
 	defer func() { stopAll(children) }()
@@ -186,13 +188,23 @@ func run() error {
 	if err := waitHealthy(ctx, "http://"+authAddr+"/health", auth); err != nil {
 		return err
 	}
+	// Services that exist so far: each later one starts once its binary is built.
+	if _, err := os.Stat(binPath("docservice")); err == nil {
+		doc, err := start("docservice")
+		if err != nil {
+			return err
+		}
+		if err := waitHealthy(ctx, "http://"+docAddr+"/health", doc); err != nil {
+			return err
+		}
+	}
 	base := "http://" + authAddr
 	if _, err := os.Stat(binPath("caddy")); err == nil {
 		if _, err := os.Stat("Caddyfile"); err == nil {
 			if _, err := start("caddy", "run", "--config", "Caddyfile", "--adapter", "caddyfile"); err != nil {
 				return err
 			}
-			base = "http://localhost:" + strings.TrimPrefix(getenv("GATEHOUSE_SITE_ADDRESS", ":8080"), ":")
+			base = siteURL(getenv("GATEHOUSE_SITE_ADDRESS", ":8080"))
 		}
 	}
 	fmt.Fprintf(os.Stderr, `
@@ -211,6 +223,19 @@ Press Ctrl-C to stop everything.
 		return nil
 	case c := <-exited:
 		return fmt.Errorf("%s exited: %v", c.name, c.err)
+	}
+}
+
+// siteURL is what a browser opens for a Caddyfile site address: a bare
+// port is plain HTTP on localhost, a host name gets Caddy's automatic HTTPS.
+func siteURL(addr string) string {
+	switch {
+	case strings.HasPrefix(addr, ":"):
+		return "http://localhost" + addr
+	case strings.Contains(addr, "://"):
+		return addr
+	default:
+		return "https://" + addr
 	}
 }
 

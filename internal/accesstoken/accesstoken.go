@@ -12,13 +12,13 @@ import (
 	"crypto"
 	"crypto/rsa"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
+	josejson "github.com/go-jose/go-jose/v4/json"
 	"github.com/go-jose/go-jose/v4/jwt"
 )
 
@@ -174,11 +174,16 @@ type Verifier struct {
 
 // header is the subset of the protected header we look at before any
 // cryptography. Unknown members are ignored (jwk, jku, x5u, x5c included).
+//
+// It is decoded with go-jose's JSON package, which matches member names
+// case-sensitively as go-jose itself does; encoding/json would read "ALG"
+// or "Kid" as alg and kid, so the two parsers could disagree on which
+// algorithm or key a token names.
 type header struct {
-	Alg  *string          `json:"alg"`
-	Kid  *string          `json:"kid"`
-	Typ  *string          `json:"typ"`
-	Crit *json.RawMessage `json:"crit"`
+	Alg  *string              `json:"alg"`
+	Kid  *string              `json:"kid"`
+	Typ  *string              `json:"typ"`
+	Crit *josejson.RawMessage `json:"crit"`
 }
 
 // Verify checks token and returns its claims.
@@ -229,7 +234,7 @@ func parseHeader(seg string) (*header, error) {
 		return nil, fail(ReasonMalformed, "header encoding: %v", err)
 	}
 	var h header
-	if err := json.Unmarshal(raw, &h); err != nil {
+	if err := josejson.Unmarshal(raw, &h); err != nil {
 		return nil, fail(ReasonMalformed, "header: %v", err)
 	}
 	if h.Alg == nil || *h.Alg != string(jose.RS256) {

@@ -11,6 +11,7 @@ package pgcluster
 import (
 	"bytes"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -32,11 +33,15 @@ import (
 const superuser = "gatehouse"
 
 // Cluster is a private cluster rooted at Dir: Dir/pgdata holds the server's
-// files, Dir/password the superuser's password, Dir/server.log its log.
+// files, Dir/server.log its log, Dir/password the superuser's password.
 type Cluster struct {
 	Dir    string
 	binDir string
 	cred   *syscall.Credential // nil unless we run the server as another user
+	// serverDir holds pgdata and the log: Dir, unless the server user cannot
+	// reach Dir (a checkout under /root, say); then a directory of its own
+	// under the system temp dir, named after Dir so every caller finds it.
+	serverDir string
 }
 
 // New finds the server binaries and prepares (but does not start) a cluster.
@@ -49,7 +54,7 @@ func New(dir string) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Cluster{Dir: abs, binDir: bin}
+	c := &Cluster{Dir: abs, binDir: bin, serverDir: abs}
 	if os.Geteuid() == 0 {
 		name := os.Getenv("PGCLUSTER_USER")
 		if name == "" {
@@ -62,6 +67,10 @@ func New(dir string) (*Cluster, error) {
 		uid, _ := strconv.Atoi(u.Uid)
 		gid, _ := strconv.Atoi(u.Gid)
 		c.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+		if err := c.checkReachable(); err != nil {
+			sum := sha256.Sum256([]byte(abs))
+			c.serverDir = filepath.Join(os.TempDir(), "gatehouse-pg-"+hex.EncodeToString(sum[:6]))
+		}
 	}
 	return c, nil
 }
@@ -89,7 +98,9 @@ func versionOf(binDir string) float64 {
 	return v
 }
 
-func (c *Cluster) dataDir() string { return filepath.Join(c.Dir, "pgdata") }
+func (c *Cluster) dataDir() string { return filepath.Join(c.serverDir, "pgdata") }
+
+func (c *Cluster) logFile() string { return filepath.Join(c.serverDir, "server.log") }
 
 // Ensure initialises the cluster if needed, starts it unless it is already
 // running, and returns a URL for the given database (created if missing).
@@ -151,9 +162,12 @@ func (c *Cluster) initdb() error {
 	if err := os.WriteFile(filepath.Join(c.Dir, "password"), []byte(password+"\n"), 0o600); err != nil {
 		return err
 	}
+	if err := os.MkdirAll(c.serverDir, 0o755); err != nil {
+		return err
+	}
 	// initdb reads the password from a file the server user can read; it is
 	// removed as soon as initdb is done.
-	pwfile := filepath.Join(c.Dir, "initdb-pwfile")
+	pwfile := filepath.Join(c.serverDir, "initdb-pwfile")
 	if err := os.WriteFile(pwfile, []byte(password+"\n"), 0o600); err != nil {
 		return err
 	}
@@ -167,9 +181,6 @@ func (c *Cluster) initdb() error {
 				return err
 			}
 		}
-		if err := c.checkReachable(); err != nil {
-			return err
-		}
 	}
 	out, err := c.run("initdb", "-D", c.dataDir(), "-U", superuser, "--pwfile="+pwfile,
 		"--auth=scram-sha-256", "-E", "UTF8", "--locale=C", "--no-sync")
@@ -179,19 +190,18 @@ func (c *Cluster) initdb() error {
 	return nil
 }
 
-// checkReachable fails early, with a useful message, when the server user
-// cannot traverse the path to the data directory (e.g. a checkout under
-// /root); the server would otherwise fail with a terse permission error.
+// checkReachable reports whether the server user can traverse the path to
+// Dir (it cannot in a checkout under /root, for instance).
 func (c *Cluster) checkReachable() error {
-	for d := filepath.Dir(c.Dir); d != "/"; d = filepath.Dir(d) {
+	for d := c.Dir; d != "/"; d = filepath.Dir(d) {
 		st, err := os.Stat(d)
 		if err != nil {
-			return err
+			continue // not created yet: MkdirAll makes it traversable
 		}
 		if st.Mode().Perm()&0o001 == 0 {
 			sys := st.Sys().(*syscall.Stat_t)
 			if sys.Uid != c.cred.Uid && !(sys.Gid == c.cred.Gid && st.Mode().Perm()&0o010 != 0) {
-				return fmt.Errorf("the PostgreSQL server runs as uid %d, which cannot enter %s: choose a data directory elsewhere (DATA_DIR) or set DATABASE_URL", c.cred.Uid, d)
+				return fmt.Errorf("the PostgreSQL server runs as uid %d, which cannot enter %s", c.cred.Uid, d)
 			}
 		}
 	}
@@ -226,7 +236,7 @@ func (c *Cluster) start() (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	logFile := filepath.Join(c.Dir, "server.log")
+	logFile := c.logFile()
 	if c.cred != nil {
 		// pg_ctl, running as the server user, appends to the log.
 		f, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
@@ -264,7 +274,8 @@ func (c *Cluster) Stop() error {
 
 func (c *Cluster) run(name string, args ...string) ([]byte, error) {
 	cmd := exec.Command(filepath.Join(c.binDir, name), args...)
-	cmd.Dir = c.Dir
+	// The child changes directory after dropping to the server user.
+	cmd.Dir = c.serverDir
 	// The server must not inherit a caller's PG* settings or locale quirks.
 	cmd.Env = []string{"PATH=/usr/bin:/bin", "LC_ALL=C", "HOME=" + c.Dir}
 	if c.cred != nil {

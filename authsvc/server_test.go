@@ -1,0 +1,135 @@
+package authsvc
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+func TestHealthAndReady(t *testing.T) {
+	r := env.get(t, "/health", "").expect(t, http.StatusOK)
+	if r.JSON(t)["status"] != "ok" {
+		t.Errorf("/health %s", r.Body)
+	}
+	env.get(t, "/ready", "").expect(t, http.StatusOK)
+
+	t.Run("closed pool", func(t *testing.T) {
+		pool := newPool(t, testDB.URL)
+		e := newEnv(t, pool, testConfig())
+		e.get(t, "/ready", "").expect(t, http.StatusOK)
+		pool.Close()
+		e.get(t, "/ready", "").expectError(t, http.StatusServiceUnavailable, "database unreachable", "request id")
+		// The process is still up.
+		e.get(t, "/health", "").expect(t, http.StatusOK)
+	})
+	t.Run("unreachable database", func(t *testing.T) {
+		// A port nobody listens on: bind one, then free it.
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		pool := newPool(t, "postgres://u:p@"+addr+"/db?sslmode=disable&connect_timeout=1")
+		defer pool.Close()
+		e := newEnv(t, pool, testConfig())
+		r := e.get(t, "/ready", "").expectError(t, http.StatusServiceUnavailable, "database unreachable")
+		if strings.Contains(string(r.Body), addr) || strings.Contains(string(r.Body), "connect") {
+			t.Errorf("503 leaks the cause: %s", r.Body)
+		}
+		e.get(t, "/health", "").expect(t, http.StatusOK)
+	})
+}
+
+// newPool makes a pool without connecting (pgxpool connects lazily).
+func newPool(t *testing.T, url string) *pgxpool.Pool {
+	t.Helper()
+	pool, err := pgxpool.New(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
+}
+
+func TestUnknownRoute(t *testing.T) {
+	for _, rq := range []req{
+		{Method: "GET", Path: "/nope"},
+		{Method: "GET", Path: "/api/users/me/extra"},
+		{Method: "POST", Path: "/api/admin/groups/x/y/z"},
+		{Method: "GET", Path: "/api/admin/groups/"},
+		{Method: "DELETE", Path: "/api/users/me"},
+		{Method: "PUT", Path: "/.well-known/jwks.json"},
+	} {
+		r := env.do(t, rq)
+		if r.Status != http.StatusNotFound && r.Status != http.StatusMethodNotAllowed {
+			t.Errorf("%s %s: %d", rq.Method, rq.Path, r.Status)
+		}
+		if ct := r.Header.Get("Content-Type"); ct != "application/json" {
+			t.Errorf("%s %s: Content-Type %q", rq.Method, rq.Path, ct)
+		}
+		if r.Detail(t) == "" {
+			t.Errorf("%s %s: empty detail", rq.Method, rq.Path)
+		}
+	}
+}
+
+var requestIDRE = regexp.MustCompile(`^[0-9a-f]{16}$`)
+
+func TestRequestIDs(t *testing.T) {
+	r := env.get(t, "/health", "")
+	if id := r.Header.Get("X-Request-Id"); !requestIDRE.MatchString(id) {
+		t.Errorf("generated X-Request-Id %q", id)
+	}
+	for _, tc := range []struct{ sent, want string }{
+		{"edge-abc_123", "edge-abc_123"},
+		{"bad id with spaces", ""},
+		{"<script>", ""},
+		{strings.Repeat("a", 65), ""},
+	} {
+		r := env.do(t, req{Method: "GET", Path: "/nope", Header: http.Header{"X-Request-Id": {tc.sent}}})
+		got := r.Header.Get("X-Request-Id")
+		if tc.want != "" && got != tc.want {
+			t.Errorf("sent %q, echoed %q", tc.sent, got)
+		}
+		if tc.want == "" && (got == tc.sent || !requestIDRE.MatchString(got)) {
+			t.Errorf("sent unsafe %q, got %q; want a fresh id", tc.sent, got)
+		}
+	}
+}
+
+// A database failure is a 500 carrying the request id, never the internal
+// error's text.
+func TestInternalErrorHidesCause(t *testing.T) {
+	pool := newPool(t, testDB.URL)
+	e := newEnv(t, pool, testConfig())
+	u := newUser(t, "user")
+	tok := e.token(t, u)
+	e.get(t, "/api/users/me", tok).expect(t, http.StatusOK)
+	pool.Close()
+	r := e.do(t, req{Method: "GET", Path: "/api/users/me", Token: tok, Header: http.Header{"X-Request-Id": {"trace-500-check"}}})
+	r.expectError(t, http.StatusInternalServerError, "internal server error", "trace-500-check")
+	if r.Header.Get("X-Request-Id") != "trace-500-check" {
+		t.Errorf("X-Request-Id %q", r.Header.Get("X-Request-Id"))
+	}
+	m := r.JSON(t)
+	if m["request_id"] != "trace-500-check" {
+		t.Errorf("request_id %v", m["request_id"])
+	}
+	for _, leak := range []string{"closed", "pool", "pgx", "auth.users", "SELECT"} {
+		if strings.Contains(strings.ToLower(string(r.Body)), strings.ToLower(leak)) {
+			t.Errorf("500 body leaks %q: %s", leak, r.Body)
+		}
+	}
+	// Other database paths fail the same way.
+	r = e.do(t, req{Method: "POST", Path: "/api/auth/login", Body: map[string]string{"username": u.Email, "password": "x"}})
+	r.expectError(t, http.StatusInternalServerError, "request id")
+	if strings.Contains(string(r.Body), "closed") {
+		t.Errorf("login 500 leaks: %s", r.Body)
+	}
+}

@@ -1,0 +1,247 @@
+package pgcluster
+
+import (
+	"context"
+	"errors"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// newTestCluster prepares a cluster in a fresh directory the server user can
+// reach (os.MkdirTemp makes it 0700, which only root could enter).
+func newTestCluster(t *testing.T) *Cluster {
+	t.Helper()
+	if _, err := findBinDir(); err != nil {
+		t.Skip(err)
+	}
+	tmp, err := os.MkdirTemp("", "pgcluster-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(filepath.Join(tmp, "cluster"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := c.Stop(); err != nil {
+			t.Error(err)
+		}
+		os.RemoveAll(tmp)
+	})
+	return c
+}
+
+func query(t *testing.T, dsn, sql string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatalf("connect %s: %v", dsn, err)
+	}
+	defer conn.Close(ctx)
+	var s string
+	if err := conn.QueryRow(ctx, sql).Scan(&s); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return s
+}
+
+func TestCluster(t *testing.T) {
+	c := newTestCluster(t)
+	if c.serverDir != c.Dir {
+		t.Errorf("server dir %s, want Dir %s (reachable)", c.serverDir, c.Dir)
+	}
+	dsn, err := c.Ensure("app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw, _ := u.User.Password()
+	if u.Scheme != "postgres" || u.Hostname() != "127.0.0.1" || u.Path != "/app" || u.User.Username() != superuser || len(pw) < 32 {
+		t.Errorf("URL %s", dsn)
+	}
+	if got := query(t, dsn, "SELECT current_database()"); got != "app" {
+		t.Errorf("connected to %q", got)
+	}
+	// Listens on loopback only, with no Unix socket, and asks for a password.
+	if got := query(t, dsn, "SHOW listen_addresses"); got != "127.0.0.1" {
+		t.Errorf("listen_addresses %q", got)
+	}
+	if got := query(t, dsn, "SHOW unix_socket_directories"); got != "" {
+		t.Errorf("unix_socket_directories %q", got)
+	}
+	wrong := *u
+	wrong.User = url.UserPassword(superuser, "wrong")
+	if conn, err := pgx.Connect(context.Background(), wrong.String()); err == nil {
+		conn.Close(context.Background())
+		t.Error("connected with a wrong password")
+	}
+	st, err := os.Stat(filepath.Join(c.Dir, "password"))
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("password file: %v %v", st.Mode().Perm(), err)
+	}
+	if _, err := os.Stat(filepath.Join(c.Dir, "initdb-pwfile")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("initdb's password file was left behind: %v", err)
+	}
+
+	// A second Ensure reuses the running server and the existing database.
+	pid := readPID(t, c)
+	dsn2, err := c.Ensure("app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dsn2 != dsn || readPID(t, c) != pid {
+		t.Errorf("second Ensure: %s (pid %d), first %s (pid %d); want the same server", dsn2, readPID(t, c), dsn, pid)
+	}
+	// A second cluster value on the same directory (another process) too.
+	c2, err := New(c.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dsn3, err := c2.Ensure("other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u3, _ := url.Parse(dsn3); u3.Host != u.Host || u3.Path != "/other" {
+		t.Errorf("third Ensure %s", dsn3)
+	}
+
+	// CreateDatabase / DropDatabase.
+	admin := strings.Replace(dsn, "/app?", "/postgres?", 1)
+	if err := CreateDatabase(admin, "scratch-db", false); err != nil {
+		t.Fatal(err)
+	}
+	if err := CreateDatabase(admin, "scratch-db", true); err != nil {
+		t.Errorf("ifMissing on an existing database: %v", err)
+	}
+	var pgErr *pgconn.PgError
+	if err := CreateDatabase(admin, "scratch-db", false); !errors.As(err, &pgErr) || pgErr.Code != "42P04" {
+		t.Errorf("creating an existing database: %v", err)
+	}
+	scratch := strings.Replace(dsn, "/app?", "/scratch-db?", 1)
+	// An open session does not stop the drop.
+	conn, err := pgx.Connect(context.Background(), scratch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if err := DropDatabase(admin, "scratch-db"); err != nil {
+		t.Fatal(err)
+	}
+	if got := query(t, admin, "SELECT count(*)::text FROM pg_database WHERE datname = 'scratch-db'"); got != "0" {
+		t.Errorf("database still listed after drop")
+	}
+	if err := DropDatabase(admin, "scratch-db"); err != nil {
+		t.Errorf("dropping a missing database: %v", err)
+	}
+
+	// Stop, then Ensure starts it again with the same data.
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if _, running := c.runningPort(); running {
+		t.Fatal("still running after Stop")
+	}
+	if conn, err := pgx.Connect(context.Background(), dsn); err == nil {
+		conn.Close(context.Background())
+		t.Error("connected after Stop")
+	}
+	if err := c.Stop(); err != nil {
+		t.Errorf("Stop of a stopped cluster: %v", err)
+	}
+	dsn4, err := c.Ensure("app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := query(t, dsn4, "SELECT count(*)::text FROM pg_database WHERE datname = 'other'"); got != "1" {
+		t.Error("a restarted cluster lost its databases")
+	}
+}
+
+func readPID(t *testing.T, c *Cluster) int {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(c.dataDir(), "postmaster.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pid int
+	for _, ch := range strings.SplitN(string(b), "\n", 2)[0] {
+		pid = pid*10 + int(ch-'0')
+	}
+	return pid
+}
+
+// As root, when the server user cannot enter Dir (a checkout under /root,
+// say), the server's files move to a directory of its own under the temp
+// dir, the same for every caller, and the cluster still works.
+func TestClusterUnreachableDir(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("only root runs the server as another user")
+	}
+	if _, err := findBinDir(); err != nil {
+		t.Skip(err)
+	}
+	private := t.TempDir()
+	if err := os.Chmod(private, 0o700); err != nil { // root's only
+		t.Fatal(err)
+	}
+	c, err := New(filepath.Join(private, "inner", "cluster"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.serverDir == c.Dir || strings.HasPrefix(c.serverDir, private) {
+		t.Fatalf("server dir %s for an unreachable %s", c.serverDir, c.Dir)
+	}
+	t.Cleanup(func() {
+		if err := c.Stop(); err != nil {
+			t.Error(err)
+		}
+		os.RemoveAll(c.serverDir)
+	})
+	dsn, err := c.Ensure("x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := query(t, dsn, "SELECT current_database()"); got != "x" {
+		t.Errorf("connected to %q", got)
+	}
+	if _, err := os.Stat(filepath.Join(c.serverDir, "pgdata", "PG_VERSION")); err != nil {
+		t.Errorf("no data directory under %s: %v", c.serverDir, err)
+	}
+	if _, err := os.Stat(filepath.Join(c.Dir, "password")); err != nil {
+		t.Errorf("the password stays under Dir: %v", err)
+	}
+	// Another caller on the same Dir finds the same server.
+	c2, err := New(c.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dsn2, err := c2.Ensure("x"); err != nil || dsn2 != dsn {
+		t.Errorf("second caller: %s, %v; want %s", dsn2, err, dsn)
+	}
+}
+
+func TestFindBinDirMessage(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	_, err := findBinDir()
+	if err == nil {
+		t.Skip("server binaries found under /usr/lib/postgresql")
+	}
+	if !strings.Contains(err.Error(), "initdb") || !strings.Contains(err.Error(), "DATABASE_URL") {
+		t.Errorf("message %q should say what is missing and how to do without it", err)
+	}
+}
