@@ -104,11 +104,7 @@ func (s *Service) Handler() http.Handler {
 	mux.Handle("POST /api/admin/groups/{id}/members/{user_id}", admin(s.addMember))
 	mux.Handle("DELETE /api/admin/groups/{id}/members/{user_id}", admin(s.removeMember))
 
-	// Anything else is a JSON 404 (or 405), in the shape clients expect.
-	mux.Handle("/", h(func(w http.ResponseWriter, r *http.Request) error {
-		return httpx.Errorf(http.StatusNotFound, "not found")
-	}))
-	return httpx.Middleware(mux)
+	return httpx.Middleware(httpx.Routes(mux))
 }
 
 func (s *Service) health(w http.ResponseWriter, r *http.Request) error {

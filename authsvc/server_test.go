@@ -58,23 +58,30 @@ func newPool(t *testing.T, url string) *pgxpool.Pool {
 }
 
 func TestUnknownRoute(t *testing.T) {
-	for _, rq := range []req{
-		{Method: "GET", Path: "/nope"},
-		{Method: "GET", Path: "/api/users/me/extra"},
-		{Method: "POST", Path: "/api/admin/groups/x/y/z"},
-		{Method: "GET", Path: "/api/admin/groups/"},
-		{Method: "DELETE", Path: "/api/users/me"},
-		{Method: "PUT", Path: "/.well-known/jwks.json"},
+	for _, tc := range []struct {
+		req
+		status int
+		allow  string
+	}{
+		{req{Method: "GET", Path: "/nope"}, http.StatusNotFound, ""},
+		{req{Method: "GET", Path: "/api/users/me/extra"}, http.StatusNotFound, ""},
+		{req{Method: "POST", Path: "/api/admin/groups/x/y/z"}, http.StatusNotFound, ""},
+		{req{Method: "GET", Path: "/api/admin/groups/"}, http.StatusNotFound, ""},
+		{req{Method: "DELETE", Path: "/api/users/me"}, http.StatusMethodNotAllowed, "GET, HEAD"},
+		{req{Method: "PUT", Path: "/.well-known/jwks.json"}, http.StatusMethodNotAllowed, "GET, HEAD"},
 	} {
-		r := env.do(t, rq)
-		if r.Status != http.StatusNotFound && r.Status != http.StatusMethodNotAllowed {
-			t.Errorf("%s %s: %d", rq.Method, rq.Path, r.Status)
+		r := env.do(t, tc.req)
+		if r.Status != tc.status {
+			t.Errorf("%s %s: %d, want %d", tc.Method, tc.Path, r.Status, tc.status)
+		}
+		if got := r.Header.Get("Allow"); got != tc.allow {
+			t.Errorf("%s %s: Allow %q, want %q", tc.Method, tc.Path, got, tc.allow)
 		}
 		if ct := r.Header.Get("Content-Type"); ct != "application/json" {
-			t.Errorf("%s %s: Content-Type %q", rq.Method, rq.Path, ct)
+			t.Errorf("%s %s: Content-Type %q", tc.Method, tc.Path, ct)
 		}
 		if r.Detail(t) == "" {
-			t.Errorf("%s %s: empty detail", rq.Method, rq.Path)
+			t.Errorf("%s %s: empty detail", tc.Method, tc.Path)
 		}
 	}
 }
