@@ -45,10 +45,18 @@ bench-edge:
 	$(GO) run ./cmd/bench-edge
 
 # The build step of xcaddy.Dockerfile, run here without a Docker engine.
+# caddymodules is a package of the repository's module, not a module itself:
+# --with names the package, --replace points the module at this checkout
+# ("--with $(MODULE)/caddymodules=." would replace a module of that name and
+# fail on go.mod's module path). Before honouring the replacement, Go asks the
+# proxy whether .../caddymodules is a module of its own; a proxy that answers
+# 403 instead of 404 would stop the build, so an empty file proxy after "|"
+# turns any answer into "not found".
+XCADDY_GOPROXY ?= https://proxy.golang.org|file://$(CURDIR)/bin/.noproxy
 xcaddy-build:
-	@mkdir -p bin
-	$(GO) run github.com/caddyserver/xcaddy/cmd/xcaddy@$(XCADDY_VERSION) build $(CADDY_VERSION) \
-		--output bin/caddy-xcaddy --with $(MODULE)/caddymodules=.
+	@mkdir -p bin/.noproxy
+	GOPROXY='$(XCADDY_GOPROXY)' $(GO) run github.com/caddyserver/xcaddy/cmd/xcaddy@$(XCADDY_VERSION) build $(CADDY_VERSION) \
+		--output bin/caddy-xcaddy --with $(MODULE)/caddymodules --replace $(MODULE)=.
 
 clean:
 	rm -rf bin

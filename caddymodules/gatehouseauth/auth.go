@@ -1,0 +1,422 @@
+// Package gatehouseauth is the gatehouse_auth HTTP handler: the edge's
+// identity check. On every request it handles, it removes identity headers
+// the client sent; on guarded routes it then verifies the access token
+// (internal/accesstoken's rules, keys from authsvc's JWKS) and sets the
+// X-User-* headers upstreams trust.
+//
+// It must never let a client-chosen value of an identity header through,
+// never read a token from the URL, and never answer 401 when the fault is
+// ours (no key set yet): that is a 503.
+package gatehouseauth
+
+import (
+	"context"
+	"crypto/rsa"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/gatehouse/gatehouse/internal/accesstoken"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Handler authenticates requests with Gatehouse access tokens.
+//
+// Every request it sees first loses its identity headers: X-User-*,
+// X-Auth-*, X-Forwarded-User, X-Remote-User and similar (see docs/edge.md),
+// plus `strip_headers`, compared case-blind with '_' and '.' read as '-';
+// and the Connection and Trailer headers lose any token naming one, so
+// a client cannot make a proxy drop the headers set here.
+//
+// Then, unless `strip_only` is set, the request must carry a valid token
+// in `Authorization: Bearer <token>` or in the configured cookie (never the
+// query string). On success the placeholders `{http.auth.user.id}`,
+// `{http.auth.user.role}`, `{http.auth.user.groups}` and
+// `{http.auth.user.sid}` are set, and so are the request headers X-User-Id,
+// X-User-Role and X-User-Groups (group names percent-encoded, joined with
+// commas). On failure the handler returns a 401 error with
+// `WWW-Authenticate: Bearer error="invalid_token"`, or a 503 with
+// Retry-After while no key set has been loaded yet; write the body in
+// handle_errors.
+type Handler struct {
+	// URL of the JWKS to verify tokens with, e.g.
+	// http://127.0.0.1:8000/.well-known/jwks.json. Fetched in the
+	// background; Caddy starts even when it is unreachable. Exactly one of
+	// jwks_url and jwks_file is required unless strip_only is set.
+	JWKSURL string `json:"jwks_url,omitempty"`
+
+	// Path of a JWKS file, read once at provision time (a reload reads it
+	// again); provisioning fails if it is unreadable or holds no usable key.
+	JWKSFile string `json:"jwks_file,omitempty"`
+
+	// Required "iss" claim. Required unless strip_only is set.
+	Issuer string `json:"issuer,omitempty"`
+
+	// Required member of the "aud" claim. Required unless strip_only is set.
+	Audience string `json:"audience,omitempty"`
+
+	// Name of a cookie to read the token from when there is no
+	// Authorization header. Default: none (header only).
+	Cookie string `json:"cookie,omitempty"`
+
+	// More identity header names to strip, besides the built-in list. A
+	// trailing "*" makes the name a prefix. Matching is case-blind with
+	// '_' and '.' read as '-'.
+	StripHeaders []string `json:"strip_headers,omitempty"`
+
+	// Only strip identity headers; do not require or check a token. For
+	// routes that are public but must not see forged identities either.
+	StripOnly bool `json:"strip_only,omitempty"`
+
+	// Let CORS preflight requests (OPTIONS with Access-Control-Request-
+	// Method) through without a token; browsers never send credentials on
+	// them. Identity headers are still stripped. Default: false.
+	AllowPreflight bool `json:"allow_preflight,omitempty"`
+
+	// How many verified tokens to remember. Default: 10000.
+	CacheSize int `json:"cache_size,omitempty"`
+
+	// How often to refresh the JWKS when its response has no Cache-Control
+	// max-age (a max-age is honoured between 1m and 1h). Default: 5m.
+	JWKSRefreshInterval caddy.Duration `json:"jwks_refresh_interval,omitempty"`
+
+	// Minimum time between the refreshes a token with an unknown kid
+	// triggers, so made-up kids cannot turn the edge against authsvc.
+	// Default: 10s.
+	JWKSUnknownKIDInterval caddy.Duration `json:"jwks_unknown_kid_interval,omitempty"`
+
+	// Timeout of one JWKS fetch. Default: 10s.
+	JWKSTimeout caddy.Duration `json:"jwks_timeout,omitempty"`
+
+	strip      identityMatcher
+	keys       keySource
+	fetcherKey *fetcherConfig // set while this handler holds a pooled fetcher
+	cache      *tokenCache
+	verifier   accesstoken.Verifier
+	now        func() time.Time
+	logger     *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.gatehouse_auth",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision sets defaults, compiles the header matcher and acquires the key
+// source: the JWKS file is read now, a JWKS URL gets a (shared) fetcher.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	if h.now == nil {
+		h.now = time.Now
+	}
+	h.strip = newIdentityMatcher(h.StripHeaders)
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return err
+	}
+	if h.StripOnly {
+		return nil
+	}
+	if h.CacheSize == 0 {
+		h.CacheSize = DefaultCacheSize
+	}
+	if h.JWKSRefreshInterval == 0 {
+		h.JWKSRefreshInterval = caddy.Duration(DefaultRefreshInterval)
+	}
+	if h.JWKSUnknownKIDInterval == 0 {
+		h.JWKSUnknownKIDInterval = caddy.Duration(DefaultUnknownKIDInterval)
+	}
+	if h.JWKSTimeout == 0 {
+		h.JWKSTimeout = caddy.Duration(DefaultFetchTimeout)
+	}
+	if h.CacheSize > 0 {
+		h.cache = newTokenCache(h.CacheSize)
+	}
+	h.verifier = accesstoken.Verifier{
+		Issuer:   h.Issuer,
+		Audience: h.Audience,
+		Leeway:   accesstoken.DefaultLeeway,
+		Now:      h.now,
+	}
+
+	switch {
+	case h.JWKSFile != "" && h.JWKSURL != "":
+		// Validate reports it; do not start a fetcher for a config that
+		// will be refused.
+		return nil
+	case h.JWKSFile != "":
+		src, skipped, err := loadJWKSFile(h.JWKSFile)
+		for _, s := range skipped {
+			h.logger.Warn("jwks key skipped", zap.String("file", h.JWKSFile), zap.String("reason", s))
+		}
+		if err != nil {
+			return err
+		}
+		h.keys = src
+	case h.JWKSURL != "":
+		cfg := fetcherConfig{
+			URL:                h.JWKSURL,
+			RefreshInterval:    time.Duration(h.JWKSRefreshInterval),
+			UnknownKIDInterval: time.Duration(h.JWKSUnknownKIDInterval),
+			Timeout:            time.Duration(h.JWKSTimeout),
+		}
+		if err := cfg.check(); err != nil {
+			return err
+		}
+		logger := h.logger.Named("jwks")
+		v, _, err := fetchers.LoadOrNew(cfg, func() (caddy.Destructor, error) {
+			f := newJWKSFetcher(cfg, logger)
+			f.start()
+			return f, nil
+		})
+		if err != nil {
+			return err
+		}
+		h.fetcherKey = &cfg
+		h.keys = v.(*jwksFetcher)
+	}
+	return nil
+}
+
+func (c fetcherConfig) check() error {
+	if !strings.HasPrefix(c.URL, "http://") && !strings.HasPrefix(c.URL, "https://") {
+		return fmt.Errorf("jwks_url %q: want an http or https URL", c.URL)
+	}
+	if c.RefreshInterval < 0 || c.UnknownKIDInterval < 0 || c.Timeout < 0 {
+		return errors.New("jwks intervals and timeout must not be negative")
+	}
+	return nil
+}
+
+// Validate checks that the configuration is complete and consistent.
+func (h *Handler) Validate() error {
+	if h.StripOnly {
+		if h.JWKSURL != "" || h.JWKSFile != "" || h.Issuer != "" || h.Audience != "" || h.Cookie != "" || h.AllowPreflight {
+			return errors.New("strip_only takes no token settings (jwks_url, jwks_file, issuer, audience, cookie, allow_preflight)")
+		}
+		return nil
+	}
+	switch {
+	case h.JWKSURL == "" && h.JWKSFile == "":
+		return errors.New("one of jwks_url or jwks_file is required")
+	case h.JWKSURL != "" && h.JWKSFile != "":
+		return errors.New("jwks_url and jwks_file are mutually exclusive")
+	case h.Issuer == "":
+		return errors.New("issuer is required")
+	case h.Audience == "":
+		return errors.New("audience is required")
+	case h.CacheSize < 0:
+		return errors.New("cache_size must not be negative")
+	}
+	for _, s := range h.StripHeaders {
+		if strings.TrimSuffix(s, "*") == "" {
+			return fmt.Errorf("strip_headers: %q names no header", s)
+		}
+	}
+	return nil
+}
+
+// Cleanup releases the shared JWKS fetcher; the last handler to release it
+// stops its goroutine.
+func (h *Handler) Cleanup() error {
+	if h.fetcherKey == nil {
+		return nil
+	}
+	_, err := fetchers.Delete(*h.fetcherKey)
+	h.fetcherKey = nil
+	return err
+}
+
+// clientMessage is an error whose text is meant for the client: a fixed
+// string free of quotes and backslashes, so handle_errors can put
+// {http.error.message} into JSON as is, and nothing internal leaks (the
+// reason goes to metrics and the debug log instead).
+type clientMessage string
+
+func (m clientMessage) Error() string { return string(m) }
+
+// The messages are the ones the seed's FastAPI backend used, which the SPA
+// already shows.
+const (
+	errNotAuthenticated clientMessage = "Not authenticated"
+	errInvalidToken     clientMessage = "Could not validate credentials"
+	errNoKeys           clientMessage = "Authentication is temporarily unavailable"
+)
+
+// ServeHTTP strips identity headers and, unless strip_only, authenticates.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	h.strip.strip(r.Header)
+	h.strip.stripTrailers(r)
+	if h.StripOnly {
+		return next.ServeHTTP(w, r)
+	}
+	if h.AllowPreflight && r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
+		return next.ServeHTTP(w, r)
+	}
+
+	token, reason := h.tokenFrom(r)
+	if reason != "" {
+		return h.refuse(w, reason, errNotAuthenticated)
+	}
+	id, err := h.authenticate(r.Context(), token)
+	if err != nil {
+		reason := string(accesstoken.ReasonOf(err))
+		if reason == "" {
+			reason = "invalid"
+		}
+		if reason == string(accesstoken.ReasonNoKeys) {
+			metrics.failures.WithLabelValues(reason).Inc()
+			w.Header().Set("Retry-After", strconv.Itoa(int(h.keys.retryAfter().Round(time.Second)/time.Second)))
+			return caddyhttp.Error(http.StatusServiceUnavailable, errNoKeys)
+		}
+		if c := h.logger.Check(zapcore.DebugLevel, "token refused"); c != nil {
+			c.Write(zap.String("reason", reason), zap.Error(err))
+		}
+		return h.refuse(w, reason, errInvalidToken)
+	}
+
+	// One allocation for the three values; each slice is capped at one
+	// element so that a later append (request_header +X-User-Id) copies
+	// instead of overwriting its neighbour.
+	vals := []string{id.userID, id.role, id.groups}
+	r.Header[HeaderUserID] = vals[0:1:1]
+	r.Header[HeaderUserRole] = vals[1:2:2]
+	r.Header[HeaderUserGroups] = vals[2:3:3]
+	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+		repl.Set("http.auth.user.id", id.userID)
+		repl.Set("http.auth.user.role", id.role)
+		repl.Set("http.auth.user.groups", id.groups)
+		repl.Set("http.auth.user.sid", id.sessionID)
+	}
+	return next.ServeHTTP(w, r)
+}
+
+func (h *Handler) refuse(w http.ResponseWriter, reason string, msg clientMessage) error {
+	metrics.failures.WithLabelValues(reason).Inc()
+	w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+	return caddyhttp.Error(http.StatusUnauthorized, msg)
+}
+
+// tokenFrom finds the request's token: the Authorization header, else the
+// cookie. It returns a failure reason instead when there is none or when
+// the request is ambiguous (two Authorization headers, two cookies of our
+// name): guessing which one the client "meant" is how two components end
+// up checking different tokens.
+func (h *Handler) tokenFrom(r *http.Request) (token, reason string) {
+	switch auth := r.Header["Authorization"]; len(auth) {
+	case 0:
+	case 1:
+		scheme, tok, ok := strings.Cut(auth[0], " ")
+		if !ok || !strings.EqualFold(scheme, "Bearer") {
+			return "", "missing_token"
+		}
+		tok = strings.TrimLeft(tok, " ")
+		// "Bearer a, Bearer b" is two credentials folded into one line.
+		// IndexByte (vectorised) rather than ContainsAny: this runs on
+		// every request over ~1 KiB of token.
+		if tok == "" || strings.IndexByte(tok, ',') >= 0 || strings.IndexByte(tok, ' ') >= 0 || strings.IndexByte(tok, '\t') >= 0 {
+			return "", "malformed"
+		}
+		return tok, ""
+	default:
+		return "", "ambiguous_token"
+	}
+	if h.Cookie == "" {
+		return "", "missing_token"
+	}
+	var found string
+	n := 0
+	for _, c := range r.CookiesNamed(h.Cookie) {
+		found = c.Value
+		n++
+	}
+	switch {
+	case n == 0 || found == "":
+		return "", "missing_token"
+	case n > 1:
+		return "", "ambiguous_token"
+	}
+	return found, ""
+}
+
+// authenticate returns the identity a token grants, from the cache when
+// it has been verified before and is still unexpired under a key still
+// published; otherwise it verifies the token and caches the result.
+func (h *Handler) authenticate(ctx context.Context, token string) (*identity, error) {
+	if len(token) > accesstoken.MaxTokenBytes {
+		// Do not even hash an oversized token.
+		return nil, &accesstoken.Error{Reason: accesstoken.ReasonTooLarge}
+	}
+	now := h.now()
+	var key [32]byte
+	if h.cache != nil {
+		key = tokenKey(token)
+		if e, ok := h.cache.get(&key, now); ok {
+			if h.keys.current().get(e.kid) == e.key {
+				metrics.cacheHits.Inc()
+				return &e.id, nil
+			}
+			h.cache.remove(&key)
+		}
+	}
+
+	// The verifier asks for the key by kid; remember which one it got so
+	// the cache entry can be tied to it.
+	var usedKID string
+	var usedKey *rsa.PublicKey
+	v := h.verifier
+	v.Keys = func(kid string) (*rsa.PublicKey, error) {
+		k, err := h.keys.key(ctx, kid)
+		usedKID, usedKey = kid, k
+		return k, err
+	}
+	claims, err := v.Verify(token)
+	if err != nil {
+		if accesstoken.ReasonOf(err) != accesstoken.ReasonNoKeys {
+			metrics.verifyRejected.Inc()
+		}
+		return nil, err
+	}
+	if !headerSafe(claims.Subject) || !headerSafe(claims.SessionID) {
+		metrics.verifyRejected.Inc()
+		return nil, &accesstoken.Error{Reason: accesstoken.ReasonClaims, Err: errors.New("sub or sid not header-safe")}
+	}
+	metrics.verifyOK.Inc()
+	e := &cacheEntry{
+		id: identity{
+			userID:    claims.Subject,
+			role:      claims.Role,
+			groups:    encodeGroups(claims.Groups),
+			sessionID: claims.SessionID,
+		},
+		deadline: claims.ExpiresAt().Add(accesstoken.DefaultLeeway),
+		kid:      usedKID,
+		key:      usedKey,
+	}
+	if h.cache != nil {
+		h.cache.put(&key, e, now)
+	}
+	return &e.id, nil
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)

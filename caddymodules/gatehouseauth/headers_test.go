@@ -1,0 +1,105 @@
+package gatehouseauth
+
+import (
+	"net/http"
+	"reflect"
+	"testing"
+)
+
+func TestIdentityMatcher(t *testing.T) {
+	m := newIdentityMatcher([]string{"X-Tenant-Id", "X-Org-*"})
+	for name, want := range map[string]bool{
+		"X-User-Id":            true,
+		"x-user-id":            true,
+		"X-USER-ID":            true,
+		"X_User_Id":            true,
+		"x.user.id":            true,
+		"X-User-Anything":      true,
+		"X-User":               true,
+		"X-Auth-Request-User":  true,
+		"X-Auth":               true,
+		"X-Forwarded-User":     true,
+		"X_Forwarded_Email":    true,
+		"X-Remote-User":        true,
+		"Remote-User":          true,
+		"X-Authenticated-User": true,
+		"X-Tenant-Id":          true,
+		"x_tenant_id":          true,
+		"X-Org-Name":           true,
+		"X-Tenant-Idx":         false,
+		"X-Tenant":             false,
+		"X-Userid":             false,
+		"X-Users":              false,
+		"Authorization":        false,
+		"X-Forwarded-For":      false,
+		"Content-Type":         false,
+		"":                     false,
+	} {
+		if got := m.match(name); got != want {
+			t.Errorf("match(%q) = %v, want %v", name, got, want)
+		}
+	}
+}
+
+func TestStrip(t *testing.T) {
+	m := newIdentityMatcher(nil)
+	tests := []struct {
+		name string
+		in   http.Header
+		want http.Header
+	}{
+		{"forged spellings and repeats",
+			http.Header{"X-User-Id": {"a", "b"}, "x-user-id": {"c"}, "X_User_Id": {"d"}, "X-USER-ID": {"e"},
+				"X-User-Role": {"admin"}, "X-Forwarded-User": {"f"}, "Accept": {"*/*"}},
+			http.Header{"Accept": {"*/*"}}},
+		{"connection names identity headers",
+			http.Header{"Connection": {"X-User-Id, keep-alive", "x_user_role,Upgrade"}, "Upgrade": {"websocket"}},
+			http.Header{"Connection": {"keep-alive, Upgrade"}, "Upgrade": {"websocket"}}},
+		{"connection only identity",
+			http.Header{"Connection": {"X-User-Id"}},
+			http.Header{}},
+		{"connection untouched",
+			http.Header{"Connection": {"keep-alive"}},
+			http.Header{"Connection": {"keep-alive"}}},
+		{"trailer declares identity",
+			http.Header{"Trailer": {"X-User-Id, X-Checksum"}},
+			http.Header{"Trailer": {"X-Checksum"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := tt.in.Clone()
+			m.strip(h)
+			if !reflect.DeepEqual(h, tt.want) {
+				t.Fatalf("strip(%v) = %v, want %v", tt.in, h, tt.want)
+			}
+		})
+	}
+}
+
+func TestEncodeGroups(t *testing.T) {
+	for _, tt := range []struct {
+		in   []string
+		want string
+	}{
+		{nil, ""},
+		{[]string{"admins"}, "admins"},
+		{[]string{"doc-service-admin", "a,b c", "é", "50%"}, "doc-service-admin,a%2Cb%20c,%C3%A9,50%25"},
+		{[]string{"line\r\nX-User-Role: admin"}, "line%0D%0AX-User-Role:%20admin"},
+	} {
+		if got := encodeGroups(tt.in); got != tt.want {
+			t.Errorf("encodeGroups(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+func BenchmarkStrip(b *testing.B) {
+	m := newIdentityMatcher([]string{"X-Tenant-Id"})
+	base := http.Header{
+		"Accept": {"*/*"}, "Accept-Encoding": {"gzip"}, "User-Agent": {"bench"}, "Authorization": {"Bearer x"},
+		"Connection": {"keep-alive"}, "Content-Type": {"application/json"}, "Cookie": {"a=b"},
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		m.strip(base)
+	}
+}

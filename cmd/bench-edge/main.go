@@ -1,0 +1,406 @@
+// Command bench-edge measures what gatehouse_auth costs at the edge, in one
+// run: it builds Gatehouse's Caddy, starts it with two sites in front of
+// the same tiny upstream (plain reverse_proxy, and the same behind
+// gatehouse_auth with keys from a JWKS file), loads both alternately with
+// internal/loadgen and prints median throughput and latency, their ratio,
+// and the cost of a cache miss (every request a distinct valid token).
+// It prints figures, never pass or fail (`make bench-edge`).
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/gatehouse/gatehouse/internal/accesstoken"
+	"github.com/gatehouse/gatehouse/internal/loadgen"
+)
+
+func main() {
+	rounds := flag.Int("rounds", 6, "alternating rounds of plain and guarded load; medians are reported")
+	duration := flag.Duration("duration", 3*time.Second, "length of each load run")
+	concurrency := flag.Int("concurrency", 16, "concurrent client connections")
+	misses := flag.Int("miss-tokens", 4000, "distinct tokens for the cache-miss run")
+	caddyPath := flag.String("caddy", "", "Caddy binary to use (default: build ./cmd/caddy into a temporary directory)")
+	flag.StringVar(&profilePath, "cpuprofile", "", "write Caddy's CPU profile during the first guarded run to this file (inspect with go tool pprof)")
+	flag.Parse()
+	log.SetFlags(0)
+	log.SetPrefix("bench-edge: ")
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := run(ctx, *rounds, *duration, *concurrency, *misses, *caddyPath); err != nil {
+		log.Fatal(err)
+	}
+}
+
+var profilePath string
+
+// profileCaddy fetches a CPU profile from Caddy's admin endpoint.
+func profileCaddy(admin string, d time.Duration) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", admin, int(d.Seconds())))
+		if err != nil {
+			done <- err
+			return
+		}
+		defer resp.Body.Close()
+		f, err := os.Create(profilePath)
+		if err != nil {
+			done <- err
+			return
+		}
+		_, err = io.Copy(f, resp.Body)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		done <- err
+	}()
+	return done
+}
+
+func run(ctx context.Context, rounds int, duration time.Duration, concurrency, misses int, caddyPath string) error {
+	tmp, err := os.MkdirTemp("", "bench-edge-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+
+	if caddyPath == "" {
+		caddyPath = filepath.Join(tmp, "caddy")
+		log.Printf("building ./cmd/caddy")
+		build := exec.CommandContext(ctx, "go", "build", "-o", caddyPath, "./cmd/caddy")
+		build.Dir, err = moduleRoot()
+		if err != nil {
+			return err
+		}
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			return fmt.Errorf("build caddy: %w", err)
+		}
+	}
+
+	// Keys and tokens, as authsvc would issue them.
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return err
+	}
+	signer, err := accesstoken.NewSigner(key)
+	if err != nil {
+		return err
+	}
+	jwk, err := accesstoken.PublicJWK(&key.PublicKey)
+	if err != nil {
+		return err
+	}
+	jwksData, _ := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{jwk}})
+	jwksPath := filepath.Join(tmp, "jwks.json")
+	if err := os.WriteFile(jwksPath, jwksData, 0o600); err != nil {
+		return err
+	}
+	mint := func(i int) (string, error) {
+		now := time.Now()
+		return signer.Sign(&accesstoken.Claims{
+			Issuer: "gatehouse", Audience: []string{"gatehouse"},
+			Subject:  "5b0c7a4e-0d5e-4b8f-9a57-8d1c2f9e6a11",
+			Expiry:   jwt.NewNumericDate(now.Add(time.Hour)),
+			IssuedAt: jwt.NewNumericDate(now), NotBefore: jwt.NewNumericDate(now),
+			ID: fmt.Sprintf("bench-%d", i), SessionID: "bench", Role: "user",
+			Groups: []string{"doc-service-admin"},
+		})
+	}
+	token, err := mint(-1)
+	if err != nil {
+		return err
+	}
+	log.Printf("signing %d distinct tokens for the cache-miss run", misses)
+	missTokens, err := mintMany(misses, mint)
+	if err != nil {
+		return err
+	}
+
+	// The upstream: as small as an HTTP service gets, so the figures are
+	// about the edge.
+	upLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	up := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("X-User-Id") == "" && r.Host == "guarded" {
+			w.WriteHeader(http.StatusInternalServerError) // the guard did not run
+			return
+		}
+		_, _ = io.WriteString(w, "ok\n")
+	})}
+	go up.Serve(upLn)
+	defer up.Close()
+
+	plainPort, guardedPort, adminPort := freePort(), freePort(), freePort()
+	caddyfile := fmt.Sprintf(`{
+	admin 127.0.0.1:%s
+	log {
+		level ERROR
+	}
+}
+:%s {
+	reverse_proxy %s {
+		header_up Host plain
+	}
+}
+:%s {
+	gatehouse_auth {
+		jwks_file %s
+		issuer gatehouse
+		audience gatehouse
+	}
+	reverse_proxy %s {
+		header_up Host guarded
+	}
+}
+`, adminPort, plainPort, upLn.Addr(), guardedPort, jwksPath, upLn.Addr())
+	cfgPath := filepath.Join(tmp, "Caddyfile")
+	if err := os.WriteFile(cfgPath, []byte(caddyfile), 0o600); err != nil {
+		return err
+	}
+	caddy := exec.Command(caddyPath, "run", "--config", cfgPath, "--adapter", "caddyfile")
+	caddy.Env = append(os.Environ(), "HOME="+tmp, "XDG_DATA_HOME="+tmp, "XDG_CONFIG_HOME="+tmp)
+	caddyLog, _ := os.Create(filepath.Join(tmp, "caddy.log"))
+	caddy.Stdout, caddy.Stderr = caddyLog, caddyLog
+	if err := caddy.Start(); err != nil {
+		return err
+	}
+	defer func() {
+		_ = caddy.Process.Signal(os.Interrupt)
+		_ = caddy.Wait()
+	}()
+	for _, p := range []string{plainPort, guardedPort} {
+		if err := waitListening("127.0.0.1:"+p, 30*time.Second); err != nil {
+			logData, _ := os.ReadFile(caddyLog.Name())
+			return fmt.Errorf("caddy did not start: %w\n%s", err, logData)
+		}
+	}
+
+	load := func(port string, tokens []string, requests int) (loadgen.Result, error) {
+		url := "http://127.0.0.1:" + port + "/"
+		o := loadgen.Options{
+			Concurrency: concurrency,
+			Request: func(i int) (*http.Request, error) {
+				req, err := http.NewRequest(http.MethodGet, url, nil)
+				if err != nil {
+					return nil, err
+				}
+				if tokens != nil {
+					req.Header.Set("Authorization", "Bearer "+tokens[i%len(tokens)])
+				}
+				return req, nil
+			},
+		}
+		if requests > 0 {
+			o.Requests = requests
+		} else {
+			o.Duration = duration
+		}
+		res, err := loadgen.Run(ctx, o)
+		if err == nil && res.Errors > 0 {
+			err = fmt.Errorf("%d errors, first: %v", res.Errors, res.FirstError)
+		}
+		return res, err
+	}
+
+	// Warm both paths (connections, the token cache, Go's runtime).
+	if _, err := load(plainPort, []string{token}, 2000); err != nil {
+		return fmt.Errorf("warm-up plain: %w", err)
+	}
+	if _, err := load(guardedPort, []string{token}, 2000); err != nil {
+		return fmt.Errorf("warm-up guarded: %w", err)
+	}
+
+	var plain, guarded []loadgen.Result
+	for r := range rounds {
+		// Alternate which goes first, so drift on a shared machine hits
+		// both sides alike.
+		order := []string{"plain", "guarded"}
+		if r%2 == 1 {
+			order = []string{"guarded", "plain"}
+		}
+		for _, which := range order {
+			var res loadgen.Result
+			var err error
+			if which == "plain" {
+				// The same request, token included: the baseline pays
+				// for reading and forwarding the bytes too, so the
+				// difference is what gatehouse_auth itself costs.
+				res, err = load(plainPort, []string{token}, 0)
+				plain = append(plain, res)
+			} else {
+				var prof <-chan error
+				if profilePath != "" && r == 0 {
+					prof = profileCaddy("127.0.0.1:"+adminPort, max(duration-time.Second, time.Second))
+				}
+				res, err = load(guardedPort, []string{token}, 0)
+				if prof != nil {
+					if perr := <-prof; perr != nil {
+						log.Printf("cpu profile: %v", perr)
+					} else {
+						log.Printf("wrote Caddy's CPU profile to %s", profilePath)
+					}
+				}
+				guarded = append(guarded, res)
+			}
+			if err != nil {
+				return fmt.Errorf("%s round %d: %w", which, r+1, err)
+			}
+			log.Printf("round %d %-7s %v", r+1, which, res)
+		}
+	}
+	missRes, err := load(guardedPort, missTokens, len(missTokens))
+	if err != nil {
+		return fmt.Errorf("cache-miss run: %w", err)
+	}
+	log.Printf("cache-miss run   %v", missRes)
+	verifyCost := measureVerify(signer, key, token)
+
+	p, g := median(plain), median(guarded)
+	fmt.Println()
+	fmt.Printf("Edge benchmark: %d rounds x %v per side, %d connections, GOMAXPROCS=%d, %d CPUs (load generator, Caddy and upstream share them)\n",
+		rounds, duration, concurrency, runtime.GOMAXPROCS(0), runtime.NumCPU())
+	fmt.Printf("%-46s %10s %10s %10s\n", "", "req/s", "p50", "p99")
+	row := func(name string, rps float64, p50, p99 time.Duration) {
+		fmt.Printf("%-46s %10.0f %10v %10v\n", name, rps, p50.Round(time.Microsecond), p99.Round(time.Microsecond))
+	}
+	row("plain reverse_proxy, same request (median)", p.RPS, p.P50, p.P99)
+	row("gatehouse_auth, cached token (median)", g.RPS, g.P50, g.P99)
+	row("gatehouse_auth, every token new (misses)", missRes.RPS, missRes.P50, missRes.P99)
+	// Rounds are paired (each plain run next to a guarded one), so the
+	// median of per-round ratios is less exposed to drift on a shared
+	// machine than the ratio of the medians; print both.
+	ratios := make([]float64, len(plain))
+	for i := range plain {
+		ratios[i] = guarded[i].RPS / plain[i].RPS
+	}
+	slices.Sort(ratios)
+	fmt.Printf("guarded / plain throughput: %.1f%% (ratio of medians), %.1f%% (median of per-round ratios); target >= 95%%\n",
+		100*g.RPS/p.RPS, 100*ratios[len(ratios)/2])
+	fmt.Printf("cache-miss throughput vs cached: %.1f%%; RSA-2048 verification alone: %v per token (in-process, one core)\n",
+		100*missRes.RPS/g.RPS, verifyCost.Round(time.Microsecond))
+	fmt.Printf("command: %s\n", commandLine())
+	return nil
+}
+
+// mintMany signs n tokens on all cores: RSA signing is the slow part of
+// preparing the cache-miss run.
+func mintMany(n int, mint func(int) (string, error)) ([]string, error) {
+	out := make([]string, n)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	workers := runtime.NumCPU()
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < n; i += workers {
+				tok, err := mint(i)
+				if err != nil {
+					mu.Lock()
+					firstErr = err
+					mu.Unlock()
+					return
+				}
+				out[i] = tok
+			}
+		})
+	}
+	wg.Wait()
+	return out, firstErr
+}
+
+// measureVerify is the verifier's cost per token without HTTP around it.
+func measureVerify(_ *accesstoken.Signer, key *rsa.PrivateKey, token string) time.Duration {
+	v := &accesstoken.Verifier{Issuer: "gatehouse", Audience: "gatehouse",
+		Keys: func(string) (*rsa.PublicKey, error) { return &key.PublicKey, nil }}
+	const n = 500
+	start := time.Now()
+	for range n {
+		if _, err := v.Verify(token); err != nil {
+			log.Fatalf("verify: %v", err)
+		}
+	}
+	return time.Since(start) / n
+}
+
+// median is the run with the median throughput; its latencies go with it.
+func median(rs []loadgen.Result) loadgen.Result {
+	s := slices.Clone(rs)
+	slices.SortFunc(s, func(a, b loadgen.Result) int {
+		switch {
+		case a.RPS < b.RPS:
+			return -1
+		case a.RPS > b.RPS:
+			return 1
+		}
+		return 0
+	})
+	return s[len(s)/2]
+}
+
+func moduleRoot() (string, error) {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	gomod := strings.TrimSpace(string(out))
+	if gomod == "" || gomod == os.DevNull {
+		return "", fmt.Errorf("run bench-edge inside the gatehouse module")
+	}
+	return filepath.Dir(gomod), nil
+}
+
+func freePort() string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer ln.Close()
+	return fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)
+}
+
+func waitListening(addr string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			return c.Close()
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func commandLine() string {
+	args := os.Args[1:]
+	if len(args) == 0 {
+		return "go run ./cmd/bench-edge   (make bench-edge)"
+	}
+	return "go run ./cmd/bench-edge " + strings.Join(args, " ")
+}
