@@ -154,7 +154,14 @@ func run() error {
 
 	authAddr := getenv("AUTHSVC_ADDR", "127.0.0.1:8000")
 	docAddr := getenv("DOCSERVICE_ADDR", "127.0.0.1:8001")
+	abs, err := filepath.Abs(dataDir())
+	if err != nil {
+		return err
+	}
+	// Caddy keeps its state (local CA for `tls internal`, certificates,
+	// autosaved config) under the data directory too, not in $HOME.
 	env := append(os.Environ(), "DATABASE_URL="+url, "DATA_DIR="+dataDir(),
+		"XDG_DATA_HOME="+filepath.Join(abs, "caddy", "data"), "XDG_CONFIG_HOME="+filepath.Join(abs, "caddy", "config"),
 		"AUTHSVC_ADDR="+authAddr, "AUTHSVC_UPSTREAM="+authAddr,
 		"DOCSERVICE_ADDR="+docAddr, "DOCSERVICE_UPSTREAM="+docAddr)
 	var children []*child
