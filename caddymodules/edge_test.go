@@ -576,9 +576,21 @@ func TestEdgeRepoCaddyfileRoutes(t *testing.T) {
 	if got := docservice.take(); len(got) != 1 || got[0].path != "/api/documents/7" {
 		t.Errorf("documents route: %+v", got)
 	}
+	e.raw(t, get("/api/settings/documents/limits", bearer(valid)))
+	if got := docservice.take(); len(got) != 1 || got[0].path != "/api/settings/documents/limits" {
+		t.Errorf("document limits route: %+v", got)
+	}
 	e.raw(t, get("/api/users/me", bearer(valid)))
 	if got := authsvc.take(); len(got) != 1 || got[0].path != "/api/users/me" {
 		t.Errorf("users route: %+v", got)
+	}
+	// A path that merely starts with "documents" is not docservice's.
+	e.raw(t, get("/api/documentsX", bearer(valid)))
+	if got := docservice.take(); len(got) != 0 {
+		t.Errorf("/api/documentsX reached docservice: %+v", got)
+	}
+	if got := authsvc.take(); len(got) != 1 {
+		t.Errorf("/api/documentsX should fall to authsvc (which 404s): %+v", got)
 	}
 
 	// Metrics land in Caddy's registry, served by the admin endpoint.

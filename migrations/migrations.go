@@ -7,5 +7,5 @@ import "embed"
 
 // FS holds every schema's migrations.
 //
-//go:embed auth/*.sql
+//go:embed auth/*.sql docs/*.sql
 var FS embed.FS

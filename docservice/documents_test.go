@@ -1,0 +1,409 @@
+package docservice
+
+import (
+	"bytes"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func docID(m map[string]any) string { return m["id"].(string) }
+
+func (e *env) mustCategory(u user, name string, parent string) map[string]any {
+	e.t.Helper()
+	body := map[string]any{"name": name}
+	if parent != "" {
+		body["parent_id"] = parent
+	}
+	r := e.doJSON(&u, "POST", "/api/documents/categories", body)
+	if r.status != http.StatusCreated {
+		e.t.Fatalf("create category %q: %d %s", name, r.status, r.body)
+	}
+	return r.json(e.t)
+}
+
+func filenames(t *testing.T, r resp) []string {
+	t.Helper()
+	if r.status != 200 {
+		t.Fatalf("list: %d %s", r.status, r.body)
+	}
+	var names []string
+	for _, it := range r.json(t)["items"].([]any) {
+		names = append(names, it.(map[string]any)["filename"].(string))
+	}
+	return names
+}
+
+func TestListSearchSortPaginate(t *testing.T) {
+	e := newEnv(t)
+	u := newUser()
+	cat := e.mustCategory(u, "List "+u.id.String()[:8], "")
+	for i, n := range []string{"delta", "alpha", "charlie", "bravo", "echo"} {
+		fields := map[string]string{}
+		if i%2 == 0 {
+			fields["category_id"] = docID(cat)
+		}
+		e.mustUpload(u, n+".pdf", makePDF("Title "+strings.ToUpper(n), 1, i*100), fields)
+	}
+	e.mustUpload(newUser(), "alpha.pdf", makePDF("someone else's", 1, 0), nil)
+
+	all := filenames(t, e.do(&u, "GET", "/api/documents", nil, nil))
+	if want := []string{"echo.pdf", "bravo.pdf", "charlie.pdf", "alpha.pdf", "delta.pdf"}; !slices.Equal(all, want) {
+		t.Fatalf("default order (newest first): %v, want %v", all, want)
+	}
+	if got := filenames(t, e.do(&u, "GET", "/api/documents?sort=filename", nil, nil)); !slices.IsSorted(got) || len(got) != 5 {
+		t.Fatalf("sort=filename: %v", got)
+	}
+	if got := filenames(t, e.do(&u, "GET", "/api/documents?sort=-size&limit=2", nil, nil)); !slices.Equal(got, []string{"echo.pdf", "bravo.pdf"}) {
+		t.Fatalf("sort=-size&limit=2: %v", got)
+	}
+	r := e.do(&u, "GET", "/api/documents?sort=filename&limit=2&offset=2", nil, nil)
+	if got := filenames(t, r); !slices.Equal(got, []string{"charlie.pdf", "delta.pdf"}) {
+		t.Fatalf("page 2: %v", got)
+	}
+	if m := r.json(t); m["total"] != 5.0 || m["limit"] != 2.0 || m["offset"] != 2.0 {
+		t.Fatalf("page 2 envelope: %s", r.body)
+	}
+	if got := filenames(t, e.do(&u, "GET", "/api/documents?search=ALPH", nil, nil)); !slices.Equal(got, []string{"alpha.pdf"}) {
+		t.Fatalf("search by name: %v", got)
+	}
+	if got := filenames(t, e.do(&u, "GET", "/api/documents?search=title%20char", nil, nil)); !slices.Equal(got, []string{"charlie.pdf"}) {
+		t.Fatalf("search by title: %v", got)
+	}
+	if got := filenames(t, e.do(&u, "GET", "/api/documents?search=%25", nil, nil)); len(got) != 0 {
+		t.Fatalf("search for a literal %%: %v", got)
+	}
+	if got := filenames(t, e.do(&u, "GET", "/api/documents?sort=filename&category_id="+docID(cat), nil, nil)); !slices.Equal(got, []string{"charlie.pdf", "delta.pdf", "echo.pdf"}) {
+		t.Fatalf("category filter: %v", got)
+	}
+	if got := filenames(t, e.do(&u, "GET", "/api/documents?sort=filename&category_id=none", nil, nil)); !slices.Equal(got, []string{"alpha.pdf", "bravo.pdf"}) {
+		t.Fatalf("uncategorised filter: %v", got)
+	}
+	for _, bad := range []string{"limit=0", "limit=201", "offset=-1", "sort=owner_id", "category_id=x", "archived=maybe"} {
+		if r := e.do(&u, "GET", "/api/documents?"+bad, nil, nil); r.status != http.StatusBadRequest {
+			t.Errorf("%s: status %d", bad, r.status)
+		}
+	}
+}
+
+func TestAccess(t *testing.T) {
+	e := newEnv(t)
+	owner, other, admin := newUser(), newUser(), newAdmin()
+	d := e.mustUpload(owner, "mine.pdf", makePDF("mine", 1, 0), nil)
+	id := docID(d)
+
+	if r := e.do(nil, "GET", "/api/documents", nil, nil); r.status != http.StatusUnauthorized {
+		t.Fatalf("no X-User-Id: %d", r.status)
+	}
+	if r := e.do(nil, "GET", "/api/documents", nil, map[string]string{"X-User-Id": "not-a-uuid"}); r.status != http.StatusUnauthorized {
+		t.Fatalf("bad X-User-Id: %d", r.status)
+	}
+	body, ct := multipartBody(t, "x.pdf", makePDF("anon", 1, 0), nil)
+	if r := e.do(nil, "POST", "/api/documents", body, map[string]string{"Content-Type": ct}); r.status != http.StatusUnauthorized {
+		t.Fatalf("anonymous upload: %d", r.status)
+	}
+	// Other users' documents do not exist for them.
+	for _, c := range []struct{ method, path string }{
+		{"GET", "/api/documents/" + id}, {"GET", "/api/documents/" + id + "/file"},
+		{"PATCH", "/api/documents/" + id}, {"DELETE", "/api/documents/" + id},
+		{"POST", "/api/documents/" + id + "/restore"}, {"GET", "/api/documents/" + id + "/history"},
+	} {
+		r := e.doJSON(&other, c.method, c.path, map[string]any{"filename": "stolen"})
+		if r.status != http.StatusNotFound {
+			t.Errorf("other user %s %s: %d %s", c.method, c.path, r.status, r.body)
+		}
+	}
+	if n := listTotal(t, e, other, ""); n != 0 {
+		t.Fatalf("other user lists %d documents", n)
+	}
+	// An admin sees everything.
+	if r := e.do(&admin, "GET", "/api/documents/"+id, nil, nil); r.status != 200 {
+		t.Fatalf("admin get: %d", r.status)
+	}
+	found := false
+	for _, n := range filenames(t, e.do(&admin, "GET", "/api/documents?limit=200&search=mine", nil, nil)) {
+		found = found || n == "mine.pdf"
+	}
+	if !found {
+		t.Fatal("admin's listing misses the user's document")
+	}
+	if r := e.do(&owner, "GET", "/api/documents/not-a-uuid", nil, nil); r.status != http.StatusBadRequest {
+		t.Fatalf("malformed id: %d", r.status)
+	}
+}
+
+func TestDownload(t *testing.T) {
+	e := newEnv(t)
+	u := newUser()
+	content := sample(t, "multi-page-digital.pdf")
+	d := e.mustUpload(u, "Rechnung März \"Q1\".pdf", content, nil)
+	path := "/api/documents/" + docID(d) + "/file"
+
+	r := e.do(&u, "GET", path, nil, nil)
+	if r.status != 200 || !bytes.Equal(r.body, content) {
+		t.Fatalf("download: %d, %d bytes", r.status, len(r.body))
+	}
+	if ct := r.header.Get("Content-Type"); ct != "application/pdf" {
+		t.Errorf("Content-Type %q", ct)
+	}
+	cd := r.header.Get("Content-Disposition")
+	if cd != `attachment; filename="Rechnung M_rz Q1.pdf"; filename*=UTF-8''Rechnung%20M%C3%A4rz%20Q1.pdf` {
+		t.Errorf("Content-Disposition %q", cd)
+	}
+	etag := r.header.Get("ETag")
+	if etag != `"`+d["sha256"].(string)+`"` {
+		t.Errorf("ETag %q", etag)
+	}
+	if r.header.Get("Accept-Ranges") != "bytes" {
+		t.Errorf("Accept-Ranges %q", r.header.Get("Accept-Ranges"))
+	}
+	r = e.do(&u, "GET", path, nil, map[string]string{"Range": "bytes=100-199"})
+	if r.status != http.StatusPartialContent || !bytes.Equal(r.body, content[100:200]) {
+		t.Fatalf("range: %d, %d bytes", r.status, len(r.body))
+	}
+	if cr := r.header.Get("Content-Range"); cr != fmt.Sprintf("bytes 100-199/%d", len(content)) {
+		t.Errorf("Content-Range %q", cr)
+	}
+	r = e.do(&u, "GET", path, nil, map[string]string{"If-None-Match": etag})
+	if r.status != http.StatusNotModified || len(r.body) != 0 {
+		t.Fatalf("If-None-Match: %d", r.status)
+	}
+	r = e.do(&u, "GET", path+"?disposition=inline", nil, nil)
+	if !strings.HasPrefix(r.header.Get("Content-Disposition"), "inline;") {
+		t.Errorf("inline: %q", r.header.Get("Content-Disposition"))
+	}
+}
+
+func TestRenameAndMove(t *testing.T) {
+	e := newEnv(t)
+	u := newUser()
+	a := e.mustUpload(u, "a.pdf", makePDF("a", 1, 0), nil)
+	b := e.mustUpload(u, "b.pdf", makePDF("b", 1, 0), nil)
+	bContent, _ := os.ReadFile(filepath.Join(e.storageDir, "b.pdf"))
+
+	// Rename onto an existing name: suffix, never overwrite.
+	r := e.doJSON(&u, "PATCH", "/api/documents/"+docID(b), map[string]any{"filename": "a"})
+	if r.status != 200 || r.json(t)["filename"] != "a (2).pdf" {
+		t.Fatalf("rename onto a.pdf: %d %s", r.status, r.body)
+	}
+	if got := e.storedFiles(); !slices.Equal(got, []string{"a (2).pdf", "a.pdf"}) {
+		t.Fatalf("files after rename: %v", got)
+	}
+	if got, _ := os.ReadFile(filepath.Join(e.storageDir, "a (2).pdf")); !bytes.Equal(got, bContent) {
+		t.Fatal("renamed file's content changed")
+	}
+	// Move both into a category; the second collides there too.
+	cat := e.mustCategory(u, "Move "+u.id.String()[:8], "")
+	catPath := cat["path"].(string)
+	r = e.doJSON(&u, "PATCH", "/api/documents/"+docID(a), map[string]any{"category_id": docID(cat), "title": "Renamed title"})
+	if m := r.json(t); r.status != 200 || m["category_id"] != docID(cat) || m["title"] != "Renamed title" || m["filename"] != "a.pdf" {
+		t.Fatalf("move a: %d %s", r.status, r.body)
+	}
+	r = e.doJSON(&u, "PATCH", "/api/documents/"+docID(b), map[string]any{"category_id": docID(cat), "filename": "a.pdf"})
+	if m := r.json(t); r.status != 200 || m["filename"] != "a (2).pdf" || m["category_path"] != catPath {
+		t.Fatalf("move b: %d %s", r.status, r.body)
+	}
+	if got := e.storedFiles(); !slices.Equal(got, []string{catPath + "/a (2).pdf", catPath + "/a.pdf"}) {
+		t.Fatalf("files after move: %v", got)
+	}
+	// Back to the top (category_id null); title cleared with null.
+	r = e.doJSON(&u, "PATCH", "/api/documents/"+docID(a), map[string]any{"category_id": nil, "title": nil})
+	if m := r.json(t); r.status != 200 || m["category_id"] != nil || m["title"] != nil {
+		t.Fatalf("move to top: %d %s", r.status, r.body)
+	}
+	// The download still works from the new place.
+	if r := e.do(&u, "GET", "/api/documents/"+docID(b)+"/file", nil, nil); r.status != 200 || !bytes.Equal(r.body, bContent) {
+		t.Fatalf("download after move: %d", r.status)
+	}
+	// Bad input.
+	for _, body := range []map[string]any{{"filename": ""}, {"category_id": "nope"}, {"category_id": "6a1f3f9c-5a0e-4e4e-9a53-2f8f3f2b1a11"}} {
+		if r := e.doJSON(&u, "PATCH", "/api/documents/"+docID(a), body); r.status != http.StatusBadRequest {
+			t.Errorf("PATCH %v: %d %s", body, r.status, r.body)
+		}
+	}
+	// A traversal attempt in a rename stays a plain name in the same folder.
+	r = e.doJSON(&u, "PATCH", "/api/documents/"+docID(a), map[string]any{"filename": "../../../outside.pdf"})
+	if m := r.json(t); r.status != 200 || strings.ContainsAny(m["filename"].(string), `/\`) {
+		t.Fatalf("traversal rename: %d %s", r.status, r.body)
+	}
+	h := e.do(&u, "GET", "/api/documents/"+docID(b)+"/history", nil, nil)
+	if h.status != 200 || !strings.Contains(string(h.body), `"move"`) || !strings.Contains(string(h.body), `"upload"`) {
+		t.Fatalf("history: %d %s", h.status, h.body)
+	}
+}
+
+func TestArchiveRestore(t *testing.T) {
+	e := newEnv(t)
+	u := newUser()
+	d := e.mustUpload(u, "keep.pdf", makePDF("keep", 1, 0), nil)
+	id := docID(d)
+	if r := e.do(&u, "DELETE", "/api/documents/"+id, nil, nil); r.status != http.StatusNoContent {
+		t.Fatalf("delete: %d %s", r.status, r.body)
+	}
+	if r := e.do(&u, "DELETE", "/api/documents/"+id, nil, nil); r.status != http.StatusNoContent {
+		t.Fatalf("delete again: %d %s", r.status, r.body)
+	}
+	if _, err := os.Stat(filepath.Join(e.storageDir, "keep.pdf")); err != nil {
+		t.Fatalf("archiving touched the file: %v", err)
+	}
+	if n := listTotal(t, e, u, ""); n != 0 {
+		t.Fatalf("archived document listed by default (%d)", n)
+	}
+	if n := listTotal(t, e, u, "?archived=true"); n != 1 {
+		t.Fatalf("archived=true lists %d", n)
+	}
+	r := e.do(&u, "GET", "/api/documents/"+id, nil, nil)
+	if m := r.json(t); r.status != 200 || m["archived"] != true || m["archived_at"] == nil {
+		t.Fatalf("get archived: %d %s", r.status, r.body)
+	}
+	// Uploading the same content again reports the archived document.
+	if r := e.upload(u, "again.pdf", makePDF("keep", 1, 0), nil); r.status != 200 || r.json(t)["archived"] != true {
+		t.Fatalf("re-upload of archived content: %d %s", r.status, r.body)
+	}
+	r = e.do(&u, "POST", "/api/documents/"+id+"/restore", nil, nil)
+	if m := r.json(t); r.status != 200 || m["archived"] != false {
+		t.Fatalf("restore: %d %s", r.status, r.body)
+	}
+	if n := listTotal(t, e, u, ""); n != 1 {
+		t.Fatalf("restored document not listed (%d)", n)
+	}
+}
+
+func TestCategories(t *testing.T) {
+	e := newEnv(t)
+	creator, other, admin := newUser(), newUser(), newAdmin()
+	manager := user{id: newUser().id, groups: []string{"staff", AdminGroup}}
+	tag := creator.id.String()[:8]
+
+	fin := e.mustCategory(creator, "Finance "+tag, "")
+	inv := e.mustCategory(creator, "Invoices", docID(fin))
+	if inv["path"] != "Finance "+tag+"/Invoices" {
+		t.Fatalf("nested path: %v", inv["path"])
+	}
+	// Same folder name (any case) at the same level: 409.
+	if r := e.doJSON(&other, "POST", "/api/documents/categories", map[string]any{"name": "finance " + strings.ToUpper(tag)}); r.status != http.StatusConflict {
+		t.Fatalf("duplicate name: %d %s", r.status, r.body)
+	}
+	for _, bad := range []map[string]any{{"name": ""}, {"name": "a/b"}, {"name": `..`}, {"name": "x", "parent_id": "6a1f3f9c-5a0e-4e4e-9a53-2f8f3f2b1a11"}} {
+		if r := e.doJSON(&creator, "POST", "/api/documents/categories", bad); r.status != http.StatusBadRequest {
+			t.Errorf("create %v: %d %s", bad, r.status, r.body)
+		}
+	}
+	// Every user sees the global tree.
+	r := e.do(&other, "GET", "/api/documents/categories", nil, nil)
+	if r.status != 200 || !strings.Contains(string(r.body), `"Finance `+tag+`/Invoices"`) {
+		t.Fatalf("list: %d %s", r.status, r.body)
+	}
+	// Files follow a rename of their folder's parent.
+	d := e.mustUpload(other, "bill.pdf", makePDF("bill", 1, 0), map[string]string{"category_id": docID(inv)})
+	if r := e.doJSON(&other, "PATCH", "/api/documents/categories/"+docID(fin), map[string]any{"name": "Stolen"}); r.status != http.StatusForbidden {
+		t.Fatalf("non-creator rename: %d", r.status)
+	}
+	r = e.doJSON(&creator, "PATCH", "/api/documents/categories/"+docID(fin), map[string]any{"name": "Money " + tag})
+	if r.status != 200 || r.json(t)["path"] != "Money "+tag {
+		t.Fatalf("rename: %d %s", r.status, r.body)
+	}
+	if got := e.storedFiles(); !slices.Equal(got, []string{"Money " + tag + "/Invoices/bill.pdf"}) {
+		t.Fatalf("files after category rename: %v", got)
+	}
+	r = e.do(&other, "GET", "/api/documents/"+docID(d), nil, nil)
+	if r.json(t)["category_path"] != "Money "+tag+"/Invoices" {
+		t.Fatalf("document after rename: %s", r.body)
+	}
+	if r := e.do(&other, "GET", "/api/documents/"+docID(d)+"/file", nil, nil); r.status != 200 {
+		t.Fatalf("download after category rename: %d", r.status)
+	}
+	// Move Invoices to the top, then under itself (refused).
+	r = e.doJSON(&manager, "PATCH", "/api/documents/categories/"+docID(inv), map[string]any{"parent_id": nil, "name": "Invoices " + tag})
+	if r.status != 200 || r.json(t)["path"] != "Invoices "+tag {
+		t.Fatalf("manager moves to top: %d %s", r.status, r.body)
+	}
+	if r := e.doJSON(&admin, "PATCH", "/api/documents/categories/"+docID(fin), map[string]any{"parent_id": docID(fin)}); r.status != http.StatusBadRequest {
+		t.Fatalf("into itself: %d %s", r.status, r.body)
+	}
+	// A folder that exists on disk but is no category blocks a rename onto it.
+	os.MkdirAll(filepath.Join(e.storageDir, "Squatter "+tag), 0o750)
+	os.WriteFile(filepath.Join(e.storageDir, "Squatter "+tag, "hand-made.pdf"), []byte("x"), 0o640)
+	if r := e.doJSON(&admin, "PATCH", "/api/documents/categories/"+docID(inv), map[string]any{"name": "Squatter " + tag}); r.status != http.StatusConflict {
+		t.Fatalf("rename onto an existing folder: %d %s", r.status, r.body)
+	}
+	if _, err := os.Stat(filepath.Join(e.storageDir, "Squatter "+tag, "hand-made.pdf")); err != nil {
+		t.Fatal("hand-made file lost")
+	}
+	// Non-empty (even archived documents): 409. Empty: 204, folder gone.
+	if r := e.do(&admin, "DELETE", "/api/documents/categories/"+docID(inv), nil, nil); r.status != http.StatusConflict {
+		t.Fatalf("delete non-empty: %d %s", r.status, r.body)
+	}
+	e.do(&other, "DELETE", "/api/documents/"+docID(d), nil, nil)
+	if r := e.do(&admin, "DELETE", "/api/documents/categories/"+docID(inv), nil, nil); r.status != http.StatusConflict {
+		t.Fatalf("delete with an archived document: %d %s", r.status, r.body)
+	}
+	e.doJSON(&other, "PATCH", "/api/documents/"+docID(d), map[string]any{"category_id": nil})
+	if r := e.do(&other, "DELETE", "/api/documents/categories/"+docID(inv), nil, nil); r.status != http.StatusForbidden {
+		t.Fatalf("non-creator delete: %d", r.status)
+	}
+	if r := e.do(&creator, "DELETE", "/api/documents/categories/"+docID(inv), nil, nil); r.status != http.StatusNoContent {
+		t.Fatalf("delete empty: %d %s", r.status, r.body)
+	}
+	if _, err := os.Stat(filepath.Join(e.storageDir, "Invoices "+tag)); !os.IsNotExist(err) {
+		t.Fatalf("empty folder kept: %v", err)
+	}
+	if r := e.do(&creator, "DELETE", "/api/documents/categories/"+docID(inv), nil, nil); r.status != http.StatusNotFound {
+		t.Fatalf("delete twice: %d", r.status)
+	}
+	// A stray file in an otherwise empty category's folder keeps it.
+	stray := e.mustCategory(creator, "Stray "+tag, "")
+	os.MkdirAll(filepath.Join(e.storageDir, "Stray "+tag), 0o750)
+	os.WriteFile(filepath.Join(e.storageDir, "Stray "+tag, "mine.txt"), []byte("keep me"), 0o640)
+	if r := e.do(&creator, "DELETE", "/api/documents/categories/"+docID(stray), nil, nil); r.status != http.StatusConflict {
+		t.Fatalf("delete with a stray file: %d %s", r.status, r.body)
+	}
+	if _, err := os.Stat(filepath.Join(e.storageDir, "Stray "+tag, "mine.txt")); err != nil {
+		t.Fatal("stray file lost")
+	}
+}
+
+// A symlink planted in the tree cannot lead a document out of it.
+func TestSymlinkEscape(t *testing.T) {
+	e := newEnv(t)
+	u := newUser()
+	outside := t.TempDir()
+	tag := u.id.String()[:8]
+	cat := e.mustCategory(u, "Link "+tag, "")
+	if err := os.Symlink(outside, filepath.Join(e.storageDir, "Link "+tag)); err != nil {
+		t.Fatal(err)
+	}
+	r := e.upload(u, "escape.pdf", makePDF("escape", 1, 0), map[string]string{"category_id": docID(cat)})
+	if r.status < 500 {
+		t.Fatalf("upload through a symlink out of the tree: %d %s", r.status, r.body)
+	}
+	if entries, _ := os.ReadDir(outside); len(entries) > 0 {
+		t.Fatalf("file written outside the tree: %v", entries)
+	}
+	if left := e.tempFiles(); len(left) > 0 {
+		t.Fatalf("temporary files left: %v", left)
+	}
+}
+
+func TestContentDisposition(t *testing.T) {
+	got := contentDisposition("attachment", `a"b\c é;.pdf`)
+	want := `attachment; filename="a_b_c _;.pdf"; filename*=UTF-8''a%22b%5Cc%20%C3%A9%3B.pdf`
+	if got != want {
+		t.Fatalf("got  %s\nwant %s", got, want)
+	}
+}
+
+func TestUnknownRoutes(t *testing.T) {
+	e := newEnv(t)
+	u := newUser()
+	if r := e.do(&u, "GET", "/api/nothing", nil, nil); r.status != http.StatusNotFound || !strings.Contains(string(r.body), `"detail"`) {
+		t.Fatalf("unknown path: %d %s", r.status, r.body)
+	}
+	if r := e.do(&u, "PUT", "/api/documents", nil, nil); r.status != http.StatusMethodNotAllowed || r.header.Get("Allow") == "" {
+		t.Fatalf("wrong method: %d %v", r.status, r.header)
+	}
+}

@@ -1,0 +1,161 @@
+package docservice
+
+import (
+	"context"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// With the database unreachable, every call answers 503 and nothing is
+// written: no file placed, no temporary file left.
+func TestDatabaseDown(t *testing.T) {
+	pool, err := pgxpool.New(context.Background(), "postgres://nobody:x@127.0.0.1:1/none?connect_timeout=2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	e := newEnvWith(t, pool, t.TempDir())
+	u := newUser()
+	r := e.upload(u, "a.pdf", makePDF("db down", 1, 0), nil)
+	if r.status != http.StatusServiceUnavailable {
+		t.Fatalf("upload: %d %s", r.status, r.body)
+	}
+	if m := r.json(t); !strings.Contains(m["detail"].(string), "request id") || strings.Contains(string(r.body), "127.0.0.1") {
+		t.Fatalf("503 body leaks or lacks the request id: %s", r.body)
+	}
+	if files := e.storedFiles(); len(files) > 0 {
+		t.Fatalf("files stored: %v", files)
+	}
+	if left := e.tempFiles(); len(left) > 0 {
+		t.Fatalf("temporary files left: %v", left)
+	}
+	for _, c := range []struct{ method, path string }{
+		{"GET", "/api/documents"}, {"GET", "/api/documents/6a1f3f9c-5a0e-4e4e-9a53-2f8f3f2b1a11"},
+		{"PATCH", "/api/documents/6a1f3f9c-5a0e-4e4e-9a53-2f8f3f2b1a11"}, {"GET", "/api/documents/categories"},
+		{"POST", "/api/documents/categories"}, {"GET", "/ready"},
+	} {
+		if r := e.doJSON(&u, c.method, c.path, map[string]any{"name": "x"}); r.status != http.StatusServiceUnavailable {
+			t.Errorf("%s %s: %d %s", c.method, c.path, r.status, r.body)
+		}
+	}
+}
+
+// If the row cannot be inserted after the file was linked into place, the
+// placed name goes again: no file without its row.
+func TestInsertFailureUndoesPlacement(t *testing.T) {
+	e := newEnv(t)
+	u := newUser()
+	ctx := context.Background()
+	// A trigger makes the insert fail for one file name, after placement.
+	for _, q := range []string{
+		`CREATE FUNCTION docs.test_fail_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF NEW.original_filename = 'fail-insert.pdf' THEN RAISE EXCEPTION 'injected failure'; END IF;
+			RETURN NEW;
+		END $$`,
+		`CREATE TRIGGER test_fail_insert BEFORE INSERT ON docs.documents FOR EACH ROW EXECUTE FUNCTION docs.test_fail_insert()`,
+	} {
+		if _, err := testPool.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		testPool.Exec(ctx, `DROP TRIGGER test_fail_insert ON docs.documents`)
+		testPool.Exec(ctx, `DROP FUNCTION docs.test_fail_insert()`)
+	})
+	r := e.upload(u, "fail-insert.pdf", makePDF("fail", 1, 0), nil)
+	if r.status != http.StatusInternalServerError || strings.Contains(string(r.body), "injected") {
+		t.Fatalf("upload: %d %s", r.status, r.body)
+	}
+	if files := e.storedFiles(); len(files) > 0 {
+		t.Fatalf("placed file kept without its row: %v", files)
+	}
+	if left := e.tempFiles(); len(left) > 0 {
+		t.Fatalf("temporary files left: %v", left)
+	}
+}
+
+// A row whose file was removed by hand keeps its name: a new upload of
+// that name gets a suffix instead of taking over the row's path.
+func TestMissingFileKeepsItsName(t *testing.T) {
+	e := newEnv(t)
+	u := newUser()
+	d := e.mustUpload(u, "gone.pdf", makePDF("gone", 1, 0), nil)
+	os.Remove(filepath.Join(e.storageDir, "gone.pdf"))
+	if r := e.do(&u, "GET", "/api/documents/"+docID(d)+"/file", nil, nil); r.status != http.StatusGone {
+		t.Fatalf("download of a missing file: %d %s", r.status, r.body)
+	}
+	d2 := e.mustUpload(u, "gone.pdf", makePDF("new", 1, 0), nil)
+	if d2["filename"] != "gone (2).pdf" {
+		t.Fatalf("new upload took the missing file's name: %v", d2["filename"])
+	}
+}
+
+// failingWriter fails with err once n bytes have been written.
+type failingWriter struct {
+	w   writerSyncer
+	n   int
+	err error
+}
+
+func (f *failingWriter) Write(p []byte) (int, error) {
+	if len(p) > f.n {
+		m, _ := f.w.Write(p[:f.n])
+		f.n = 0
+		return m, f.err
+	}
+	f.n -= len(p)
+	return f.w.Write(p)
+}
+
+func (f *failingWriter) Sync() error { return f.w.Sync() }
+
+// A full disk is 507 and leaves nothing: injected, so it runs anywhere.
+func TestDiskFullInjected(t *testing.T) {
+	e := newEnv(t)
+	e.svc.wrapTemp = func(w writerSyncer) writerSyncer { return &failingWriter{w: w, n: 1500 << 10, err: syscall.ENOSPC} }
+	r := e.upload(newUser(), "full.pdf", makePDF("full", 1, 3<<20), nil)
+	if r.status != http.StatusInsufficientStorage {
+		t.Fatalf("upload: %d %s", r.status, r.body)
+	}
+	if files := e.storedFiles(); len(files) > 0 {
+		t.Fatalf("files stored: %v", files)
+	}
+	if left := e.tempFiles(); len(left) > 0 {
+		t.Fatalf("temporary files left: %v", left)
+	}
+}
+
+// The same on a real, tiny file system (needs root to mount a tmpfs).
+func TestDiskFullTmpfs(t *testing.T) {
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs (TestDiskFullInjected covers the logic): %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", dir).Run() }) // after the env's cleanups (LIFO)
+	e := newEnvWith(t, testPool, dir)
+	u := newUser()
+	small := e.mustUpload(u, "small.pdf", makePDF("fits", 1, 100<<10), nil)
+	r := e.upload(u, "big.pdf", makePDF("too big for the disk", 1, 3<<20), nil)
+	if r.status != http.StatusInsufficientStorage {
+		t.Fatalf("upload: %d %s", r.status, r.body)
+	}
+	if files := e.storedFiles(); len(files) != 1 || files[0] != "small.pdf" {
+		t.Fatalf("files: %v", files)
+	}
+	if left := e.tempFiles(); len(left) > 0 {
+		t.Fatalf("temporary files left: %v", left)
+	}
+	// The space is back: the next upload works, the first file is intact.
+	e.mustUpload(u, "after.pdf", makePDF("after", 1, 100<<10), nil)
+	if r := e.do(&u, "GET", "/api/documents/"+docID(small)+"/file", nil, nil); r.status != 200 || len(r.body) != int(small["size"].(float64)) {
+		t.Fatalf("first file after the disk filled: %d", r.status)
+	}
+}

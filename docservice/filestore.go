@@ -1,0 +1,245 @@
+package docservice
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// tmpDir holds uploads in progress, inside STORAGE_DIR so that placing a
+// finished upload is a link on the same file system, never a copy.
+const tmpDir = ".tmp"
+
+// maxSuffix bounds the " (n)" collision search before a random suffix.
+const maxSuffix = 999
+
+// ErrTargetExists reports a folder move onto an existing path.
+var ErrTargetExists = errors.New("target exists")
+
+// FileStore is the document tree under STORAGE_DIR. Every path goes through
+// an os.Root, so no name, "..", absolute path or symlink can reach outside
+// it. It never overwrites a file: new names are made with link(2), which
+// fails when the target exists, and the only names it ever removes are
+// temporary files and a second name of a file that it has just verified
+// still has another name (the old name after a move, or a placement undone).
+type FileStore struct {
+	root *os.Root
+	dir  string
+}
+
+// OpenFileStore opens (creating) dir and its temporary folder.
+func OpenFileStore(dir string) (*FileStore, error) {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("STORAGE_DIR: %w", err)
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, fmt.Errorf("STORAGE_DIR: %w", err)
+	}
+	if err := root.Mkdir(tmpDir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		root.Close()
+		return nil, fmt.Errorf("STORAGE_DIR: %w", err)
+	}
+	return &FileStore{root: root, dir: dir}, nil
+}
+
+// Close releases the root.
+func (s *FileStore) Close() error { return s.root.Close() }
+
+// CreateTemp makes a new, empty temporary file for an upload.
+func (s *FileStore) CreateTemp() (*os.File, string, error) {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	name := path.Join(tmpDir, "upload-"+hex.EncodeToString(b[:])+".part")
+	f, err := s.root.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o640)
+	if err != nil {
+		return nil, "", err
+	}
+	return f, name, nil
+}
+
+// RemoveTemp removes a temporary file made by CreateTemp.
+func (s *FileStore) RemoveTemp(name string) error {
+	if !strings.HasPrefix(name, tmpDir+"/") {
+		return fmt.Errorf("remove temp: %q is not a temporary file", name)
+	}
+	err := s.root.Remove(name)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+// CleanTemp removes temporary files not written to for idle: uploads cut
+// short by a crash. A live upload writes continuously (and times out when
+// its client stalls), so this is safe while other instances run.
+func (s *FileStore) CleanTemp(idle time.Duration) (removed int, err error) {
+	d, err := s.root.Open(tmpDir)
+	if err != nil {
+		return 0, err
+	}
+	defer d.Close()
+	entries, err := d.ReadDir(-1)
+	if err != nil {
+		return 0, err
+	}
+	cutoff := time.Now().Add(-idle)
+	for _, e := range entries {
+		fi, err := e.Info()
+		if err != nil || !fi.Mode().IsRegular() || fi.ModTime().After(cutoff) {
+			continue
+		}
+		if err := s.root.Remove(path.Join(tmpDir, e.Name())); err == nil {
+			removed++
+		}
+	}
+	return removed, nil
+}
+
+// Open opens a stored file for reading.
+func (s *FileStore) Open(rel string) (*os.File, error) { return s.root.Open(rel) }
+
+// Stat describes a stored file without following a final symlink.
+func (s *FileStore) Stat(rel string) (fs.FileInfo, error) { return s.root.Lstat(rel) }
+
+// LinkNew gives the file at src a new name in folder dir (created if
+// needed): name, or "name (2)", "name (3)", ... when taken on disk or,
+// if reserved is not nil, reserved by it (a row whose file has gone). It
+// never replaces an existing file. It returns the name used, relative to dir.
+func (s *FileStore) LinkNew(src, dir, name string, reserved func(name string) (bool, error)) (string, error) {
+	if dir != "" {
+		if err := s.root.MkdirAll(dir, 0o750); err != nil {
+			return "", fmt.Errorf("create folder: %w", err)
+		}
+	}
+	for n := 1; ; n++ {
+		cand := name
+		switch {
+		case n > maxSuffix+1:
+			return "", fmt.Errorf("link %s: no free name for %q", src, name)
+		case n == maxSuffix+1:
+			var b [4]byte
+			_, _ = rand.Read(b[:])
+			cand = withSuffix(name, 0)
+			cand = strings.Replace(cand, "(0)", "("+hex.EncodeToString(b[:])+")", 1)
+		case n > 1:
+			cand = withSuffix(name, n)
+		}
+		if reserved != nil {
+			if r, err := reserved(cand); err != nil {
+				return "", err
+			} else if r {
+				continue
+			}
+		}
+		err := s.root.Link(src, path.Join(dir, cand))
+		if errors.Is(err, fs.ErrExist) {
+			continue
+		}
+		if err != nil {
+			return "", fmt.Errorf("link: %w", err)
+		}
+		if err := s.syncDir(dir); err != nil {
+			return "", err
+		}
+		return cand, nil
+	}
+}
+
+// Unlink removes the name rel only if it is another name of the same file
+// as keep: after a move or an undone placement the content stays reachable,
+// so this can never lose a user's file.
+func (s *FileStore) Unlink(rel, keep string) error {
+	a, err := s.root.Lstat(rel)
+	if err != nil {
+		return err
+	}
+	b, err := s.root.Lstat(keep)
+	if err != nil {
+		return err
+	}
+	if !a.Mode().IsRegular() || !os.SameFile(a, b) {
+		return fmt.Errorf("unlink %s: refused, it is not another name of %s", rel, keep)
+	}
+	if err := s.root.Remove(rel); err != nil {
+		return err
+	}
+	return s.syncDir(path.Dir(rel))
+}
+
+// MoveDir renames folder oldRel to newRel (parents created) with one
+// rename(2), so the folder and everything in it move at once. An existing
+// target is refused: folders are never merged or replaced. A missing source
+// (no document was ever stored there) is not an error.
+func (s *FileStore) MoveDir(oldRel, newRel string) error {
+	if _, err := s.root.Lstat(newRel); err == nil {
+		return ErrTargetExists
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	fi, err := s.root.Lstat(oldRel)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("move folder %s: not a directory", oldRel)
+	}
+	if parent := path.Dir(newRel); parent != "." {
+		if err := s.root.MkdirAll(parent, 0o750); err != nil {
+			return err
+		}
+	}
+	if err := s.root.Rename(oldRel, newRel); err != nil {
+		if errors.Is(err, syscall.ENOTEMPTY) || errors.Is(err, syscall.EEXIST) {
+			return ErrTargetExists
+		}
+		return err
+	}
+	if err := s.syncDir(path.Dir(newRel)); err != nil {
+		return err
+	}
+	return s.syncDir(path.Dir(oldRel))
+}
+
+// RemoveEmptyDir removes folder rel if it is an empty directory; a folder
+// holding anything (a file someone put there by hand) is kept and reported
+// with syscall.ENOTEMPTY. A missing folder is not an error.
+func (s *FileStore) RemoveEmptyDir(rel string) error {
+	fi, err := s.root.Lstat(rel)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("remove folder %s: not a directory", rel)
+	}
+	return s.rmdir(rel)
+}
+
+// syncDir makes a link, unlink or rename in dir durable.
+func (s *FileStore) syncDir(dir string) error {
+	if dir == "" {
+		dir = "."
+	}
+	d, err := s.root.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
+		return fmt.Errorf("sync folder: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,339 @@
+package docservice
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/google/uuid"
+
+	"github.com/gatehouse/gatehouse/internal/httpx"
+)
+
+// visibility is the access rule for p under the current settings.
+func (s *Service) visibility(p *Principal) Visibility {
+	st := s.settings.Current()
+	return Visibility{UserID: p.ID, All: p.Admin, WatchedToo: st.WatchedVisibleTo(p)}
+}
+
+func pathID(r *http.Request, name string) (uuid.UUID, error) {
+	id, err := uuid.Parse(r.PathValue(name))
+	if err != nil {
+		return id, httpx.Errorf(http.StatusBadRequest, "%s must be a UUID", name)
+	}
+	return id, nil
+}
+
+// storeError maps the storage layer's sentinels and failures to answers.
+func storeError(err error, what string) error {
+	var errno syscall.Errno
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return httpx.Errorf(http.StatusNotFound, "%s not found", what)
+	case errors.Is(err, ErrDBUnavailable):
+		return &httpx.Error{Status: http.StatusServiceUnavailable, Detail: "database unavailable; nothing was changed, try again later", Cause: err}
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		return &httpx.Error{Status: http.StatusInsufficientStorage, Detail: "not enough storage space; nothing was stored", Cause: err}
+	case errors.As(err, &errno) && errno == syscall.EROFS:
+		return &httpx.Error{Status: http.StatusInsufficientStorage, Detail: "document storage is read-only; nothing was stored", Cause: err}
+	}
+	return err
+}
+
+func (s *Service) getDocument(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r, "id")
+	if err != nil {
+		return err
+	}
+	d, err := s.store.GetDocument(r.Context(), s.visibility(principal(r)), id)
+	if err != nil {
+		return storeError(err, "document")
+	}
+	httpx.WriteJSON(w, http.StatusOK, d)
+	return nil
+}
+
+// listPage is the answer of GET /api/documents.
+type listPage struct {
+	Items  []Document `json:"items"`
+	Total  int64      `json:"total"`
+	Limit  int        `json:"limit"`
+	Offset int        `json:"offset"`
+}
+
+func (s *Service) listDocuments(w http.ResponseWriter, r *http.Request) error {
+	q, err := parseListQuery(r.URL.Query())
+	if err != nil {
+		return err
+	}
+	docs, total, err := s.store.ListDocuments(r.Context(), s.visibility(principal(r)), q)
+	if err != nil {
+		return storeError(err, "document")
+	}
+	if docs == nil {
+		docs = []Document{}
+	}
+	httpx.WriteJSON(w, http.StatusOK, listPage{Items: docs, Total: total, Limit: q.Limit, Offset: q.Offset})
+	return nil
+}
+
+func parseListQuery(v url.Values) (ListQuery, error) {
+	q := ListQuery{Limit: 50, Search: strings.TrimSpace(v.Get("search")), Archived: "false"}
+	var fields []httpx.FieldError
+	if s := v.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 200 {
+			fields = append(fields, httpx.FieldError{Field: "limit", Message: "must be an integer in 1..200"})
+		}
+		q.Limit = n
+	}
+	if s := v.Get("offset"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 {
+			fields = append(fields, httpx.FieldError{Field: "offset", Message: "must be a non-negative integer"})
+		}
+		q.Offset = n
+	}
+	switch c := v.Get("category_id"); c {
+	case "":
+	case "none", "null":
+		q.Uncategorised = true
+	default:
+		id, err := uuid.Parse(c)
+		if err != nil {
+			fields = append(fields, httpx.FieldError{Field: "category_id", Message: `must be a UUID or "none"`})
+		}
+		q.CategoryID = &id
+	}
+	if s := v.Get("archived"); s != "" {
+		if s != "true" && s != "false" && s != "any" {
+			fields = append(fields, httpx.FieldError{Field: "archived", Message: "must be true, false or any"})
+		}
+		q.Archived = s
+	}
+	if s := v.Get("source"); s != "" {
+		if s != "upload" && s != "watch" {
+			fields = append(fields, httpx.FieldError{Field: "source", Message: "must be upload or watch"})
+		}
+		q.Source = s
+	}
+	if s := v.Get("sort"); s != "" {
+		if _, ok := sortColumns[strings.TrimPrefix(s, "-")]; !ok {
+			fields = append(fields, httpx.FieldError{Field: "sort",
+				Message: "must be one of created_at, updated_at, filename, title, size, page_count (prefix - for descending)"})
+		}
+		q.Sort = s
+	}
+	if len(q.Search) > 200 {
+		fields = append(fields, httpx.FieldError{Field: "search", Message: "must be at most 200 characters"})
+	}
+	if len(fields) > 0 {
+		return q, httpx.Invalid(fields)
+	}
+	return q, nil
+}
+
+// optional is a JSON field that distinguishes absent from null.
+type optional[T any] struct {
+	Set   bool
+	Value *T
+}
+
+func (o *optional[T]) UnmarshalJSON(b []byte) error {
+	o.Set = true
+	if string(b) == "null" {
+		return nil
+	}
+	return json.Unmarshal(b, &o.Value)
+}
+
+func (s *Service) patchDocument(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r, "id")
+	if err != nil {
+		return err
+	}
+	var req struct {
+		Filename   optional[string]    `json:"filename"`
+		Title      optional[string]    `json:"title"`
+		CategoryID optional[uuid.UUID] `json:"category_id"`
+	}
+	if err := httpx.DecodeJSON(w, r, &req, 0); err != nil {
+		return err
+	}
+	var ch DocumentChange
+	var fields []httpx.FieldError
+	if req.Filename.Set {
+		if req.Filename.Value == nil || strings.TrimSpace(*req.Filename.Value) == "" {
+			fields = append(fields, httpx.FieldError{Field: "filename", Message: "must be a non-empty string"})
+		} else {
+			n := SanitizePDFName(*req.Filename.Value)
+			ch.Filename = &n
+		}
+	}
+	if req.Title.Set {
+		if req.Title.Value == nil || strings.TrimSpace(*req.Title.Value) == "" {
+			ch.ClearTitle = true
+		} else if t := strings.TrimSpace(*req.Title.Value); len(t) > 500 {
+			fields = append(fields, httpx.FieldError{Field: "title", Message: "must be at most 500 bytes"})
+		} else {
+			ch.Title = &t
+		}
+	}
+	if req.CategoryID.Set {
+		ch.CategorySet, ch.CategoryID = true, req.CategoryID.Value
+	}
+	if len(fields) > 0 {
+		return httpx.Invalid(fields)
+	}
+	p := principal(r)
+	d, err := s.store.UpdateDocument(r.Context(), s.visibility(p), p.ID, id, ch, s.moveFile)
+	if err != nil {
+		if errors.Is(err, ErrNotFound) && strings.HasPrefix(err.Error(), "category") {
+			return httpx.Invalid([]httpx.FieldError{{Field: "category_id", Message: "no such category"}})
+		}
+		return storeError(err, "document")
+	}
+	httpx.WriteJSON(w, http.StatusOK, d)
+	return nil
+}
+
+// moveFile is the Mover of a document rename or move: link the new name
+// (never over an existing file), and only once the row names it, unlink
+// the old one.
+func (s *Service) moveFile(oldRel, dir, name string, reserved func(string) (bool, error)) (string, func() error, func() error, error) {
+	used, err := s.files.LinkNew(oldRel, dir, name, reserved)
+	if err != nil {
+		return "", nil, nil, &fileError{err}
+	}
+	newRel := joinPath(dir, used)
+	finish := func() error { return s.files.Unlink(oldRel, newRel) }
+	undo := func() error { return s.files.Unlink(newRel, oldRel) }
+	return used, finish, undo, nil
+}
+
+func (s *Service) archiveDocument(w http.ResponseWriter, r *http.Request) error {
+	return s.setArchived(w, r, true)
+}
+
+func (s *Service) restoreDocument(w http.ResponseWriter, r *http.Request) error {
+	return s.setArchived(w, r, false)
+}
+
+func (s *Service) setArchived(w http.ResponseWriter, r *http.Request, archived bool) error {
+	id, err := pathID(r, "id")
+	if err != nil {
+		return err
+	}
+	p := principal(r)
+	d, err := s.store.SetArchived(r.Context(), s.visibility(p), p.ID, id, archived)
+	if err != nil {
+		return storeError(err, "document")
+	}
+	if archived {
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
+	httpx.WriteJSON(w, http.StatusOK, d)
+	return nil
+}
+
+func (s *Service) documentHistory(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r, "id")
+	if err != nil {
+		return err
+	}
+	if _, err := s.store.GetDocument(r.Context(), s.visibility(principal(r)), id); err != nil {
+		return storeError(err, "document")
+	}
+	evs, err := s.store.History(r.Context(), id)
+	if err != nil {
+		return storeError(err, "document")
+	}
+	if evs == nil {
+		evs = []Event{}
+	}
+	httpx.WriteJSON(w, http.StatusOK, map[string]any{"items": evs})
+	return nil
+}
+
+// downloadDocument streams the stored PDF with Range, If-None-Match and
+// If-Modified-Since support (http.ServeContent); the ETag is the content's
+// SHA-256, which never changes for a document.
+func (s *Service) downloadDocument(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r, "id")
+	if err != nil {
+		return err
+	}
+	d, err := s.store.GetDocument(r.Context(), s.visibility(principal(r)), id)
+	if err != nil {
+		return storeError(err, "document")
+	}
+	f, err := s.files.Open(d.RelPath())
+	if errors.Is(err, fs.ErrNotExist) {
+		// Only a hand edit of the tree can do this; say so loudly.
+		s.log.Error("a document's file is missing from STORAGE_DIR", "document", d.ID, "path", d.RelPath(),
+			"request_id", httpx.RequestID(r.Context()))
+		return httpx.Errorf(http.StatusGone, "the stored file is missing; an operator has been told")
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("document %s: %s is not a regular file", d.ID, d.RelPath())
+	}
+	disposition := "attachment"
+	if r.URL.Query().Get("disposition") == "inline" {
+		disposition = "inline"
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/pdf")
+	h.Set("Content-Disposition", contentDisposition(disposition, d.Filename))
+	h.Set("ETag", `"`+d.SHA256+`"`)
+	h.Set("Cache-Control", "private, no-cache")
+	h.Set("X-Content-Type-Options", "nosniff")
+	http.ServeContent(w, r, d.Filename, fi.ModTime(), f)
+	return nil
+}
+
+// contentDisposition builds an RFC 6266 header: an ASCII fallback filename
+// for old clients and the exact name as RFC 5987 filename*.
+func contentDisposition(kind, name string) string {
+	var ascii strings.Builder
+	for _, r := range name {
+		switch {
+		case r == '"' || r == '\\':
+			ascii.WriteByte('_')
+		case r >= 0x20 && r < 0x7f:
+			ascii.WriteRune(r)
+		default:
+			ascii.WriteByte('_')
+		}
+	}
+	return fmt.Sprintf(`%s; filename="%s"; filename*=UTF-8''%s`, kind, ascii.String(), rfc5987Escape(name))
+}
+
+// rfc5987Escape percent-encodes everything but RFC 5987's attr-char.
+func rfc5987Escape(s string) string {
+	const attrChar = "!#$&+-.^_`|~"
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte(attrChar, c) >= 0 {
+			b.WriteByte(c)
+		} else {
+			fmt.Fprintf(&b, "%%%02X", c)
+		}
+	}
+	return b.String()
+}

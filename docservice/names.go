@@ -1,0 +1,113 @@
+package docservice
+
+import (
+	"strconv"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// MaxNameBytes bounds one file or folder name. Most file systems allow 255
+// bytes per component; 200 leaves room for a collision suffix (" (123)")
+// and for tools that append their own extensions.
+const MaxNameBytes = 200
+
+// SanitizeName makes s safe as one path component on every file system the
+// tree may live on or be copied to (ext4, APFS, NTFS, SMB shares): no
+// separators or characters Windows refuses, no control characters, no
+// leading dots (hidden files, "..") or spaces, no trailing dots or spaces
+// (Windows strips them, so two names would collide), no reserved device
+// names, at most MaxNameBytes of UTF-8. It never returns "": fallback is
+// used when nothing is left.
+func SanitizeName(s, fallback string) string {
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case r == '\t':
+			b.WriteByte(' ')
+		case r == utf8.RuneError, unicode.IsControl(r):
+			// Invalid UTF-8 and control characters (NUL, newlines, DEL).
+			continue
+		case strings.ContainsRune(`/\:*?"<>|`, r), unicode.IsSpace(r):
+			b.WriteByte(' ') // separators, Windows' refusals, exotic spaces
+		case unicode.Is(unicode.Cf, r):
+			// Format characters (bidi overrides, zero-width) can make a
+			// name display as another one ("invoice\u202Efdp.exe").
+			continue
+		default:
+			b.WriteRune(r)
+		}
+	}
+	name := strings.Join(strings.Fields(b.String()), " ")
+	name = strings.TrimLeft(name, ". ")
+	name = truncateUTF8(name, MaxNameBytes)
+	name = strings.TrimRight(name, ". ")
+	if name == "" {
+		return fallback
+	}
+	if isReservedWindowsName(name) {
+		name = "_" + name
+	}
+	return name
+}
+
+// SanitizePDFName makes an uploaded file name into the stored one: the
+// sanitised stem plus ".pdf", MaxNameBytes in all.
+func SanitizePDFName(s string) string {
+	s = strings.TrimSpace(s)
+	if len(s) >= 4 && strings.EqualFold(s[len(s)-4:], ".pdf") {
+		s = s[:len(s)-4]
+	}
+	stem := SanitizeName(truncateUTF8(s, 4*MaxNameBytes), "document")
+	stem = strings.TrimRight(truncateUTF8(stem, MaxNameBytes-len(".pdf")), ". ")
+	if stem == "" {
+		stem = "document"
+	}
+	if isReservedWindowsName(stem) {
+		stem = "_" + stem
+	}
+	return stem + ".pdf"
+}
+
+// withSuffix turns "name.pdf" into "name (n).pdf", keeping the result within
+// MaxNameBytes + the suffix room SanitizeName left.
+func withSuffix(name string, n int) string {
+	stem, ext := name, ""
+	if i := strings.LastIndexByte(name, '.'); i > 0 {
+		stem, ext = name[:i], name[i:]
+	}
+	return stem + " (" + strconv.Itoa(n) + ")" + ext
+}
+
+// truncateUTF8 cuts s to at most n bytes at a rune boundary.
+func truncateUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
+// isReservedWindowsName reports device names Windows refuses as a file name
+// whatever the extension: CON, PRN, AUX, NUL, COM1-9, LPT1-9 (also with the
+// superscript digits Windows treats the same way).
+func isReservedWindowsName(name string) bool {
+	base := name
+	if i := strings.IndexByte(base, '.'); i >= 0 {
+		base = base[:i]
+	}
+	base = strings.ToUpper(strings.TrimRight(base, " "))
+	switch base {
+	case "CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$":
+		return true
+	}
+	if len(base) >= 4 && (strings.HasPrefix(base, "COM") || strings.HasPrefix(base, "LPT")) {
+		switch base[3:] {
+		case "1", "2", "3", "4", "5", "6", "7", "8", "9", "¹", "²", "³":
+			return true
+		}
+	}
+	return false
+}

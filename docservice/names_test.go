@@ -1,0 +1,83 @@
+package docservice
+
+import (
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
+
+func TestSanitizeName(t *testing.T) {
+	cases := map[string]string{
+		"Invoice 2024":          "Invoice 2024",
+		"../..":                 "fallback",
+		"..":                    "fallback",
+		".hidden":               "hidden",
+		"  spaced  out  ":       "spaced out",
+		"trailing...":           "trailing",
+		"a/b\\c:d*e?f\"g<h>i|j": "a b c d e f g h i j",
+		"tab\there":             "tab here",
+		"ctl\x00\x01\x1f\x7f":   "ctl",
+		"CON":                   "_CON",
+		"con.txt":               "_con.txt",
+		"COM1.tar.gz":           "_COM1.tar.gz",
+		"LPT9":                  "_LPT9",
+		"COM10":                 "COM10",
+		"CONSOLE":               "CONSOLE",
+		"bad\xffutf8":           "badutf8",
+		"":                      "fallback",
+		"\u202eevil":            "evil",
+		"Ünïcødé ok":            "Ünïcødé ok",
+	}
+	for in, want := range cases {
+		if got := SanitizeName(in, "fallback"); got != want {
+			t.Errorf("SanitizeName(%q) = %q, want %q", in, got, want)
+		}
+	}
+	long := strings.Repeat("日本", 200)
+	got := SanitizeName(long, "x")
+	if len(got) > MaxNameBytes || !utf8.ValidString(got) || got == "" {
+		t.Errorf("long name: %d bytes, valid %v", len(got), utf8.ValidString(got))
+	}
+}
+
+func TestSanitizePDFName(t *testing.T) {
+	cases := map[string]string{
+		"report.pdf":  "report.pdf",
+		"report.PDF":  "report.pdf",
+		"report":      "report.pdf",
+		"report.txt":  "report.txt.pdf",
+		".pdf":        "document.pdf",
+		"nul.pdf":     "_nul.pdf",
+		"x.pdf.pdf":   "x.pdf.pdf",
+		"  a . pdf  ": "a . pdf.pdf",
+	}
+	for in, want := range cases {
+		if got := SanitizePDFName(in); got != want {
+			t.Errorf("SanitizePDFName(%q) = %q, want %q", in, got, want)
+		}
+	}
+	got := SanitizePDFName(strings.Repeat("é", 500) + ".pdf")
+	if len(got) > MaxNameBytes || !strings.HasSuffix(got, ".pdf") || !utf8.ValidString(got) {
+		t.Errorf("long: %q (%d bytes)", got, len(got))
+	}
+	if got := withSuffix("a.pdf", 3); got != "a (3).pdf" {
+		t.Errorf("withSuffix: %q", got)
+	}
+}
+
+func TestLoadConfig(t *testing.T) {
+	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+	c, err := LoadConfig(env(map[string]string{"DATABASE_URL": "postgres://x@h/db", "DATA_DIR": "/srv/gh"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Addr != "127.0.0.1:8001" || c.StorageDir != "/srv/gh/documents" || c.WatchDir != "/srv/gh/watch" || c.AppConfigDir != "/srv/gh/config" {
+		t.Fatalf("defaults: %+v", c)
+	}
+	_, err = LoadConfig(env(map[string]string{"DOCSERVICE_ADDR": "nonsense", "STORAGE_DIR": "/a", "WATCH_DIR": "/a/in"}))
+	for _, name := range []string{"DATABASE_URL", "DOCSERVICE_ADDR", "WATCH_DIR"} {
+		if err == nil || !strings.Contains(err.Error(), name+":") {
+			t.Errorf("error does not name %s: %v", name, err)
+		}
+	}
+}

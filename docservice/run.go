@@ -1,0 +1,122 @@
+package docservice
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/gatehouse/gatehouse/internal/migrate"
+	"github.com/gatehouse/gatehouse/migrations"
+)
+
+// tempIdle is how long a temporary upload file may go unwritten before it
+// counts as left over by a crash (live uploads time out well before).
+const tempIdle = 5 * time.Minute
+
+// OpenDB connects to the database and applies the docs schema's migrations.
+func OpenDB(ctx context.Context, databaseURL string) (*pgxpool.Pool, error) {
+	pool, err := pgxpool.New(ctx, databaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := pool.Ping(pingCtx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("DATABASE_URL: cannot reach the database: %w", err)
+	}
+	if err := migrate.Up(ctx, pool, migrations.FS, "docs"); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return pool, nil
+}
+
+// Run serves docservice until ctx is cancelled, then drains open requests.
+// ready, if not nil, receives the listening address once it accepts.
+func Run(ctx context.Context, cfg *Config, log *slog.Logger, ready chan<- string) error {
+	settings, err := NewSettingsStore(cfg.AppConfigDir, log)
+	if err != nil {
+		return err
+	}
+	files, err := OpenFileStore(cfg.StorageDir)
+	if err != nil {
+		return err
+	}
+	defer files.Close()
+	// Every temporary file at start predates it: an upload cut short by a
+	// crash. (Idle ones only, in case another instance shares the tree.)
+	if n, err := files.CleanTemp(tempIdle); err != nil {
+		return fmt.Errorf("STORAGE_DIR: clean temporary files: %w", err)
+	} else if n > 0 {
+		log.Info("removed temporary files left by an interrupted upload", "count", n)
+	}
+	if err := os.MkdirAll(cfg.WatchDir, 0o750); err != nil {
+		log.Warn("WATCH_DIR cannot be created; the watched folder stays unavailable", "dir", cfg.WatchDir, "err", err)
+	}
+	pool, err := OpenDB(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	svc := New(cfg, pool, files, settings, log)
+
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("DOCSERVICE_ADDR: %w", err)
+	}
+	srv := &http.Server{
+		Handler:           svc.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		// No ReadTimeout/WriteTimeout: a 1 GiB upload or download on a slow
+		// link may take hours. Uploads end when their client stalls
+		// (uploadIdleTimeout); idle keep-alive connections after IdleTimeout.
+		IdleTimeout:    120 * time.Second,
+		MaxHeaderBytes: 64 << 10,
+	}
+	log.Info("docservice listening", "addr", ln.Addr().String(), "storage_dir", cfg.StorageDir,
+		"app_config_dir", cfg.AppConfigDir)
+	if ready != nil {
+		ready <- ln.Addr().String()
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	go sweepTemp(ctx, files, log)
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutCtx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return nil
+}
+
+// sweepTemp removes abandoned temporary files now and then, for instances
+// that run for months.
+func sweepTemp(ctx context.Context, files *FileStore, log *slog.Logger) {
+	t := time.NewTicker(tempIdle)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if n, err := files.CleanTemp(tempIdle); err != nil {
+				log.Error("clean temporary files", "err", err)
+			} else if n > 0 {
+				log.Info("removed abandoned temporary upload files", "count", n)
+			}
+		}
+	}
+}

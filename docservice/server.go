@@ -1,0 +1,154 @@
+package docservice
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/gatehouse/gatehouse/internal/httpx"
+)
+
+// Version is docservice's version as the manifest reports it.
+const Version = "1.0.0"
+
+// Service holds docservice's dependencies.
+type Service struct {
+	cfg      *Config
+	store    *Store
+	pool     *pgxpool.Pool
+	files    *FileStore
+	settings *SettingsStore
+	log      *slog.Logger
+	// checkSem serialises full PDF parses, whose memory grows with the
+	// file (see fullCheckMaxBytes): one at a time keeps the peak bounded.
+	checkSem chan struct{}
+	// wrapTemp, when set, wraps the writer of an upload's temporary file
+	// (tests inject write failures such as a full disk through it).
+	wrapTemp func(w writerSyncer) writerSyncer
+}
+
+// New assembles the service. The pool must point at a migrated database.
+func New(cfg *Config, pool *pgxpool.Pool, files *FileStore, settings *SettingsStore, log *slog.Logger) *Service {
+	return &Service{cfg: cfg, store: NewStore(pool), pool: pool, files: files, settings: settings, log: log,
+		checkSem: make(chan struct{}, 1)}
+}
+
+// Handler is the service's whole HTTP surface; every route is listed here.
+func (s *Service) Handler() http.Handler {
+	mux := http.NewServeMux()
+	h := httpx.Handle
+	user, manager, admin := requireUser, requireManager, requireAdmin
+
+	mux.Handle("GET /health", h(s.health))
+	mux.Handle("GET /ready", h(s.ready))
+
+	// The plugin contract (private: the edge calls these after its own
+	// access check, and docservice checks again).
+	mux.Handle("GET /plugin/manifest", h(s.getManifest))
+	mux.Handle("GET /plugin/settings", manager(s.getSettings))
+	mux.Handle("PATCH /plugin/settings", manager(s.patchSettings))
+
+	mux.Handle("GET /api/documents", user(s.listDocuments))
+	mux.Handle("POST /api/documents", user(s.uploadDocument))
+	mux.Handle("GET /api/documents/{id}", user(s.getDocument))
+	mux.Handle("PATCH /api/documents/{id}", user(s.patchDocument))
+	mux.Handle("DELETE /api/documents/{id}", user(s.archiveDocument))
+	mux.Handle("POST /api/documents/{id}/restore", user(s.restoreDocument))
+	mux.Handle("GET /api/documents/{id}/file", user(s.downloadDocument))
+	mux.Handle("GET /api/documents/{id}/history", user(s.documentHistory))
+
+	// More specific than /api/documents/{id}: the mux prefers these.
+	mux.Handle("GET /api/documents/categories", user(s.listCategories))
+	mux.Handle("POST /api/documents/categories", user(s.createCategory))
+	mux.Handle("PATCH /api/documents/categories/{id}", user(s.patchCategory))
+	mux.Handle("DELETE /api/documents/categories/{id}", user(s.deleteCategory))
+
+	// The seed's limits endpoints: the same setting as max_pdf_size_mb.
+	mux.Handle("GET /api/settings/documents/limits", admin(s.getLimits))
+	mux.Handle("PATCH /api/settings/documents/limits", admin(s.patchLimits))
+
+	// Anything else is a JSON 404, or 405 with Allow.
+	return httpx.Middleware(httpx.Routes(mux))
+}
+
+func (s *Service) health(w http.ResponseWriter, r *http.Request) error {
+	httpx.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
+}
+
+func (s *Service) ready(w http.ResponseWriter, r *http.Request) error {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.pool.Ping(ctx); err != nil {
+		return &httpx.Error{Status: http.StatusServiceUnavailable, Detail: "database unreachable", Cause: err}
+	}
+	httpx.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
+}
+
+// Manifest is the plugin manifest, version 1 (DESIGN.md, "Plugin contract").
+type Manifest struct {
+	ManifestVersion int              `json:"manifest_version"`
+	ID              string           `json:"id"`
+	Name            string           `json:"name"`
+	Version         string           `json:"version"`
+	Description     string           `json:"description"`
+	Icon            string           `json:"icon"`
+	Access          ManifestAccess   `json:"access"`
+	Settings        ManifestSettings `json:"settings"`
+	Routes          []ManifestRoute  `json:"routes"`
+}
+
+// ManifestAccess says who may see the plugin and manage its settings.
+type ManifestAccess struct {
+	AllowSuperuser bool     `json:"allow_superuser"`
+	RequiredGroups []string `json:"required_groups"`
+}
+
+// ManifestSettings carries the settings schema and rendering hints.
+type ManifestSettings struct {
+	Schema   json.RawMessage `json:"schema"`
+	UISchema json.RawMessage `json:"ui_schema"`
+}
+
+// ManifestRoute is an API prefix the edge sends to this service.
+type ManifestRoute struct {
+	Prefix string `json:"prefix"`
+	Access string `json:"access"`
+}
+
+// uiSchema gives generic form renderers (react-jsonschema-form style) the
+// hints the schema cannot: order, secret inputs, help.
+const uiSchema = `{
+  "ui:order": ["max_pdf_size_mb", "watch", "ai"],
+  "watch": {
+    "ui:order": ["enabled", "stability_delay_seconds", "poll_interval_seconds", "ignore_patterns", "visibility", "visibility_group"]
+  },
+  "ai": {
+    "ui:order": ["enabled", "suggest_category", "suggest_filename", "model", "language", "max_text_chars", "api_key"],
+    "api_key": { "ui:widget": "password", "ui:help": "Leave empty to use the platform's AI settings." }
+  }
+}`
+
+func (s *Service) manifest() Manifest {
+	return Manifest{
+		ManifestVersion: 1,
+		ID:              "doc-service",
+		Name:            "Documents",
+		Version:         Version,
+		Description:     "Upload, watch and organise PDF documents",
+		Icon:            "file-text",
+		Access:          ManifestAccess{AllowSuperuser: true, RequiredGroups: []string{AdminGroup}},
+		Settings:        ManifestSettings{Schema: s.settings.SchemaJSON(), UISchema: json.RawMessage(uiSchema)},
+		Routes:          []ManifestRoute{{Prefix: "/api/documents", Access: "authenticated"}},
+	}
+}
+
+func (s *Service) getManifest(w http.ResponseWriter, r *http.Request) error {
+	httpx.WriteJSON(w, http.StatusOK, s.manifest())
+	return nil
+}

@@ -1,0 +1,194 @@
+package docservice
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+)
+
+const catColumns = `c.id, c.parent_id, c.name, c.path, c.created_by,
+	(SELECT count(*) FROM docs.documents d WHERE d.category_id = c.id), c.created_at, c.updated_at`
+
+func scanCategory(row pgx.Row) (Category, error) {
+	var c Category
+	err := row.Scan(&c.ID, &c.ParentID, &c.Name, &c.Path, &c.CreatedBy, &c.DocumentCount, &c.CreatedAt, &c.UpdatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return c, ErrNotFound
+	}
+	return c, dbErr(err)
+}
+
+// ListCategories returns every category, ordered by path (a tree walk).
+func (s *Store) ListCategories(ctx context.Context) ([]Category, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+catColumns+` FROM docs.categories c ORDER BY lower(c.path)`)
+	if err != nil {
+		return nil, dbErr(err)
+	}
+	cats, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Category, error) { return scanCategory(r) })
+	return cats, dbErr(err)
+}
+
+// GetCategory loads one category.
+func (s *Store) GetCategory(ctx context.Context, id uuid.UUID) (Category, error) {
+	return scanCategory(s.pool.QueryRow(ctx, `SELECT `+catColumns+` FROM docs.categories c WHERE c.id = $1`, id))
+}
+
+// CreateCategory adds a category named name (sanitised) under parent. Its
+// folder is created on first use. ErrNameTaken when the folder path is
+// already a category's (case-insensitively).
+func (s *Store) CreateCategory(ctx context.Context, actor uuid.UUID, parent *uuid.UUID, name string) (Category, error) {
+	id := uuid.New()
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		p := name
+		if parent != nil {
+			var pp string
+			if err := tx.QueryRow(ctx, `SELECT path FROM docs.categories WHERE id = $1 FOR SHARE`, *parent).
+				Scan(&pp); errors.Is(err, pgx.ErrNoRows) {
+				return fmt.Errorf("parent: %w", ErrNotFound)
+			} else if err != nil {
+				return err
+			}
+			p = pp + "/" + name
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO docs.categories (id, parent_id, name, path, created_by) VALUES ($1, $2, $3, $4, $5)`,
+			id, parent, name, p, actor)
+		if isUniqueViolation(err, "categories_path_key") {
+			return ErrNameTaken
+		}
+		return err
+	})
+	if err != nil {
+		return Category{}, dbErr(err)
+	}
+	return s.GetCategory(ctx, id)
+}
+
+// FolderMover moves a category's folder from oldPath to newPath.
+type FolderMover func(oldPath, newPath string) error
+
+// UpdateCategory renames and/or re-parents a category. The folder moves
+// with one rename(2) while the tree lock is held exclusively; descendants'
+// paths follow in the same transaction. If the transaction then fails, the
+// folder is moved back.
+func (s *Store) UpdateCategory(ctx context.Context, id uuid.UUID, name *string, parentSet bool, parent *uuid.UUID,
+	move FolderMover) (Category, error) {
+	var undo func() error
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, treeLockID); err != nil {
+			return err
+		}
+		cur, err := scanCategory(tx.QueryRow(ctx, `SELECT `+catColumns+` FROM docs.categories c WHERE c.id = $1 FOR UPDATE`, id))
+		if err != nil {
+			return err
+		}
+		newName, newParent := cur.Name, cur.ParentID
+		if name != nil {
+			newName = *name
+		}
+		if parentSet {
+			newParent = parent
+		}
+		newPath := newName
+		if newParent != nil {
+			if *newParent == id {
+				return ErrInvalidMove
+			}
+			var pp string
+			if err := tx.QueryRow(ctx, `SELECT path FROM docs.categories WHERE id = $1`, *newParent).
+				Scan(&pp); errors.Is(err, pgx.ErrNoRows) {
+				return fmt.Errorf("parent: %w", ErrNotFound)
+			} else if err != nil {
+				return err
+			}
+			if strings.HasPrefix(strings.ToLower(pp)+"/", strings.ToLower(cur.Path)+"/") {
+				return ErrInvalidMove // into itself or a descendant
+			}
+			newPath = pp + "/" + newName
+		}
+		if newPath == cur.Path {
+			if newName != cur.Name || !sameID(newParent, cur.ParentID) {
+				_, err := tx.Exec(ctx, `UPDATE docs.categories SET name = $2, parent_id = $3, updated_at = now() WHERE id = $1`,
+					id, newName, newParent)
+				return err
+			}
+			return nil
+		}
+		var taken bool
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM docs.categories WHERE lower(path) = lower($1) AND id <> $2)`,
+			newPath, id).Scan(&taken); err != nil {
+			return err
+		}
+		if taken {
+			return ErrNameTaken
+		}
+		if _, err := tx.Exec(ctx, `UPDATE docs.categories SET name = $2, parent_id = $3, path = $4, updated_at = now()
+			WHERE id = $1`, id, newName, newParent, newPath); err != nil {
+			if isUniqueViolation(err, "categories_path_key") {
+				return ErrNameTaken
+			}
+			return err
+		}
+		if _, err := tx.Exec(ctx, `UPDATE docs.categories SET path = $2 || substr(path, length($1) + 1), updated_at = now()
+			WHERE path LIKE $3 ESCAPE '\'`, cur.Path, newPath, likeEscape(cur.Path)+"/%"); err != nil {
+			if isUniqueViolation(err, "categories_path_key") {
+				return ErrNameTaken
+			}
+			return err
+		}
+		if err := move(cur.Path, newPath); err != nil {
+			return err
+		}
+		undo = func() error { return move(newPath, cur.Path) }
+		return nil
+	})
+	if err != nil {
+		if undo != nil {
+			if uerr := undo(); uerr != nil {
+				err = errors.Join(err, fmt.Errorf("move folder back: %w", uerr))
+			}
+		}
+		return Category{}, dbErr(err)
+	}
+	return s.GetCategory(ctx, id)
+}
+
+func sameID(a, b *uuid.UUID) bool {
+	return (a == nil && b == nil) || (a != nil && b != nil && *a == *b)
+}
+
+// DeleteCategory removes an empty category: ErrNotEmpty when it holds a
+// document (archived ones included: their files are still in the folder)
+// or a sub-category. removeDir removes the folder if it is empty on disk.
+func (s *Store) DeleteCategory(ctx context.Context, id uuid.UUID, removeDir func(path string) error) error {
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, treeLockID); err != nil {
+			return err
+		}
+		var path string
+		var docs, children int64
+		err := tx.QueryRow(ctx, `SELECT c.path,
+				(SELECT count(*) FROM docs.documents d WHERE d.category_id = c.id),
+				(SELECT count(*) FROM docs.categories k WHERE k.parent_id = c.id)
+			FROM docs.categories c WHERE c.id = $1 FOR UPDATE`, id).Scan(&path, &docs, &children)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		if docs > 0 || children > 0 {
+			return fmt.Errorf("%w: %d documents, %d sub-categories", ErrNotEmpty, docs, children)
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM docs.categories WHERE id = $1`, id); err != nil {
+			return err
+		}
+		// Last, so a failure above leaves the folder alone; if the commit
+		// then fails, the folder is simply made again on next use.
+		return removeDir(path)
+	})
+	return dbErr(err)
+}

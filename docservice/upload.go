@@ -1,0 +1,423 @@
+package docservice
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"mime/multipart"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/gatehouse/gatehouse/internal/httpx"
+)
+
+const (
+	// multipartSlack is what an upload's body may hold beyond the file's
+	// limit: boundaries, part headers and the small category_id field.
+	multipartSlack = 64 << 10
+	// uploadIdleTimeout ends an upload whose client stops sending; the
+	// server has no overall read timeout, as a large file on a slow link
+	// may rightly take hours.
+	uploadIdleTimeout = 2 * time.Minute
+	copyBufferSize    = 1 << 20
+	bodyBufferSize    = 256 << 10
+)
+
+// writerSyncer is an upload's temporary file as the copy loop sees it.
+type writerSyncer interface {
+	io.Writer
+	Sync() error
+}
+
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, copyBufferSize); return &b }}
+
+// chunkBuffers is how many copy buffers one upload cycles through: one
+// being filled, the others queued for or in the writer.
+const chunkBuffers = 3
+
+// chunk is a filled prefix of a pooled buffer.
+type chunk struct {
+	buf *[]byte
+	n   int
+}
+
+// chunkWriter writes chunks to w on its own goroutine. After a write
+// error it drops further chunks and reports the error from write and stop.
+type chunkWriter struct {
+	w       io.Writer
+	free    chan *[]byte
+	filled  chan chunk
+	done    chan error
+	failed  chan struct{} // closed on the first write error
+	err     error         // the first write error, set before failed is closed
+	held    []*[]byte
+	stopped bool
+	result  error
+}
+
+func startChunkWriter(w io.Writer) *chunkWriter {
+	c := &chunkWriter{w: w, free: make(chan *[]byte, chunkBuffers), filled: make(chan chunk, chunkBuffers),
+		done: make(chan error, 1), failed: make(chan struct{})}
+	for range chunkBuffers {
+		b := copyBuffers.Get().(*[]byte)
+		c.held = append(c.held, b)
+		c.free <- b
+	}
+	go func() {
+		var err error
+		for ch := range c.filled {
+			if err == nil {
+				if _, err = c.w.Write((*ch.buf)[:ch.n]); err != nil {
+					c.err = err
+					close(c.failed)
+				}
+			}
+			c.free <- ch.buf
+		}
+		c.done <- err
+	}()
+	return c
+}
+
+// buffer returns a free buffer, waiting for the writer if need be.
+func (c *chunkWriter) buffer() *[]byte { return <-c.free }
+
+// write queues the first n bytes of buf (from buffer) for writing; n may be
+// 0 to hand the buffer back.
+func (c *chunkWriter) write(buf *[]byte, n int) error {
+	select {
+	case <-c.failed:
+		c.free <- buf
+		return c.err
+	default:
+	}
+	if n == 0 {
+		c.free <- buf
+		return nil
+	}
+	c.filled <- chunk{buf, n}
+	return nil
+}
+
+// stop waits for queued chunks to be written and returns the first write
+// error. It may be called more than once.
+func (c *chunkWriter) stop() error {
+	if !c.stopped {
+		c.stopped = true
+		close(c.filled)
+		c.result = <-c.done
+		for _, b := range c.held {
+			copyBuffers.Put(b)
+		}
+	}
+	return c.result
+}
+
+// uploadResponse is a document plus whether it was already stored.
+type uploadResponse struct {
+	Document
+	Duplicate bool `json:"duplicate"`
+}
+
+// received is a finished upload in its temporary file.
+type received struct {
+	tmp       string
+	size      int64
+	sha256    string
+	headerOff int
+	name      string // client's file name, raw
+}
+
+// uploadDocument handles POST /api/documents: multipart with a "file" part
+// and an optional "category_id" part. The file is streamed, never held in
+// memory: to a temporary file in STORAGE_DIR while hashing and counting,
+// refused as soon as it passes the size limit or turns out not to start
+// like a PDF, then checked, linked into place and recorded.
+func (s *Service) uploadDocument(w http.ResponseWriter, r *http.Request) (err error) {
+	p := principal(r)
+	limit := s.settings.Current().MaxPDFBytes()
+	bodyDone := false
+	defer func() {
+		if err != nil && !bodyDone {
+			// The rest of the body is not wanted: close the connection
+			// rather than read (or let the server read) what is left.
+			w.Header().Set("Connection", "close")
+		}
+	}()
+	if r.ContentLength > limit+multipartSlack {
+		return tooLarge(limit)
+	}
+	// multipart reads in 4 KiB steps; a larger buffer underneath turns
+	// those into few large reads from the connection (far fewer syscalls).
+	r.Body = &idleReader{
+		r:  bufio.NewReaderSize(http.MaxBytesReader(w, r.Body, limit+multipartSlack), bodyBufferSize),
+		c:  r.Body,
+		rc: http.NewResponseController(w),
+	}
+	mr, err := r.MultipartReader()
+	if err != nil {
+		return httpx.Errorf(http.StatusUnsupportedMediaType, "expected a multipart/form-data body with a file field")
+	}
+
+	var up *received
+	defer func() {
+		if up != nil {
+			if rerr := s.files.RemoveTemp(up.tmp); rerr != nil {
+				s.log.Error("remove temporary upload", "file", up.tmp, "err", rerr)
+			}
+		}
+	}()
+	var categoryField *string
+	for {
+		part, err := mr.NextPart()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return bodyError(err, limit)
+		}
+		switch part.FormName() {
+		case "file":
+			if up != nil {
+				return httpx.Errorf(http.StatusBadRequest, "send one file per upload")
+			}
+			up, err = s.receive(part, limit)
+			if err != nil {
+				return err
+			}
+		case "category_id":
+			b, err := io.ReadAll(io.LimitReader(part, 101))
+			if err != nil {
+				return bodyError(err, limit)
+			}
+			v := strings.TrimSpace(string(b))
+			categoryField = &v
+		default:
+			// Other fields (a client's extras) are read past, within the
+			// body limit.
+			if _, err := io.Copy(io.Discard, part); err != nil {
+				return bodyError(err, limit)
+			}
+		}
+	}
+	bodyDone = true
+	if up == nil {
+		return httpx.Invalid([]httpx.FieldError{{Field: "file", Message: "is required"}})
+	}
+	var category *uuid.UUID
+	if categoryField != nil && *categoryField != "" && *categoryField != "null" {
+		id, err := uuid.Parse(*categoryField)
+		if err != nil {
+			return httpx.Invalid([]httpx.FieldError{{Field: "category_id", Message: "must be a UUID"}})
+		}
+		category = &id
+	}
+
+	info, err := s.inspect(r, up)
+	if err != nil {
+		return err
+	}
+	if d, err := s.store.FindBySHA256(r.Context(), p.ID, up.sha256); err == nil {
+		httpx.WriteJSON(w, http.StatusOK, uploadResponse{Document: d, Duplicate: true})
+		return nil
+	} else if !errors.Is(err, ErrNotFound) {
+		return storeError(err, "document")
+	}
+
+	stored := SanitizePDFName(baseName(up.name))
+	nd := NewDocument{
+		OwnerID: p.ID, CategoryID: category, OriginalFilename: cleanOriginal(up.name), Title: info.Title,
+		Size: up.size, SHA256: up.sha256, PageCount: info.Pages, Encrypted: info.Encrypted,
+	}
+	d, err := s.store.CreateDocument(r.Context(), nd, func(dir string, reserved func(string) (bool, error)) (string, func() error, error) {
+		name, err := s.files.LinkNew(up.tmp, dir, stored, reserved)
+		if err != nil {
+			return "", nil, &fileError{err}
+		}
+		placed := joinPath(dir, name)
+		// The temporary file is still there, so undoing removes a second
+		// name of a file that keeps another.
+		return name, func() error { return s.files.Unlink(placed, up.tmp) }, nil
+	})
+	switch {
+	case errors.Is(err, ErrDuplicate):
+		// The same content arrived twice at once; the other upload won.
+		d, err := s.store.FindBySHA256(r.Context(), p.ID, up.sha256)
+		if err != nil {
+			return storeError(err, "document")
+		}
+		httpx.WriteJSON(w, http.StatusOK, uploadResponse{Document: d, Duplicate: true})
+		return nil
+	case errors.Is(err, ErrNotFound):
+		return httpx.Invalid([]httpx.FieldError{{Field: "category_id", Message: "no such category"}})
+	case err != nil:
+		return storeError(err, "document")
+	}
+	w.Header().Set("Location", "/api/documents/"+d.ID.String())
+	httpx.WriteJSON(w, http.StatusCreated, uploadResponse{Document: d})
+	return nil
+}
+
+// receive streams one file part to a new temporary file, hashing and
+// counting. The caller removes the temporary file (up.tmp) in all cases.
+func (s *Service) receive(part *multipart.Part, limit int64) (*received, error) {
+	// Unlike part.FileName(), keep what the client sent, for
+	// original_filename; the stored name is made from its last element.
+	name := part.FileName()
+	if _, params, err := mime.ParseMediaType(part.Header.Get("Content-Disposition")); err == nil && params["filename"] != "" {
+		name = params["filename"]
+	}
+	f, tmp, err := s.files.CreateTemp()
+	if err != nil {
+		return nil, storeError(err, "document")
+	}
+	up := &received{tmp: tmp, name: name}
+	var out writerSyncer = f
+	if s.wrapTemp != nil {
+		out = s.wrapTemp(f)
+	}
+	h := sha256.New()
+	err = func() error {
+		defer f.Close()
+		// Two stages: this goroutine reads, checks and hashes; a writer
+		// goroutine writes the previous chunks, so disk writes overlap the
+		// network and the hashing.
+		w := startChunkWriter(out)
+		defer w.stop()
+		first := true
+		for {
+			bp := w.buffer()
+			buf := *bp
+			n, rerr := io.ReadFull(part, buf)
+			if n > 0 {
+				if first {
+					first = false
+					off := pdfHeaderOffset(buf[:n])
+					if off < 0 {
+						w.write(bp, 0)
+						return &httpx.Error{Status: http.StatusUnsupportedMediaType, Code: "not_a_pdf",
+							Detail: "not a PDF: no %PDF- header in the first 1024 bytes"}
+					}
+					up.headerOff = off
+				}
+				up.size += int64(n)
+				if up.size > limit {
+					w.write(bp, 0)
+					return tooLarge(limit)
+				}
+				h.Write(buf[:n])
+			}
+			if err := w.write(bp, n); err != nil {
+				return storeError(err, "document")
+			}
+			if errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF) {
+				break
+			}
+			if rerr != nil {
+				return bodyError(rerr, limit)
+			}
+		}
+		if err := w.stop(); err != nil {
+			return storeError(err, "document")
+		}
+		if up.size == 0 {
+			return &httpx.Error{Status: http.StatusBadRequest, Code: "empty_file", Detail: "the file is empty"}
+		}
+		// Durable before it is given its name: a crash after the rename
+		// must not leave a named file with missing blocks.
+		if err := out.Sync(); err != nil {
+			return storeError(err, "document")
+		}
+		return nil
+	}()
+	if err != nil {
+		_ = s.files.RemoveTemp(tmp)
+		return nil, err
+	}
+	up.sha256 = hex.EncodeToString(h.Sum(nil))
+	return up, nil
+}
+
+// inspect runs the structural check on a received upload.
+func (s *Service) inspect(r *http.Request, up *received) (pdfInfo, error) {
+	f, err := s.files.Open(up.tmp)
+	if err != nil {
+		return pdfInfo{}, err
+	}
+	defer f.Close()
+	if up.size <= fullCheckMaxBytes {
+		select {
+		case s.checkSem <- struct{}{}:
+			defer func() { <-s.checkSem }()
+		case <-r.Context().Done():
+			return pdfInfo{}, r.Context().Err()
+		}
+	}
+	info, err := checkPDF(r.Context(), f, up.size, up.headerOff)
+	var np *errNotPDF
+	if errors.As(err, &np) {
+		return info, &httpx.Error{Status: http.StatusUnsupportedMediaType, Code: "not_a_pdf", Detail: "not a valid PDF: " + np.reason,
+			Cause: err}
+	}
+	return info, err
+}
+
+func tooLarge(limit int64) error {
+	return &httpx.Error{Status: http.StatusRequestEntityTooLarge, Code: "too_large",
+		Detail: fmt.Sprintf("the file is larger than the limit of %d MB", limit>>20)}
+}
+
+// bodyError maps a failure to read the request body.
+func bodyError(err error, limit int64) error {
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return tooLarge(limit)
+	}
+	return &httpx.Error{Status: http.StatusBadRequest, Detail: "the upload was cut short or is not well-formed multipart", Cause: err}
+}
+
+// baseName is the last element of a client's file name, whichever
+// separator its system uses ("C:\\scans\\x.pdf", "../../x.pdf").
+func baseName(name string) string {
+	name = strings.TrimRight(name, `/\`)
+	if i := strings.LastIndexAny(name, `/\`); i >= 0 {
+		name = name[i+1:]
+	}
+	return name
+}
+
+// cleanOriginal keeps the client's file name for display and search, as
+// valid UTF-8 without control characters (PostgreSQL refuses NUL).
+func cleanOriginal(name string) string {
+	name = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return -1
+		}
+		return r
+	}, strings.ToValidUTF8(name, ""))
+	return truncateUTF8(name, 1000)
+}
+
+// idleReader extends the connection's read deadline on every read, so an
+// upload may take as long as it needs while data flows, and ends when its
+// client stalls for uploadIdleTimeout.
+type idleReader struct {
+	r  io.Reader
+	c  io.Closer
+	rc *http.ResponseController
+}
+
+func (i *idleReader) Read(p []byte) (int, error) {
+	_ = i.rc.SetReadDeadline(time.Now().Add(uploadIdleTimeout))
+	return i.r.Read(p)
+}
+
+func (i *idleReader) Close() error { return i.c.Close() }
