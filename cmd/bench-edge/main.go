@@ -1,13 +1,15 @@
 // Command bench-edge measures what gatehouse_auth costs at the edge, in one
-// run: it builds Gatehouse's Caddy, starts it with two sites in front of
-// the same tiny upstream (plain reverse_proxy, and the same behind
-// gatehouse_auth with keys from a JWKS file), loads both alternately with
-// internal/loadgen and prints median throughput and latency, their ratio,
-// and the cost of a cache miss (every request a distinct valid token).
+// run: it builds Gatehouse's Caddy, starts it with three sites in front of
+// the same tiny upstream (plain reverse_proxy; the same forwarding static
+// X-User-* headers; the same behind gatehouse_auth with keys from a JWKS
+// file), loads them in rotation with internal/loadgen and prints median
+// throughput and latency, the ratios, and the cost of a cache miss (every
+// request a distinct valid token).
 // It prints figures, never pass or fail (`make bench-edge`).
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -24,6 +26,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -155,7 +158,7 @@ func run(ctx context.Context, rounds int, duration time.Duration, concurrency, m
 	go up.Serve(upLn)
 	defer up.Close()
 
-	plainPort, guardedPort, adminPort := freePort(), freePort(), freePort()
+	plainPort, headersPort, guardedPort, adminPort := freePort(), freePort(), freePort(), freePort()
 	caddyfile := fmt.Sprintf(`{
 	admin 127.0.0.1:%s
 	log {
@@ -163,6 +166,14 @@ func run(ctx context.Context, rounds int, duration time.Duration, concurrency, m
 	}
 }
 :%s {
+	reverse_proxy %s {
+		header_up Host plain
+	}
+}
+:%s {
+	request_header X-User-Id 5b0c7a4e-0d5e-4b8f-9a57-8d1c2f9e6a11
+	request_header X-User-Role user
+	request_header X-User-Groups doc-service-admin
 	reverse_proxy %s {
 		header_up Host plain
 	}
@@ -177,7 +188,7 @@ func run(ctx context.Context, rounds int, duration time.Duration, concurrency, m
 		header_up Host guarded
 	}
 }
-`, adminPort, plainPort, upLn.Addr(), guardedPort, jwksPath, upLn.Addr())
+`, adminPort, plainPort, upLn.Addr(), headersPort, upLn.Addr(), guardedPort, jwksPath, upLn.Addr())
 	cfgPath := filepath.Join(tmp, "Caddyfile")
 	if err := os.WriteFile(cfgPath, []byte(caddyfile), 0o600); err != nil {
 		return err
@@ -193,13 +204,16 @@ func run(ctx context.Context, rounds int, duration time.Duration, concurrency, m
 		_ = caddy.Process.Signal(os.Interrupt)
 		_ = caddy.Wait()
 	}()
-	for _, p := range []string{plainPort, guardedPort} {
+	for _, p := range []string{plainPort, headersPort, guardedPort} {
 		if err := waitListening("127.0.0.1:"+p, 30*time.Second); err != nil {
 			logData, _ := os.ReadFile(caddyLog.Name())
 			return fmt.Errorf("caddy did not start: %w\n%s", err, logData)
 		}
 	}
 
+	// Caddy's own CPU time per request, per site: what the edge costs,
+	// apart from the load generator and the upstream sharing the cores.
+	caddyCPU := map[string][]time.Duration{}
 	load := func(port string, tokens []string, requests int) (loadgen.Result, error) {
 		url := "http://127.0.0.1:" + port + "/"
 		o := loadgen.Options{
@@ -220,7 +234,11 @@ func run(ctx context.Context, rounds int, duration time.Duration, concurrency, m
 		} else {
 			o.Duration = duration
 		}
+		cpu0 := processCPU(caddy.Process.Pid)
 		res, err := loadgen.Run(ctx, o)
+		if res.Requests > 0 {
+			caddyCPU[port] = append(caddyCPU[port], (processCPU(caddy.Process.Pid)-cpu0)/time.Duration(res.Requests))
+		}
 		if err == nil && res.Errors > 0 {
 			err = fmt.Errorf("%d errors, first: %v", res.Errors, res.FirstError)
 		}
@@ -235,24 +253,30 @@ func run(ctx context.Context, rounds int, duration time.Duration, concurrency, m
 		return fmt.Errorf("warm-up guarded: %w", err)
 	}
 
-	var plain, guarded []loadgen.Result
+	// Three variants of the same route, same client request (token
+	// included): plain reverse_proxy; plain reverse_proxy that also
+	// forwards the three identity headers (set statically with
+	// request_header), so the upstream request is byte for byte what the
+	// guarded route sends; and gatehouse_auth. guarded/plain is the whole
+	// price; guarded/headers is what stripping and verifying cost.
+	var plain, headers, guarded []loadgen.Result
 	for r := range rounds {
-		// Alternate which goes first, so drift on a shared machine hits
-		// both sides alike.
-		order := []string{"plain", "guarded"}
-		if r%2 == 1 {
-			order = []string{"guarded", "plain"}
+		// Rotate the order, so drift on a shared machine hits all alike.
+		order := []string{"plain", "headers", "guarded"}
+		for i := 0; i < r%3; i++ {
+			order = append(order[1:], order[0])
 		}
 		for _, which := range order {
 			var res loadgen.Result
 			var err error
-			if which == "plain" {
-				// The same request, token included: the baseline pays
-				// for reading and forwarding the bytes too, so the
-				// difference is what gatehouse_auth itself costs.
+			switch which {
+			case "plain":
 				res, err = load(plainPort, []string{token}, 0)
 				plain = append(plain, res)
-			} else {
+			case "headers":
+				res, err = load(headersPort, []string{token}, 0)
+				headers = append(headers, res)
+			default:
 				var prof <-chan error
 				if profilePath != "" && r == 0 {
 					prof = profileCaddy("127.0.0.1:"+adminPort, max(duration-time.Second, time.Second))
@@ -280,27 +304,36 @@ func run(ctx context.Context, rounds int, duration time.Duration, concurrency, m
 	log.Printf("cache-miss run   %v", missRes)
 	verifyCost := measureVerify(signer, key, token)
 
-	p, g := median(plain), median(guarded)
+	p, hd, g := median(plain), median(headers), median(guarded)
 	fmt.Println()
-	fmt.Printf("Edge benchmark: %d rounds x %v per side, %d connections, GOMAXPROCS=%d, %d CPUs (load generator, Caddy and upstream share them)\n",
+	fmt.Printf("Edge benchmark: %d rounds x %v per variant, %d connections, GOMAXPROCS=%d, %d CPUs (load generator, Caddy and upstream share them)\n",
 		rounds, duration, concurrency, runtime.GOMAXPROCS(0), runtime.NumCPU())
-	fmt.Printf("%-46s %10s %10s %10s\n", "", "req/s", "p50", "p99")
+	fmt.Printf("%-58s %10s %10s %10s\n", "", "req/s", "p50", "p99")
 	row := func(name string, rps float64, p50, p99 time.Duration) {
-		fmt.Printf("%-46s %10.0f %10v %10v\n", name, rps, p50.Round(time.Microsecond), p99.Round(time.Microsecond))
+		fmt.Printf("%-58s %10.0f %10v %10v\n", name, rps, p50.Round(time.Microsecond), p99.Round(time.Microsecond))
 	}
 	row("plain reverse_proxy, same request (median)", p.RPS, p.P50, p.P99)
+	row("plain reverse_proxy + static X-User-* headers (median)", hd.RPS, hd.P50, hd.P99)
 	row("gatehouse_auth, cached token (median)", g.RPS, g.P50, g.P99)
 	row("gatehouse_auth, every token new (misses)", missRes.RPS, missRes.P50, missRes.P99)
-	// Rounds are paired (each plain run next to a guarded one), so the
-	// median of per-round ratios is less exposed to drift on a shared
-	// machine than the ratio of the medians; print both.
-	ratios := make([]float64, len(plain))
-	for i := range plain {
-		ratios[i] = guarded[i].RPS / plain[i].RPS
+	// Rounds are paired (the variants run back to back), so the median of
+	// per-round ratios is less exposed to drift than the ratio of medians.
+	perRound := func(a, b []loadgen.Result) float64 {
+		ratios := make([]float64, len(a))
+		for i := range a {
+			ratios[i] = a[i].RPS / b[i].RPS
+		}
+		slices.Sort(ratios)
+		return 100 * ratios[len(ratios)/2]
 	}
-	slices.Sort(ratios)
-	fmt.Printf("guarded / plain throughput: %.1f%% (ratio of medians), %.1f%% (median of per-round ratios); target >= 95%%\n",
-		100*g.RPS/p.RPS, 100*ratios[len(ratios)/2])
+	fmt.Printf("guarded / plain:         %.1f%% (ratio of medians), %.1f%% (median of per-round ratios); target >= 95%%\n",
+		100*g.RPS/p.RPS, perRound(guarded, plain))
+	fmt.Printf("guarded / plain+headers: %.1f%% (ratio of medians), %.1f%% (median of per-round ratios): the cost of stripping and verifying alone\n",
+		100*g.RPS/hd.RPS, perRound(guarded, headers))
+	fmt.Printf("plain+headers / plain:   %.1f%%: the cost of forwarding three more headers (Caddy and upstream)\n", 100*hd.RPS/p.RPS)
+	cp, ch, cg := medianDur(caddyCPU[plainPort]), medianDur(caddyCPU[headersPort]), medianDur(caddyCPU[guardedPort])
+	fmt.Printf("Caddy CPU per request (median of rounds): plain %v, plain+headers %v, guarded %v; guarded costs %+.1f%% vs plain\n",
+		cp.Round(100*time.Nanosecond), ch.Round(100*time.Nanosecond), cg.Round(100*time.Nanosecond), 100*(float64(cg)/float64(cp)-1))
 	fmt.Printf("cache-miss throughput vs cached: %.1f%%; RSA-2048 verification alone: %v per token (in-process, one core)\n",
 		100*missRes.RPS/g.RPS, verifyCost.Round(time.Microsecond))
 	fmt.Printf("command: %s\n", commandLine())
@@ -348,6 +381,32 @@ func measureVerify(_ *accesstoken.Signer, key *rsa.PrivateKey, token string) tim
 }
 
 // median is the run with the median throughput; its latencies go with it.
+// processCPU is the user+system CPU time a process has used so far, from
+// /proc/PID/stat (clock ticks, 100 per second on Linux).
+func processCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name (which may hold spaces) start at ")".
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * 10 * time.Millisecond
+}
+
+func medianDur(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
 func median(rs []loadgen.Result) loadgen.Result {
 	s := slices.Clone(rs)
 	slices.SortFunc(s, func(a, b loadgen.Result) int {
