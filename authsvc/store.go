@@ -108,20 +108,25 @@ type Principal struct {
 	// SessionStart is when the token's session began (zero without one),
 	// stamped by the database clock that also stamps TokensNotBefore.
 	SessionStart time.Time
+	// Groups are the names of the user's groups now, sorted.
+	Groups []string
 }
 
-// LoadPrincipal loads the user and whether the token's session is revoked,
-// in one round trip. A token without a session id has no session to check.
+// LoadPrincipal loads the user, their groups and whether the token's
+// session is revoked, in one round trip (it runs on every authenticated
+// request). A token without a session id has no session to check.
 func (s *Store) LoadPrincipal(ctx context.Context, userID uuid.UUID, sessionID *uuid.UUID) (Principal, error) {
 	row := s.pool.QueryRow(ctx, `SELECT `+userColumns+`,
 		COALESCE((SELECT s.revoked_at IS NOT NULL OR s.user_id <> u.id FROM auth.sessions s WHERE s.id = $2), $2 IS NOT NULL),
-		(SELECT s.created_at FROM auth.sessions s WHERE s.id = $2 AND s.user_id = u.id)
+		(SELECT s.created_at FROM auth.sessions s WHERE s.id = $2 AND s.user_id = u.id),
+		ARRAY(SELECT g.name FROM auth.groups g JOIN auth.group_memberships m ON m.group_id = g.id
+			WHERE m.user_id = u.id ORDER BY g.name)
 		`+userFrom+`WHERE u.id = $1`, userID, sessionID)
 	var p Principal
 	var tva time.Time
 	var start *time.Time
 	err := row.Scan(&p.ID, &p.Email, &p.FullName, &p.Role, &p.IsActive, &p.IsSuperuser, &p.CreatedAt, &p.UpdatedAt,
-		&p.HashedPassword, &tva, &p.SessionRevoked, &start)
+		&p.HashedPassword, &tva, &p.SessionRevoked, &start, &p.Groups)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return p, ErrNotFound
 	}
