@@ -2,7 +2,6 @@ package authsvc
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -12,27 +11,14 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/gatehouse/gatehouse/internal/httpx"
 	"github.com/gatehouse/gatehouse/internal/migrate"
 	"github.com/gatehouse/gatehouse/migrations"
 )
 
 // OpenDB connects to the database and applies the auth schema's migrations.
 func OpenDB(ctx context.Context, databaseURL string) (*pgxpool.Pool, error) {
-	pool, err := pgxpool.New(ctx, databaseURL)
-	if err != nil {
-		return nil, fmt.Errorf("DATABASE_URL: %w", err)
-	}
-	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if err := pool.Ping(pingCtx); err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("DATABASE_URL: cannot reach the database: %w", err)
-	}
-	if err := migrate.Up(ctx, pool, migrations.FS, "auth"); err != nil {
-		pool.Close()
-		return nil, err
-	}
-	return pool, nil
+	return migrate.Open(ctx, databaseURL, migrations.FS, "auth")
 }
 
 // Run serves authsvc until ctx is cancelled, then drains open requests.
@@ -70,19 +56,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger, ready chan<- string
 	if ready != nil {
 		ready <- ln.Addr().String()
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(shutCtx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		return err
-	}
-	return nil
+	return httpx.Serve(ctx, srv, ln)
 }
 
 // CreateAdmin creates the admin account email, or makes an existing account

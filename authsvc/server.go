@@ -9,7 +9,6 @@
 package authsvc
 
 import (
-	"context"
 	"crypto/rsa"
 	"encoding/json"
 	"fmt"
@@ -79,8 +78,8 @@ func (s *Service) Handler() http.Handler {
 	h := httpx.Handle
 	user, admin := s.requireUser, s.requireAdmin
 
-	mux.Handle("GET /health", h(s.health))
-	mux.Handle("GET /ready", h(s.ready))
+	mux.Handle("GET /health", h(httpx.Health))
+	mux.Handle("GET /ready", h(httpx.Ready(s.pool)))
 	mux.Handle("GET /.well-known/jwks.json", h(s.getJWKS))
 
 	mux.Handle("POST /api/auth/register", h(s.register))
@@ -105,21 +104,6 @@ func (s *Service) Handler() http.Handler {
 	mux.Handle("DELETE /api/admin/groups/{id}/members/{user_id}", admin(s.removeMember))
 
 	return httpx.Middleware(httpx.Routes(mux))
-}
-
-func (s *Service) health(w http.ResponseWriter, r *http.Request) error {
-	httpx.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	return nil
-}
-
-func (s *Service) ready(w http.ResponseWriter, r *http.Request) error {
-	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-	defer cancel()
-	if err := s.pool.Ping(ctx); err != nil {
-		return &httpx.Error{Status: http.StatusServiceUnavailable, Detail: "database unreachable", Cause: err}
-	}
-	httpx.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	return nil
 }
 
 func (s *Service) getJWKS(w http.ResponseWriter, r *http.Request) error {

@@ -2,7 +2,6 @@ package docservice
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/gatehouse/gatehouse/internal/httpx"
 	"github.com/gatehouse/gatehouse/internal/migrate"
 	"github.com/gatehouse/gatehouse/migrations"
 )
@@ -22,21 +22,7 @@ const tempIdle = 5 * time.Minute
 
 // OpenDB connects to the database and applies the docs schema's migrations.
 func OpenDB(ctx context.Context, databaseURL string) (*pgxpool.Pool, error) {
-	pool, err := pgxpool.New(ctx, databaseURL)
-	if err != nil {
-		return nil, fmt.Errorf("DATABASE_URL: %w", err)
-	}
-	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if err := pool.Ping(pingCtx); err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("DATABASE_URL: cannot reach the database: %w", err)
-	}
-	if err := migrate.Up(ctx, pool, migrations.FS, "docs"); err != nil {
-		pool.Close()
-		return nil, err
-	}
-	return pool, nil
+	return migrate.Open(ctx, databaseURL, migrations.FS, "docs")
 }
 
 // Run serves docservice until ctx is cancelled, then drains open requests.
@@ -86,20 +72,8 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger, ready chan<- string
 	if ready != nil {
 		ready <- ln.Addr().String()
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
 	go sweepTemp(ctx, files, log)
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(shutCtx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		return err
-	}
-	return nil
+	return httpx.Serve(ctx, srv, ln)
 }
 
 // sweepTemp removes abandoned temporary files now and then, for instances

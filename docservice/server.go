@@ -1,11 +1,9 @@
 package docservice
 
 import (
-	"context"
 	"encoding/json"
 	"log/slog"
 	"net/http"
-	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -43,8 +41,8 @@ func (s *Service) Handler() http.Handler {
 	h := httpx.Handle
 	user, manager, admin := requireUser, requireManager, requireAdmin
 
-	mux.Handle("GET /health", h(s.health))
-	mux.Handle("GET /ready", h(s.ready))
+	mux.Handle("GET /health", h(httpx.Health))
+	mux.Handle("GET /ready", h(httpx.Ready(s.pool)))
 
 	// The plugin contract (private: the edge calls these after its own
 	// access check, and docservice checks again).
@@ -73,21 +71,6 @@ func (s *Service) Handler() http.Handler {
 
 	// Anything else is a JSON 404, or 405 with Allow.
 	return httpx.Middleware(httpx.Routes(mux))
-}
-
-func (s *Service) health(w http.ResponseWriter, r *http.Request) error {
-	httpx.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	return nil
-}
-
-func (s *Service) ready(w http.ResponseWriter, r *http.Request) error {
-	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-	defer cancel()
-	if err := s.pool.Ping(ctx); err != nil {
-		return &httpx.Error{Status: http.StatusServiceUnavailable, Detail: "database unreachable", Cause: err}
-	}
-	httpx.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	return nil
 }
 
 // Manifest is the plugin manifest, version 1 (DESIGN.md, "Plugin contract").

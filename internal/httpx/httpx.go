@@ -14,6 +14,7 @@ import (
 	"io"
 	"log/slog"
 	"mime"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -302,4 +303,40 @@ func (p *statusProbe) Write(b []byte) (int, error) {
 		p.status = http.StatusOK
 	}
 	return len(b), nil
+}
+
+// Serve serves srv on ln until ctx is cancelled, then shuts down
+// gracefully, giving open requests up to 10 seconds.
+func Serve(ctx context.Context, srv *http.Server, ln net.Listener) error {
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutCtx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return nil
+}
+
+// Health answers 200 {"status": "ok"}: the process is up.
+func Health(w http.ResponseWriter, r *http.Request) error {
+	WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
+}
+
+// Ready answers 200 when db answers a ping within 2 seconds, else 503.
+func Ready(db interface{ Ping(context.Context) error }) HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := db.Ping(ctx); err != nil {
+			return &Error{Status: http.StatusServiceUnavailable, Detail: "database unreachable", Cause: err}
+		}
+		return Health(w, r)
+	}
 }

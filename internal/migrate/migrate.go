@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io/fs"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -53,4 +54,25 @@ func up(ctx context.Context, db *sql.DB, fsys fs.FS, schema string) error {
 		return fmt.Errorf("migrate %s: %w", schema, err)
 	}
 	return nil
+}
+
+// Open connects to databaseURL, checks that the server answers, and
+// applies schema's migrations: what every service does at start. Errors
+// name DATABASE_URL, the variable an operator has to fix.
+func Open(ctx context.Context, databaseURL string, fsys fs.FS, schema string) (*pgxpool.Pool, error) {
+	pool, err := pgxpool.New(ctx, databaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := pool.Ping(pingCtx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("DATABASE_URL: cannot reach the database: %w", err)
+	}
+	if err := Up(ctx, pool, fsys, schema); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return pool, nil
 }
