@@ -30,7 +30,18 @@ func Up(ctx context.Context, pool *pgxpool.Pool, fsys fs.FS, schema string) erro
 	// goose works on database/sql; borrow a handle on the same pool config.
 	db := stdlib.OpenDBFromPool(pool)
 	defer db.Close()
-	if _, err := db.ExecContext(ctx, "CREATE SCHEMA IF NOT EXISTS "+pgx.Identifier{schema}.Sanitize()); err != nil {
+	// CREATE SCHEMA IF NOT EXISTS is not safe against itself: two services
+	// starting at once can both miss the schema and one then fails on the
+	// catalogue's unique index. A transaction-scoped advisory lock makes
+	// them take turns.
+	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", lockID("gatehouse-schema:"+schema)); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+pgx.Identifier{schema}.Sanitize())
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("create schema %s: %w", schema, err)
 	}
 	return up(ctx, db, sub, schema)
@@ -39,9 +50,7 @@ func Up(ctx context.Context, pool *pgxpool.Pool, fsys fs.FS, schema string) erro
 func up(ctx context.Context, db *sql.DB, fsys fs.FS, schema string) error {
 	// One lock id per schema: services migrating different schemas do not
 	// wait on each other.
-	h := fnv.New64a()
-	h.Write([]byte("gatehouse-migrate:" + schema))
-	locker, err := lock.NewPostgresSessionLocker(lock.WithLockID(int64(h.Sum64() >> 1)))
+	locker, err := lock.NewPostgresSessionLocker(lock.WithLockID(lockID("gatehouse-migrate:" + schema)))
 	if err != nil {
 		return err
 	}
@@ -75,4 +84,11 @@ func Open(ctx context.Context, databaseURL string, fsys fs.FS, schema string) (*
 		return nil, err
 	}
 	return pool, nil
+}
+
+// lockID maps a name to an advisory lock key.
+func lockID(name string) int64 {
+	h := fnv.New64a()
+	h.Write([]byte(name))
+	return int64(h.Sum64() >> 1)
 }
