@@ -9,7 +9,7 @@ XCADDY_VERSION ?= v0.4.5
 CADDY_VERSION ?= v2.11.9
 MODULE := github.com/gatehouse/gatehouse
 
-.PHONY: all build run test lint bench bench-authsvc bench-edge bench-docservice xcaddy-build clean
+.PHONY: all build run test lint bench bench-authsvc bench-edge bench-plugins bench-docservice xcaddy-build clean
 
 all: build
 
@@ -36,13 +36,16 @@ lint:
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@latest ./...
 
 # Prints figures side by side with their baselines; never pass/fail.
-bench: build bench-authsvc bench-edge bench-docservice
+bench: build bench-authsvc bench-edge bench-plugins bench-docservice
 
 bench-authsvc:
 	$(GO) run ./cmd/bench-authsvc
 
 bench-edge:
 	$(GO) run ./cmd/bench-edge
+
+bench-plugins:
+	$(GO) run ./cmd/bench-plugins
 
 bench-docservice:
 	$(GO) run ./cmd/bench-docservice

@@ -7,4 +7,7 @@ package caddymodules
 import (
 	// gatehouse_auth: verify access tokens, strip and set X-User-* headers.
 	_ "github.com/gatehouse/gatehouse/caddymodules/gatehouseauth"
+	// gatehouse_plugins app and gatehouse_plugin_gateway: the plugin
+	// registry, /api/services, /api/plugins and manifest-declared routes.
+	_ "github.com/gatehouse/gatehouse/caddymodules/gatehouseplugins"
 )

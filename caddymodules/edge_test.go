@@ -136,7 +136,9 @@ type recorded struct {
 }
 
 // upstream is a fake authsvc or docservice: it records what reaches it and,
-// on /.well-known/jwks.json, serves a key set the test controls.
+// on /.well-known/jwks.json, serves a key set the test controls. The edge's
+// plugin checks (/health, /plugin/manifest) are answered, not recorded:
+// 200, and the manifest if the test set one (else 404).
 type upstream struct {
 	srv      *httptest.Server
 	mu       sync.Mutex
@@ -144,6 +146,7 @@ type upstream struct {
 	jwksReqs []recorded
 	jwksBody atomic.Pointer[[]byte]
 	fetches  atomic.Int64
+	manifest atomic.Pointer[[]byte]
 }
 
 func newUpstream(t *testing.T, jwksBody []byte) *upstream {
@@ -157,6 +160,20 @@ func newUpstream(t *testing.T, jwksBody []byte) *upstream {
 			u.mu.Unlock()
 			w.Header().Set("Content-Type", "application/json")
 			_, _ = w.Write(*u.jwksBody.Load())
+			return
+		}
+		switch r.URL.Path {
+		case "/health":
+			_, _ = io.WriteString(w, `{"status":"ok"}`)
+			return
+		case "/plugin/manifest":
+			m := u.manifest.Load()
+			if m == nil {
+				http.NotFound(w, r)
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write(*m)
 			return
 		}
 		_, _ = io.Copy(io.Discard, r.Body) // so that trailers arrive
@@ -403,6 +420,7 @@ func with(m map[string]any, kv ...any) map[string]any {
 func repoEdge(t *testing.T) (*edge, *upstream, *upstream) {
 	authsvc := newUpstream(t, jwks(t, key(t, 0)))
 	docservice := newUpstream(t, nil)
+	docservice.manifest.Store(&docserviceManifest) // the Caddyfile registers it as a plugin
 	web := t.TempDir()
 	if err := os.WriteFile(filepath.Join(web, "index.html"), []byte("<!doctype html><title>Gatehouse</title>"), 0o644); err != nil {
 		t.Fatal(err)

@@ -1,0 +1,248 @@
+package gatehouseplugins
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+// plugin is a test service speaking the contract; the test swaps its
+// manifest and health at will.
+type plugin struct {
+	srv         *httptest.Server
+	healthy     atomic.Bool
+	manifest    atomic.Pointer[string]
+	contentType atomic.Pointer[string]
+	healthHits  atomic.Int64
+}
+
+func newPlugin(t *testing.T, manifest string) *plugin {
+	p := &plugin{}
+	p.healthy.Store(true)
+	p.setManifest(manifest)
+	ct := "application/json"
+	p.contentType.Store(&ct)
+	p.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/health":
+			p.healthHits.Add(1)
+			if !p.healthy.Load() {
+				http.Error(w, "down", http.StatusServiceUnavailable)
+				return
+			}
+			_, _ = w.Write([]byte(`{"status":"ok"}`))
+		case "/plugin/manifest":
+			w.Header().Set("Content-Type", *p.contentType.Load())
+			_, _ = w.Write([]byte(*p.manifest.Load()))
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(p.srv.Close)
+	return p
+}
+
+func (p *plugin) setManifest(m string) { p.manifest.Store(&m) }
+
+// fakeClock advances by step on every reading, so latencies are exact.
+// Checks run concurrently, hence the lock.
+type fakeClock struct {
+	mu   sync.Mutex
+	t    time.Time
+	step time.Duration
+}
+
+func (c *fakeClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(c.step)
+	return c.t
+}
+
+func testApp(t *testing.T, services ...ServiceConfig) (*App, *fakeClock) {
+	clock := &fakeClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), step: 7 * time.Millisecond}
+	a := &App{Services: services, Timeout: caddy.Duration(time.Second), now: clock.now, logger: zap.NewNop()}
+	if err := a.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	a.setup()
+	return a, clock
+}
+
+func manifestFor(t *testing.T, id string, kv ...any) string {
+	return manifestJSON(t, append([]any{"id", id, "routes", routes("/api/" + id)}, kv...)...)
+}
+
+func TestTickHealthAndManifest(t *testing.T) {
+	docs := newPlugin(t, manifestFor(t, "docs"))
+	a, _ := testApp(t, ServiceConfig{"docs", docs.srv.URL})
+
+	st := a.State()
+	if s := st.Service("docs"); s.Checked || s.Healthy || s.Manifest != nil {
+		t.Fatalf("before the first tick: %+v", s)
+	}
+	a.Tick(context.Background())
+	s := a.State().Service("docs")
+	if !s.Checked || !s.Healthy || s.Manifest == nil || s.Manifest.ID != "docs" || s.LastError != "" || s.ManifestError != "" {
+		t.Fatalf("after a good tick: %+v", s)
+	}
+	if s.Latency != 7*time.Millisecond || s.CheckedAt.IsZero() {
+		t.Errorf("latency %v, checked at %v", s.Latency, s.CheckedAt)
+	}
+	if r := a.State().route("/api/docs/7"); r == nil || r.service.ID != "docs" {
+		t.Fatalf("route /api/docs/7 = %+v", r)
+	}
+	if r := a.State().route("/api/docsx"); r != nil {
+		t.Fatalf("route /api/docsx = %+v", r)
+	}
+
+	// Down: unhealthy at the next tick, the last good manifest kept.
+	docs.healthy.Store(false)
+	a.Tick(context.Background())
+	s = a.State().Service("docs")
+	if s.Healthy || s.Manifest == nil || !strings.Contains(s.LastError, "status 503") {
+		t.Fatalf("after the service went down: %+v", s)
+	}
+	// Gone entirely: a transport error, still the manifest.
+	docs.srv.Close()
+	a.Tick(context.Background())
+	s = a.State().Service("docs")
+	if s.Healthy || s.Manifest == nil || !strings.Contains(s.LastError, "connection refused") || strings.Contains(s.LastError, "Get ") {
+		t.Fatalf("after the service vanished: %+v", s)
+	}
+}
+
+func TestTickRefusedManifestKeepsLastGood(t *testing.T) {
+	docs := newPlugin(t, manifestFor(t, "docs"))
+	a, _ := testApp(t, ServiceConfig{"docs", docs.srv.URL})
+	a.Tick(context.Background())
+
+	cases := []struct {
+		name        string
+		manifest    string
+		contentType string
+		want        string
+	}{
+		{"future version", manifestFor(t, "docs", "manifest_version", 2), "application/json", "unsupported manifest_version 2"},
+		{"wrong content type", manifestFor(t, "docs"), "text/plain", "Content-Type"},
+		{"another plugin's id", manifestFor(t, "other"), "application/json", `manifest id "other" is not the registered service id "docs"`},
+		{"reserved prefix", manifestFor(t, "docs", "routes", routes("/api/users")), "application/json", "reserved prefix /api/users"},
+		{"broken settings schema", manifestFor(t, "docs", "settings", settingsWith(`{"type": 5}`)), "application/json", "does not compile"},
+		{"huge", manifestFor(t, "docs", "description", strings.Repeat("a", 300<<10)), "application/json", "larger than"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			docs.setManifest(tc.manifest)
+			docs.contentType.Store(&tc.contentType)
+			a.Tick(context.Background())
+			s := a.State().Service("docs")
+			if !strings.Contains(s.ManifestError, tc.want) {
+				t.Errorf("manifest error %q, want %q", s.ManifestError, tc.want)
+			}
+			if s.Manifest == nil || s.Manifest.ID != "docs" || s.Manifest.Routes[0].Prefix != "/api/docs" || !s.Healthy {
+				t.Errorf("last good manifest not kept: %+v", s)
+			}
+		})
+	}
+	ct := "application/json"
+	docs.contentType.Store(&ct)
+	docs.setManifest(manifestFor(t, "docs", "name", "Docs 2"))
+	a.Tick(context.Background())
+	if s := a.State().Service("docs"); s.ManifestError != "" || s.Manifest.Name != "Docs 2" {
+		t.Errorf("a good manifest after refusals: %+v", s)
+	}
+}
+
+// First come, first served: a prefix held by one plugin is refused to
+// another, whatever the order of the services, until the holder lets go.
+func TestTickRouteClaims(t *testing.T) {
+	first := newPlugin(t, manifestFor(t, "first", "routes", routes("/api/shared")))
+	second := newPlugin(t, manifestFor(t, "second", "routes", routes("/api/second")))
+	a, _ := testApp(t, ServiceConfig{"second", second.srv.URL}, ServiceConfig{"first", first.srv.URL})
+	a.Tick(context.Background())
+
+	second.setManifest(manifestFor(t, "second", "routes", routes("/api/second", "/api/shared/sub")))
+	a.Tick(context.Background())
+	st := a.State()
+	if got := st.Service("second").ManifestError; got != "route /api/shared/sub is claimed by plugin first" {
+		t.Fatalf("second's manifest error = %q", got)
+	}
+	if r := st.route("/api/shared/sub/x"); r == nil || r.service.ID != "first" {
+		t.Fatalf("/api/shared/sub/x goes to %+v", r)
+	}
+	if r := st.route("/api/second"); r == nil || r.service.ID != "second" {
+		t.Fatalf("second lost its own route: %+v", r)
+	}
+
+	// first lets go of /api/shared: second may have it at the next tick.
+	first.setManifest(manifestFor(t, "first", "routes", routes("/api/first")))
+	a.Tick(context.Background())
+	a.Tick(context.Background())
+	st = a.State()
+	if got := st.Service("second").ManifestError; got != "" {
+		t.Fatalf("second still refused: %q", got)
+	}
+	if r := st.route("/api/shared/sub"); r == nil || r.service.ID != "second" {
+		t.Fatalf("/api/shared/sub goes to %+v", r)
+	}
+}
+
+// The loop runs a check at once, then every interval, and Stop waits for it.
+func TestLoopStartStop(t *testing.T) {
+	docs := newPlugin(t, manifestFor(t, "docs"))
+	a := &App{Services: []ServiceConfig{{"docs", docs.srv.URL}}, Interval: caddy.Duration(50 * time.Millisecond), logger: zap.NewNop()}
+	a.setup()
+	if err := a.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for docs.healthHits.Load() < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("health checks: %d", docs.healthHits.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := a.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	n := docs.healthHits.Load()
+	time.Sleep(150 * time.Millisecond)
+	if m := docs.healthHits.Load(); m != n {
+		t.Errorf("checks after Stop: %d → %d", n, m)
+	}
+	if !a.State().Service("docs").Healthy {
+		t.Error("state lost")
+	}
+}
+
+func TestAppValidate(t *testing.T) {
+	cases := []struct {
+		name     string
+		services []ServiceConfig
+		want     string
+	}{
+		{"ok", []ServiceConfig{{"a", "http://127.0.0.1:1"}, {"b", "https://b.internal/"}}, ""},
+		{"duplicate", []ServiceConfig{{"a", "http://x:1"}, {"a", "http://y:1"}}, "registered twice"},
+		{"bad id", []ServiceConfig{{"A B", "http://x:1"}}, "service id"},
+		{"path", []ServiceConfig{{"a", "http://x:1/api"}}, "no path"},
+		{"scheme", []ServiceConfig{{"a", "ftp://x"}}, "no path"},
+		{"no host", []ServiceConfig{{"a", "http://"}}, "no path"},
+	}
+	for _, tc := range cases {
+		err := (&App{Services: tc.services}).Validate()
+		if (tc.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%s: %v, want %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+func nopLogger() *zap.Logger { return zap.NewNop() }

@@ -1,0 +1,86 @@
+package gatehouseplugins
+
+import (
+	"net/url"
+	"path"
+	"strings"
+)
+
+// canonicalPath returns the path the gateway matches u against, and
+// whether u is already spelled that way. A path is canonical when it has
+// no dot segments, no empty segments, no backslash or control character,
+// no encoded '/' or '\' and nothing left percent-encoded after one round of
+// decoding (double encoding).
+//
+// The gateway refuses a request whose spelling is not canonical when any
+// reading of it lands on a plugin or the gateway's own API: the upstream,
+// or a proxy after us, could resolve such a spelling differently from the
+// edge, which is how a path reaches another plugin or skips an access
+// rule. Browsers and HTTP libraries send canonical paths, so only odd
+// clients are refused.
+func canonicalPath(u *url.URL) (string, bool) {
+	p := u.Path
+	if p == "" || p[0] != '/' {
+		p = "/" + p
+	}
+	c := path.Clean(p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	ok := c == u.Path && !strings.Contains(u.Path, "\\") && !hasEscape(u.Path) && !hasControl(u.Path)
+	if ok && u.RawPath != "" {
+		raw := strings.ToLower(u.RawPath)
+		ok = !strings.Contains(raw, "%2f") && !strings.Contains(raw, "%5c")
+	}
+	return c, ok
+}
+
+// readings returns every path a non-canonical u could be taken for: the
+// cleaned path, and the cleaned result of decoding it again, up to three
+// times, with backslashes read as slashes (as some servers do).
+func readings(u *url.URL) []string {
+	out := []string{u.Path}
+	p := u.Path
+	for range 4 {
+		q := strings.ReplaceAll(p, "\\", "/")
+		if q == "" || q[0] != '/' {
+			q = "/" + q
+		}
+		out = append(out, path.Clean(q))
+		d, err := url.PathUnescape(p)
+		if err != nil || d == p {
+			break
+		}
+		p = d
+	}
+	return out
+}
+
+func hasControl(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] == 0x7f {
+			return true
+		}
+	}
+	return false
+}
+
+// hasEscape reports whether s still holds a %XX escape: a path decoded
+// once that would decode again.
+func hasEscape(s string) bool {
+	for i := strings.IndexByte(s, '%'); i >= 0 && i+2 < len(s); {
+		if isHex(s[i+1]) && isHex(s[i+2]) {
+			return true
+		}
+		j := strings.IndexByte(s[i+1:], '%')
+		if j < 0 {
+			break
+		}
+		i += 1 + j
+	}
+	return false
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}

@@ -1,0 +1,326 @@
+package gatehouseplugins
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+)
+
+func init() {
+	caddy.RegisterModule(Gateway{})
+}
+
+// Gateway is the gatehouse_plugin_gateway handler. It must come after
+// gatehouse_auth, whose verified identity ({http.auth.user.*}) it reads;
+// without one it refuses every request it would serve (401).
+//
+// It serves, to authenticated users:
+//   - GET /api/services: every registered service's health;
+//   - GET /api/plugins: the plugins this user may access;
+//   - GET /api/plugins/{id}/manifest: 404 unless the user may access it;
+//   - GET and PATCH /api/plugins/{id}/settings: proxied to the service's
+//     /plugin/settings after the same check;
+//
+// and every request under a prefix that an accepted manifest declares goes
+// to that plugin's service through Caddy's reverse proxy, if the route's
+// access rule allows, with X-User-* set from the verified identity and the
+// client's credentials removed unless the route opts in. Other requests
+// pass to the next handler. Errors are returned as caddyhttp errors, so
+// handle_errors writes their bodies.
+type Gateway struct {
+	// Name of the cookie that carries the access token (gatehouse_auth's
+	// `cookie`), removed from requests to plugins unless a route sets
+	// forward_credentials. Default: none; the Authorization header is
+	// always removed.
+	TokenCookie string `json:"token_cookie,omitempty"`
+
+	app     *App
+	proxies map[string]*reverseproxy.Handler // by service id
+	logger  *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (Gateway) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.gatehouse_plugin_gateway",
+		New: func() caddy.Module { return new(Gateway) },
+	}
+}
+
+// Provision finds the gatehouse_plugins app (an empty one when the config
+// has none) and sets up a reverse proxy per registered service.
+func (g *Gateway) Provision(ctx caddy.Context) error {
+	g.logger = ctx.Logger()
+	appIface, err := ctx.App("gatehouse_plugins")
+	if err != nil {
+		return err
+	}
+	g.app = appIface.(*App)
+	g.proxies = make(map[string]*reverseproxy.Handler, len(g.app.Services))
+	for _, svc := range g.app.Services {
+		rp, err := newProxy(ctx, svc, time.Duration(g.app.Timeout))
+		if err != nil {
+			return fmt.Errorf("service %q: %w", svc.ID, err)
+		}
+		g.proxies[svc.ID] = rp
+	}
+	return nil
+}
+
+// newProxy provisions Caddy's reverse proxy for one service: streaming in
+// both directions (no request or response buffering), hop-by-hop headers
+// handled by Caddy, one attempt, and a dial timeout so a vanished service
+// fails fast instead of hanging the client.
+func newProxy(ctx caddy.Context, svc ServiceConfig, timeout time.Duration) (*reverseproxy.Handler, error) {
+	u, err := parseServiceURL(svc.URL)
+	if err != nil {
+		return nil, err
+	}
+	host := u.Host
+	if u.Port() == "" {
+		host += map[string]string{"http": ":80", "https": ":443"}[u.Scheme]
+	}
+	transport := &reverseproxy.HTTPTransport{DialTimeout: caddy.Duration(timeout)}
+	if u.Scheme == "https" {
+		transport.TLS = &reverseproxy.TLSConfig{}
+	}
+	if err := transport.Provision(ctx); err != nil {
+		return nil, err
+	}
+	rp := &reverseproxy.Handler{
+		Upstreams: reverseproxy.UpstreamPool{{Dial: host}},
+		Transport: transport,
+	}
+	if err := rp.Provision(ctx); err != nil {
+		return nil, err
+	}
+	return rp, nil
+}
+
+// Cleanup releases the proxies' upstreams and connections.
+func (g *Gateway) Cleanup() error {
+	var errs []error
+	for _, rp := range g.proxies {
+		errs = append(errs, rp.Cleanup())
+	}
+	return errors.Join(errs...)
+}
+
+// Client-facing messages: fixed, JSON-safe strings (see gatehouse_auth).
+type clientMessage string
+
+func (m clientMessage) Error() string { return string(m) }
+
+const (
+	errNotAuthenticated clientMessage = "Not authenticated"
+	errBadPath          clientMessage = "Invalid path"
+	errForbidden        clientMessage = "Not enough permissions"
+	errNotFound         clientMessage = "Not found"
+	errUnavailable      clientMessage = "Plugin unavailable"
+	errMethod           clientMessage = "Method not allowed"
+)
+
+// target is what a path means to the gateway.
+type target struct {
+	kind   targetKind
+	plugin string      // kindManifest, kindSettings
+	route  *routeEntry // kindRoute
+}
+
+type targetKind int
+
+const (
+	kindNone targetKind = iota
+	kindServices
+	kindPlugins
+	kindManifest
+	kindSettings
+	kindPluginOther // under /api/plugins/, nothing there
+	kindRoute
+)
+
+func classify(st *State, p string) target {
+	switch {
+	case p == "/api/services":
+		return target{kind: kindServices}
+	case p == "/api/plugins":
+		return target{kind: kindPlugins}
+	case strings.HasPrefix(p, "/api/services/"):
+		return target{kind: kindPluginOther}
+	case strings.HasPrefix(p, "/api/plugins/"):
+		rest := p[len("/api/plugins/"):]
+		id, sub, _ := strings.Cut(rest, "/")
+		switch sub {
+		case "manifest":
+			return target{kind: kindManifest, plugin: id}
+		case "settings":
+			return target{kind: kindSettings, plugin: id}
+		}
+		return target{kind: kindPluginOther}
+	}
+	if r := st.route(p); r != nil {
+		return target{kind: kindRoute, route: r}
+	}
+	return target{kind: kindNone}
+}
+
+// ServeHTTP serves the plugin API and the manifest routes.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	st := g.app.State()
+	canon, ok := canonicalPath(r.URL)
+	t := classify(st, canon)
+	if !ok {
+		// Any reading of an odd spelling that lands on us is refused:
+		// the edge will not guess which one the upstream would take.
+		for _, p := range readings(r.URL) {
+			if classify(st, p).kind != kindNone {
+				return caddyhttp.Error(http.StatusBadRequest, errBadPath)
+			}
+		}
+		return next.ServeHTTP(w, r)
+	}
+	if t.kind == kindNone {
+		return next.ServeHTTP(w, r)
+	}
+
+	id, ok := identityFrom(r)
+	if !ok {
+		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+		return caddyhttp.Error(http.StatusUnauthorized, errNotAuthenticated)
+	}
+	switch t.kind {
+	case kindServices:
+		if err := onlyMethods(w, r, http.MethodGet); err != nil {
+			return err
+		}
+		return writeJSON(w, servicesView(st, id))
+	case kindPlugins:
+		if err := onlyMethods(w, r, http.MethodGet); err != nil {
+			return err
+		}
+		return writeJSON(w, pluginsView(st, id))
+	case kindManifest:
+		svc := accessible(st, t.plugin, id)
+		if svc == nil {
+			return caddyhttp.Error(http.StatusNotFound, errNotFound)
+		}
+		if err := onlyMethods(w, r, http.MethodGet); err != nil {
+			return err
+		}
+		return writeJSON(w, svc.Manifest)
+	case kindSettings:
+		svc := accessible(st, t.plugin, id)
+		if svc == nil || svc.Manifest.Settings == nil {
+			return caddyhttp.Error(http.StatusNotFound, errNotFound)
+		}
+		if err := onlyMethods(w, r, http.MethodGet, http.MethodPatch); err != nil {
+			return err
+		}
+		return g.proxySettings(w, r, next, svc, id)
+	case kindPluginOther:
+		return caddyhttp.Error(http.StatusNotFound, errNotFound)
+	case kindRoute:
+		return g.proxyRoute(w, r, next, st, t.route, id)
+	}
+	return next.ServeHTTP(w, r)
+}
+
+func (g *Gateway) proxyRoute(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, st *State, rt *routeEntry, id identity) error {
+	svc := rt.service
+	if rt.Access != RouteAccessAuthenticated && !svc.Manifest.Access.allows(id) {
+		return caddyhttp.Error(http.StatusForbidden, errForbidden)
+	}
+	if err := g.unavailable(w, svc); err != nil {
+		return err
+	}
+	if !rt.ForwardCredentials {
+		g.dropCredentials(r)
+	}
+	id.setHeaders(r.Header)
+	return g.proxies[svc.ID].ServeHTTP(w, r, next)
+}
+
+// proxySettings sends GET/PATCH to the service's /plugin/settings; the
+// service's answer, validation errors included, goes back as it is.
+func (g *Gateway) proxySettings(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, svc *ServiceStatus, id identity) error {
+	if err := g.unavailable(w, svc); err != nil {
+		return err
+	}
+	// A shallow copy with its own URL, so that the access log keeps the
+	// path the client asked for.
+	r2 := r.WithContext(r.Context())
+	r2.URL = &url.URL{Path: "/plugin/settings"}
+	r2.RequestURI = ""
+	g.dropCredentials(r2)
+	id.setHeaders(r2.Header)
+	return g.proxies[svc.ID].ServeHTTP(w, r2, next)
+}
+
+// unavailable answers 503 at once for a service the last check found
+// down, rather than letting the client wait for a dial to fail.
+func (g *Gateway) unavailable(w http.ResponseWriter, svc *ServiceStatus) error {
+	if svc.Healthy {
+		return nil
+	}
+	w.Header().Set("Retry-After", strconv.Itoa(max(1, int(time.Duration(g.app.Interval)/time.Second))))
+	return caddyhttp.Error(http.StatusServiceUnavailable, errUnavailable)
+}
+
+// dropCredentials removes what could let a plugin act as the user
+// elsewhere: the identity it needs is in X-User-*.
+func (g *Gateway) dropCredentials(r *http.Request) {
+	r.Header.Del("Authorization")
+	if g.TokenCookie == "" || r.Header.Get("Cookie") == "" {
+		return
+	}
+	cookies := r.Cookies()
+	kept := cookies[:0]
+	for _, c := range cookies {
+		if c.Name != g.TokenCookie {
+			kept = append(kept, c)
+		}
+	}
+	r.Header.Del("Cookie")
+	for _, c := range kept {
+		r.AddCookie(c)
+	}
+}
+
+func onlyMethods(w http.ResponseWriter, r *http.Request, methods ...string) error {
+	for _, m := range methods {
+		if r.Method == m {
+			return nil
+		}
+	}
+	w.Header().Set("Allow", strings.Join(methods, ", "))
+	return caddyhttp.Error(http.StatusMethodNotAllowed, errMethod)
+}
+
+func writeJSON(w http.ResponseWriter, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return caddyhttp.Error(http.StatusInternalServerError, err)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_, err = w.Write(b)
+	return err
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Gateway)(nil)
+	_ caddy.CleanerUpper          = (*Gateway)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Gateway)(nil)
+)

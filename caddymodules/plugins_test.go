@@ -1,0 +1,907 @@
+package caddymodules_test
+
+// The plugin system end to end: the Caddy binary with the gatehouse_plugins
+// app and gatehouse_plugin_gateway, in front of test plugins that speak the
+// contract (docs/plugins.md) and record what reaches them.
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// testPlugin is a feature service: /health, /plugin/manifest,
+// /plugin/settings (merge patch; "greeting" at most 10 characters;
+// "api_key" write-only), and anything else recorded and answered with
+// "plugin <id> ok". It can be stopped and started again on its address.
+type testPlugin struct {
+	id          string
+	addr        string
+	manifest    atomic.Pointer[string]
+	contentType atomic.Pointer[string]
+	healthy     atomic.Bool
+	checks      atomic.Int64 // GET /health
+
+	mu       sync.Mutex
+	srv      *http.Server
+	settings map[string]any
+	requests []recorded
+}
+
+func newTestPlugin(t *testing.T, id string, manifest map[string]any) *testPlugin {
+	p := &testPlugin{id: id, settings: map[string]any{"greeting": "hello"}}
+	p.healthy.Store(true)
+	p.setManifest(t, manifest)
+	ct := "application/json"
+	p.contentType.Store(&ct)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.addr = ln.Addr().String()
+	p.serve(ln)
+	t.Cleanup(p.stop)
+	return p
+}
+
+func (p *testPlugin) url() string { return "http://" + p.addr }
+
+func (p *testPlugin) setManifest(t testing.TB, m map[string]any) {
+	b, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	p.manifest.Store(&s)
+}
+
+func (p *testPlugin) serve(ln net.Listener) {
+	srv := &http.Server{Handler: http.HandlerFunc(p.handle)}
+	p.mu.Lock()
+	p.srv = srv
+	p.mu.Unlock()
+	go srv.Serve(ln)
+}
+
+func (p *testPlugin) stop() {
+	p.mu.Lock()
+	srv := p.srv
+	p.mu.Unlock()
+	if srv != nil {
+		_ = srv.Close()
+	}
+}
+
+// restart listens on the same address again.
+func (p *testPlugin) restart(t *testing.T) {
+	ln, err := net.Listen("tcp", p.addr)
+	if err != nil {
+		t.Skipf("port taken meanwhile: %v", err)
+	}
+	p.serve(ln)
+}
+
+func (p *testPlugin) healthChecks() int64 { return p.checks.Load() }
+
+func (p *testPlugin) take() []recorded {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	r := p.requests
+	p.requests = nil
+	return r
+}
+
+func (p *testPlugin) handle(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Path {
+	case "/health":
+		p.checks.Add(1)
+		if !p.healthy.Load() {
+			http.Error(w, `{"detail":"down"}`, http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, `{"status":"ok"}`)
+		return
+	case "/plugin/manifest":
+		w.Header().Set("Content-Type", *p.contentType.Load())
+		_, _ = io.WriteString(w, *p.manifest.Load())
+		return
+	}
+	body, _ := io.ReadAll(r.Body)
+	p.mu.Lock()
+	p.requests = append(p.requests, recorded{r.Method, r.URL.RequestURI(), r.Header.Clone(), nil})
+	p.mu.Unlock()
+	if r.URL.Path == "/plugin/settings" {
+		p.handleSettings(w, r, body)
+		return
+	}
+	if r.URL.Path == "/api/"+p.id+"/stream" {
+		// Two chunks a while apart: a buffering proxy would hold the
+		// first until the second is written.
+		_, _ = io.WriteString(w, "first\n")
+		w.(http.Flusher).Flush()
+		time.Sleep(700 * time.Millisecond)
+		_, _ = io.WriteString(w, "second\n")
+		return
+	}
+	fmt.Fprintf(w, "plugin %s ok", p.id)
+}
+
+func (p *testPlugin) handleSettings(w http.ResponseWriter, r *http.Request, body []byte) {
+	w.Header().Set("Content-Type", "application/json")
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if r.Method == http.MethodPatch {
+		var patch map[string]any
+		if err := json.Unmarshal(body, &patch); err != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			_, _ = io.WriteString(w, `{"detail":"Invalid JSON"}`)
+			return
+		}
+		if g, ok := patch["greeting"].(string); ok && len(g) > 10 {
+			w.WriteHeader(http.StatusUnprocessableEntity)
+			_, _ = io.WriteString(w, `{"detail":[{"loc":["greeting"],"msg":"at most 10 characters","type":"maxLength"}]}`)
+			return
+		}
+		for k, v := range patch {
+			if v == nil {
+				delete(p.settings, k)
+			} else {
+				p.settings[k] = v
+			}
+		}
+	}
+	_, isSet := p.settings["api_key"]
+	_ = json.NewEncoder(w).Encode(map[string]any{"greeting": p.settings["greeting"], "api_key": map[string]bool{"is_set": isSet}})
+}
+
+// pluginManifest is a valid manifest for id, with kv applied on top.
+func pluginManifest(id string, kv ...any) map[string]any {
+	m := map[string]any{
+		"manifest_version": 1, "id": id, "name": "Plugin " + id, "version": "1.0.0", "icon": "puzzle",
+		"access": map[string]any{"allow_superuser": true, "required_groups": []string{id + "-admin"}},
+		"settings": map[string]any{"schema": map[string]any{
+			"$schema": "http://json-schema.org/draft-07/schema#", "type": "object",
+			"properties": map[string]any{
+				"greeting": map[string]any{"type": "string", "maxLength": 10},
+				"api_key":  map[string]any{"type": "string", "writeOnly": true},
+			},
+		}},
+		"routes": []any{
+			map[string]any{"prefix": "/api/" + id, "access": "plugin"},
+			map[string]any{"prefix": "/api/" + id + "-public", "access": "authenticated"},
+		},
+	}
+	for i := 0; i < len(kv); i += 2 {
+		m[kv[i].(string)] = kv[i+1]
+	}
+	return m
+}
+
+// pluginEdgeConfig is a site like the repository's /api block: a fake
+// authsvc behind gatehouse_auth and the gateway, and the given services.
+func pluginEdgeConfig(authsvc *upstream, services ...*testPlugin) string {
+	var svc strings.Builder
+	for _, p := range services {
+		fmt.Fprintf(&svc, "\t\tservice %s %s\n", p.id, p.url())
+	}
+	return fmt.Sprintf(`{
+	gatehouse_plugins {
+%s		interval 200ms
+		timeout 1s
+	}
+}
+:{$SITE_PORT} {
+	handle /api/* {
+		gatehouse_auth {
+			jwks_url %s/.well-known/jwks.json
+			issuer gatehouse
+			audience gatehouse
+			cookie gh_token
+		}
+		gatehouse_plugin_gateway {
+			token_cookie gh_token
+		}
+		reverse_proxy %s
+	}
+	handle_errors 401 {
+		header Content-Type application/json
+		respond `+"`"+`{"detail":"{err.message}"}`+"`"+`
+	}
+	handle_errors {
+		header Content-Type application/json
+		respond `+"`"+`{"detail":"{err.status_text}","request_id":"{err.id}"}`+"`"+` {err.status_code}
+	}
+}
+`, svc.String(), authsvc.srv.URL, authsvc.addr())
+}
+
+func writeConfig(t *testing.T, path, cfg string) string {
+	if path == "" {
+		path = filepath.Join(t.TempDir(), "Caddyfile")
+	}
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// Tokens for the three kinds of caller.
+func adminToken(t *testing.T) string {
+	return signed(t, key(t, 0), hdr(t, key(t, 0)), with(claims(), "role", "admin", "groups", []string{}))
+}
+
+func memberToken(t *testing.T, groups ...string) string {
+	return signed(t, key(t, 0), hdr(t, key(t, 0)), with(claims(), "role", "user", "groups", groups))
+}
+
+type reply struct {
+	status int
+	header http.Header
+	body   string
+	took   time.Duration
+}
+
+var pluginClient = &http.Client{Timeout: 20 * time.Second}
+
+func (e *edge) do(t *testing.T, method, path, token, body string, headers ...string) reply {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, "http://"+e.addr+path, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Add(headers[i], headers[i+1])
+	}
+	start := time.Now()
+	resp, err := pluginClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return reply{resp.StatusCode, resp.Header, string(b), time.Since(start)}
+}
+
+// eventually retries check every 50 ms for up to 10 s.
+func eventually(t *testing.T, what string, check func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ok, detail := check()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: never happened; last: %s", what, detail)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+type serviceEntry struct {
+	ID            string   `json:"id"`
+	Name          string   `json:"name"`
+	Status        string   `json:"status"`
+	Healthy       bool     `json:"healthy"`
+	CheckedAt     *string  `json:"checked_at"`
+	LatencyMS     *float64 `json:"latency_ms"`
+	URL           string   `json:"url"`
+	LastError     string   `json:"last_error"`
+	ManifestError string   `json:"manifest_error"`
+}
+
+func (e *edge) services(t *testing.T, token string) map[string]serviceEntry {
+	t.Helper()
+	r := e.do(t, "GET", "/api/services", token, "")
+	if r.status != 200 || r.header.Get("Content-Type") != "application/json" {
+		t.Fatalf("/api/services: %d %q", r.status, r.body)
+	}
+	var list []serviceEntry
+	if err := json.Unmarshal([]byte(r.body), &list); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]serviceEntry{}
+	for _, s := range list {
+		out[s.ID] = s
+	}
+	return out
+}
+
+func (e *edge) pluginIDs(t *testing.T, token string) []string {
+	t.Helper()
+	r := e.do(t, "GET", "/api/plugins", token, "")
+	if r.status != 200 {
+		t.Fatalf("/api/plugins: %d %q", r.status, r.body)
+	}
+	var list []struct{ ID string }
+	if err := json.Unmarshal([]byte(r.body), &list); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, p := range list {
+		ids = append(ids, p.ID)
+	}
+	return ids
+}
+
+func waitHealthy(t *testing.T, e *edge, ids ...string) {
+	t.Helper()
+	eventually(t, "services healthy", func() (bool, string) {
+		s := e.services(t, adminToken(t))
+		for _, id := range ids {
+			if !s[id].Healthy {
+				return false, fmt.Sprintf("%+v", s)
+			}
+		}
+		return true, ""
+	})
+}
+
+func TestPluginsAppearWhenHealthy(t *testing.T) {
+	t.Parallel()
+	authsvc := newUpstream(t, jwks(t, key(t, 0)))
+	reports := newTestPlugin(t, "reports", pluginManifest("reports"))
+	reports.healthy.Store(false)
+	e := startEdge(t, writeConfig(t, "", pluginEdgeConfig(authsvc, reports)), nil)
+	admin := adminToken(t)
+
+	eventually(t, "reports checked", func() (bool, string) {
+		s := e.services(t, admin)["reports"]
+		return s.Status == "unhealthy", fmt.Sprintf("%+v", s)
+	})
+	s := e.services(t, admin)["reports"]
+	if s.CheckedAt == nil || s.LatencyMS == nil || !strings.Contains(s.LastError, "status 503") || s.URL != reports.url() {
+		t.Errorf("unhealthy entry for an admin: %+v", s)
+	}
+	if ids := e.pluginIDs(t, admin); len(ids) != 0 {
+		t.Errorf("plugins before healthy: %v", ids)
+	}
+	// No manifest yet, no route: the request takes the site's fallback.
+	if r := e.do(t, "GET", "/api/reports/x", admin, ""); r.body != "upstream ok" || len(reports.take()) != 0 {
+		t.Errorf("route served before the manifest was accepted: %d %q", r.status, r.body)
+	}
+
+	reports.healthy.Store(true)
+	eventually(t, "reports listed", func() (bool, string) {
+		ids := e.pluginIDs(t, admin)
+		return len(ids) == 1 && ids[0] == "reports", fmt.Sprint(ids)
+	})
+	// A user sees health, not the reasons or the private address.
+	s = e.services(t, memberToken(t))["reports"]
+	if !s.Healthy || s.Status != "healthy" || s.Name != "Plugin reports" || s.URL != "" || s.LastError != "" {
+		t.Errorf("healthy entry for a user: %+v", s)
+	}
+	if r := e.do(t, "GET", "/api/services", "", ""); r.status != 401 || r.body != `{"detail":"Not authenticated"}` {
+		t.Errorf("/api/services without a token: %d %q", r.status, r.body)
+	}
+}
+
+func TestPluginsAccessAndRoutes(t *testing.T) {
+	t.Parallel()
+	authsvc := newUpstream(t, jwks(t, key(t, 0)))
+	reports := newTestPlugin(t, "reports", pluginManifest("reports"))
+	// wiki lets its route see the caller's credentials.
+	wiki := newTestPlugin(t, "wiki", pluginManifest("wiki",
+		"access", map[string]any{"allow_superuser": false, "required_groups": []string{"editors", "team a,b"}},
+		"routes", []any{map[string]any{"prefix": "/api/wiki", "access": "authenticated", "forward_credentials": true}}))
+	e := startEdge(t, writeConfig(t, "", pluginEdgeConfig(authsvc, reports, wiki)), nil)
+	waitHealthy(t, e, "reports", "wiki")
+	eventually(t, "both manifests", func() (bool, string) {
+		ids := e.pluginIDs(t, adminToken(t))
+		return len(ids) == 1, fmt.Sprint(ids) // admin: reports only (wiki denies superusers)
+	})
+
+	admin, reporter, editor, nobody := adminToken(t), memberToken(t, "reports-admin"), memberToken(t, "team a,b"), memberToken(t, "other")
+	cases := []struct {
+		name, token string
+		plugins     string // the ids /api/plugins lists, comma-separated
+	}{
+		{"admin", admin, "reports"},
+		{"reports group", reporter, "reports"},
+		{"wiki group with an encoded name", editor, "wiki"},
+		{"no group", nobody, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := strings.Join(e.pluginIDs(t, tc.token), ","); got != tc.plugins {
+				t.Fatalf("/api/plugins = %q, want %q", got, tc.plugins)
+			}
+			for _, id := range []string{"reports", "wiki", "nonexistent"} {
+				want := 404
+				if strings.Contains(","+tc.plugins+",", ","+id+",") {
+					want = 200
+				}
+				r := e.do(t, "GET", "/api/plugins/"+id+"/manifest", tc.token, "")
+				if r.status != want {
+					t.Errorf("%s manifest: %d, want %d; %q", id, r.status, want, r.body)
+				}
+				if want == 200 && !strings.Contains(r.body, `"id":"`+id+`"`) {
+					t.Errorf("%s manifest body %q", id, r.body)
+				}
+				if want == 404 && !strings.HasPrefix(r.body, `{"detail":"Not Found"`) {
+					t.Errorf("%s 404 body %q", id, r.body)
+				}
+				r = e.do(t, "GET", "/api/plugins/"+id+"/settings", tc.token, "")
+				if r.status != want {
+					t.Errorf("%s settings: %d, want %d; %q", id, r.status, want, r.body)
+				}
+			}
+			// reports' own prefix follows the plugin's access; its
+			// -public prefix any signed-in user.
+			want := 403
+			if strings.Contains(tc.plugins, "reports") {
+				want = 200
+			}
+			if r := e.do(t, "GET", "/api/reports/summary?year=2026", tc.token, ""); r.status != want {
+				t.Errorf("/api/reports/summary: %d, want %d; %q", r.status, want, r.body)
+			}
+			if r := e.do(t, "GET", "/api/reports-public/x", tc.token, ""); r.status != 200 || r.body != "plugin reports ok" {
+				t.Errorf("/api/reports-public/x: %d %q", r.status, r.body)
+			}
+			if r := e.do(t, "GET", "/api/wiki/page", tc.token, ""); r.status != 200 || r.body != "plugin wiki ok" {
+				t.Errorf("/api/wiki/page: %d %q", r.status, r.body)
+			}
+		})
+	}
+
+	t.Run("what a plugin sees", func(t *testing.T) {
+		reports.take()
+		wiki.take()
+		r := e.do(t, "POST", "/api/reports/run?x=1", reporter, `{"a":1}`,
+			"X-User-Id", "forged", "X-User-Role", "admin", "Cookie", "gh_token=abc; theme=dark")
+		if r.status != 200 {
+			t.Fatalf("POST: %d %q", r.status, r.body)
+		}
+		got := reports.take()
+		if len(got) != 1 || got[0].method != "POST" || got[0].path != "/api/reports/run?x=1" {
+			t.Fatalf("reports saw %+v", got)
+		}
+		checkIdentity(t, got, map[string]string{"X-User-Id": testSubject, "X-User-Role": "user", "X-User-Groups": "reports-admin"})
+		if a := got[0].header.Get("Authorization"); a != "" {
+			t.Errorf("Authorization forwarded: %q", a)
+		}
+		if c := got[0].header.Get("Cookie"); c != "theme=dark" {
+			t.Errorf("Cookie = %q, want only theme=dark", c)
+		}
+		if got[0].header.Get("X-Forwarded-For") == "" {
+			t.Error("no X-Forwarded-For: not Caddy's proxy?")
+		}
+		// wiki opted in to credentials.
+		e.do(t, "GET", "/api/wiki/page", editor, "", "Cookie", "gh_token=abc")
+		got = wiki.take()
+		if len(got) != 1 || got[0].header.Get("Authorization") != "Bearer "+editor || got[0].header.Get("Cookie") != "gh_token=abc" {
+			t.Fatalf("wiki saw %+v", got)
+		}
+	})
+
+	t.Run("no token", func(t *testing.T) {
+		for _, p := range []string{"/api/plugins", "/api/reports/x", "/api/plugins/reports/manifest"} {
+			if r := e.do(t, "GET", p, "", ""); r.status != 401 || r.body != `{"detail":"Not authenticated"}` {
+				t.Errorf("%s: %d %q", p, r.status, r.body)
+			}
+		}
+		if n := len(reports.take()); n != 0 {
+			t.Errorf("%d unauthenticated requests reached reports", n)
+		}
+	})
+
+	t.Run("other paths pass on", func(t *testing.T) {
+		authsvc.take()
+		e.do(t, "GET", "/api/reportsx", admin, "")
+		e.do(t, "GET", "/api/users/me", admin, "")
+		if got := authsvc.take(); len(got) != 2 {
+			t.Errorf("authsvc saw %d requests, want 2", len(got))
+		}
+		if n := len(reports.take()); n != 0 {
+			t.Errorf("reports saw %d", n)
+		}
+	})
+
+	t.Run("methods", func(t *testing.T) {
+		if r := e.do(t, "POST", "/api/plugins", admin, ""); r.status != 405 || r.header.Get("Allow") != "GET" {
+			t.Errorf("POST /api/plugins: %d %v", r.status, r.header)
+		}
+		if r := e.do(t, "DELETE", "/api/plugins/reports/settings", admin, ""); r.status != 405 || r.header.Get("Allow") != "GET, PATCH" {
+			t.Errorf("DELETE settings: %d %v", r.status, r.header)
+		}
+	})
+
+	t.Run("streaming", func(t *testing.T) {
+		req, _ := http.NewRequest("GET", "http://"+e.addr+"/api/reports/stream", nil)
+		req.Header.Set("Authorization", "Bearer "+admin)
+		start := time.Now()
+		resp, err := pluginClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		buf := make([]byte, 6)
+		if _, err := io.ReadFull(resp.Body, buf); err != nil || string(buf) != "first\n" {
+			t.Fatalf("first chunk %q: %v", buf, err)
+		}
+		if took := time.Since(start); took > 500*time.Millisecond {
+			t.Errorf("first chunk after %v: the proxy buffered", took)
+		}
+	})
+}
+
+func TestPluginsSettingsThroughEdge(t *testing.T) {
+	t.Parallel()
+	authsvc := newUpstream(t, jwks(t, key(t, 0)))
+	reports := newTestPlugin(t, "reports", pluginManifest("reports"))
+	e := startEdge(t, writeConfig(t, "", pluginEdgeConfig(authsvc, reports)), nil)
+	waitHealthy(t, e, "reports")
+	admin := adminToken(t)
+	eventually(t, "reports listed", func() (bool, string) {
+		ids := e.pluginIDs(t, admin)
+		return len(ids) == 1, fmt.Sprint(ids)
+	})
+
+	r := e.do(t, "GET", "/api/plugins/reports/settings", admin, "")
+	if r.status != 200 || strings.TrimSpace(r.body) != `{"api_key":{"is_set":false},"greeting":"hello"}` {
+		t.Fatalf("GET: %d %q", r.status, r.body)
+	}
+	r = e.do(t, "PATCH", "/api/plugins/reports/settings", admin, `{"greeting":"hi","api_key":"s3cret"}`, "Content-Type", "application/merge-patch+json")
+	if r.status != 200 || strings.TrimSpace(r.body) != `{"api_key":{"is_set":true},"greeting":"hi"}` {
+		t.Fatalf("PATCH: %d %q", r.status, r.body)
+	}
+	got := reports.take()
+	if len(got) != 2 || got[1].method != "PATCH" || got[1].path != "/plugin/settings" || got[1].header.Get("Authorization") != "" ||
+		got[1].header.Get("Content-Type") != "application/merge-patch+json" {
+		t.Fatalf("reports saw %+v", got)
+	}
+	checkIdentity(t, got, map[string]string{"X-User-Id": testSubject, "X-User-Role": "admin", "X-User-Groups": ""})
+
+	// The service's validation error comes back as it sent it.
+	r = e.do(t, "PATCH", "/api/plugins/reports/settings", admin, `{"greeting":"far too long a greeting"}`)
+	if r.status != 422 || r.body != `{"detail":[{"loc":["greeting"],"msg":"at most 10 characters","type":"maxLength"}]}` {
+		t.Fatalf("invalid PATCH: %d %q", r.status, r.body)
+	}
+	// A user outside the plugin's access cannot write, and the service never hears of it.
+	if r := e.do(t, "PATCH", "/api/plugins/reports/settings", memberToken(t, "other"), `{"greeting":"x"}`); r.status != 404 {
+		t.Fatalf("PATCH by a stranger: %d %q", r.status, r.body)
+	}
+	if n := len(reports.take()); n != 1 {
+		t.Errorf("reports saw %d requests, want 1 (the invalid PATCH)", n)
+	}
+}
+
+// Manifests that must be refused, each on its own service; all are
+// reported to admins in /api/services and none gets a route.
+func TestPluginsMaliciousManifests(t *testing.T) {
+	t.Parallel()
+	authsvc := newUpstream(t, jwks(t, key(t, 0)))
+	good := newTestPlugin(t, "good", pluginManifest("good"))
+	route := func(prefix string) []any { return []any{map[string]any{"prefix": prefix, "access": "authenticated"}} }
+	cases := []struct {
+		plugin *testPlugin
+		path   string // a path the manifest tried to claim
+		want   string // in manifest_error
+	}{
+		{newTestPlugin(t, "reserved", pluginManifest("reserved", "routes", route("/api/users"))), "/api/users/me", "reserved prefix /api/users"},
+		{newTestPlugin(t, "under-reserved", pluginManifest("under-reserved", "routes", route("/api/admin/x"))), "/api/admin/x", "reserved prefix /api/admin"},
+		{newTestPlugin(t, "thief", pluginManifest("thief", "routes", route("/api/good/steal"))), "/api/good/steal", "route /api/good/steal is claimed by plugin good"},
+		{newTestPlugin(t, "bad-schema", pluginManifest("bad-schema", "routes", route("/api/bad-schema"),
+			"settings", map[string]any{"schema": map[string]any{"type": "objekt"}})), "/api/bad-schema", "settings.schema does not compile"},
+		{newTestPlugin(t, "huge", pluginManifest("huge", "routes", route("/api/huge"),
+			"description", strings.Repeat("x", 300<<10))), "/api/huge", "manifest larger than 256 KiB"},
+		{newTestPlugin(t, "html", pluginManifest("html", "routes", route("/api/html"))), "/api/html", `Content-Type is "text/html; charset=utf-8"`},
+		{newTestPlugin(t, "future", pluginManifest("future", "manifest_version", 2, "routes", route("/api/future"))), "/api/future", "unsupported manifest_version 2"},
+		{newTestPlugin(t, "impostor", pluginManifest("good", "routes", route("/api/impostor"))), "/api/impostor", `manifest id "good" is not the registered service id "impostor"`},
+	}
+	html := "text/html; charset=utf-8"
+	cases[5].plugin.contentType.Store(&html)
+	all := []*testPlugin{good}
+	for _, tc := range cases {
+		all = append(all, tc.plugin)
+	}
+	e := startEdge(t, writeConfig(t, "", pluginEdgeConfig(authsvc, all...)), nil)
+	admin := adminToken(t)
+	eventually(t, "all checked", func() (bool, string) {
+		s := e.services(t, admin)
+		for _, tc := range cases {
+			if s[tc.plugin.id].ManifestError == "" {
+				return false, fmt.Sprintf("%+v", s[tc.plugin.id])
+			}
+		}
+		return s["good"].Healthy, ""
+	})
+	s := e.services(t, admin)
+	for _, tc := range cases {
+		t.Run(tc.plugin.id, func(t *testing.T) {
+			got := s[tc.plugin.id]
+			if !strings.Contains(got.ManifestError, tc.want) || !got.Healthy {
+				t.Errorf("entry %+v, want manifest_error containing %q", got, tc.want)
+			}
+			e.do(t, "GET", tc.path, admin, "")
+			if n := len(tc.plugin.take()); n != 0 {
+				t.Errorf("%s reached the refused plugin", tc.path)
+			}
+			if r := e.do(t, "GET", "/api/plugins/"+tc.plugin.id+"/manifest", admin, ""); r.status != 404 {
+				t.Errorf("manifest of a refused plugin: %d", r.status)
+			}
+		})
+	}
+	if ids := e.pluginIDs(t, admin); strings.Join(ids, ",") != "good" {
+		t.Errorf("/api/plugins = %v, want only good", ids)
+	}
+	if r := e.do(t, "GET", "/api/good/steal", admin, ""); r.body != "plugin good ok" {
+		t.Errorf("good lost its prefix: %q", r.body)
+	}
+}
+
+func TestPluginsDownAndBack(t *testing.T) {
+	t.Parallel()
+	authsvc := newUpstream(t, jwks(t, key(t, 0)))
+	reports := newTestPlugin(t, "reports", pluginManifest("reports"))
+	e := startEdge(t, writeConfig(t, "", pluginEdgeConfig(authsvc, reports)), nil)
+	admin := adminToken(t)
+	eventually(t, "route up", func() (bool, string) {
+		r := e.do(t, "GET", "/api/reports/x", admin, "")
+		return r.status == 200, fmt.Sprint(r.status, r.body)
+	})
+
+	reports.stop()
+	eventually(t, "listed unhealthy", func() (bool, string) {
+		s := e.services(t, admin)["reports"]
+		return !s.Healthy && s.Status == "unhealthy", fmt.Sprintf("%+v", s)
+	})
+	r := e.do(t, "GET", "/api/reports/x", admin, "")
+	if r.status != 503 || r.header.Get("Retry-After") == "" || !strings.HasPrefix(r.body, `{"detail":"Service Unavailable"`) {
+		t.Errorf("route of a down service: %d %v %q", r.status, r.header, r.body)
+	}
+	if r.took > 200*time.Millisecond {
+		t.Errorf("503 took %v", r.took)
+	}
+	if r := e.do(t, "GET", "/api/plugins/reports/settings", admin, ""); r.status != 503 {
+		t.Errorf("settings of a down service: %d", r.status)
+	}
+	// The manifest stays, so the UI can show the plugin as unavailable.
+	r = e.do(t, "GET", "/api/plugins", admin, "")
+	if !strings.Contains(r.body, `"id":"reports"`) || !strings.Contains(r.body, `"healthy":false`) {
+		t.Errorf("/api/plugins while down: %q", r.body)
+	}
+
+	reports.restart(t)
+	eventually(t, "route back", func() (bool, string) {
+		r := e.do(t, "GET", "/api/reports/x", admin, "")
+		return r.status == 200 && r.body == "plugin reports ok", fmt.Sprint(r.status, r.body)
+	})
+}
+
+// A second plugin added by `caddy reload` appears without a restart; one
+// removed stops being checked.
+func TestPluginsReload(t *testing.T) {
+	t.Parallel()
+	authsvc := newUpstream(t, jwks(t, key(t, 0)))
+	first := newTestPlugin(t, "first", pluginManifest("first"))
+	second := newTestPlugin(t, "second", pluginManifest("second"))
+	cfg := writeConfig(t, "", pluginEdgeConfig(authsvc, first))
+	e := startEdge(t, cfg, nil)
+	admin := adminToken(t)
+	eventually(t, "first listed", func() (bool, string) {
+		ids := e.pluginIDs(t, admin)
+		return strings.Join(ids, ",") == "first", fmt.Sprint(ids)
+	})
+
+	reload := func(services ...*testPlugin) {
+		t.Helper()
+		writeConfig(t, cfg, pluginEdgeConfig(authsvc, services...))
+		cmd := exec.Command(caddyBin, "reload", "--config", cfg, "--adapter", "caddyfile", "--address", e.admin)
+		cmd.Env = append(os.Environ(), "SITE_PORT="+strings.TrimPrefix(e.addr, "127.0.0.1:"))
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("caddy reload: %v\n%s", err, out)
+		}
+	}
+
+	reload(first, second)
+	eventually(t, "second added", func() (bool, string) {
+		ids := e.pluginIDs(t, admin)
+		return strings.Join(ids, ",") == "first,second", fmt.Sprint(ids)
+	})
+	if r := e.do(t, "GET", "/api/second/x", admin, ""); r.body != "plugin second ok" {
+		t.Errorf("second's route: %d %q", r.status, r.body)
+	}
+
+	// Removing first: it disappears, its route with it, and no loop
+	// (the old app's included) checks it any more.
+	reload(second)
+	eventually(t, "first removed", func() (bool, string) {
+		ids := e.pluginIDs(t, admin)
+		return strings.Join(ids, ",") == "second", fmt.Sprint(ids)
+	})
+	first.take()
+	if r := e.do(t, "GET", "/api/first/x", admin, ""); r.body != "upstream ok" || len(first.take()) != 0 {
+		t.Errorf("first's route after removal: %d %q", r.status, r.body)
+	}
+	before := first.healthChecks()
+	time.Sleep(600 * time.Millisecond)
+	if after := first.healthChecks(); after != before {
+		t.Errorf("first still checked after the reload: %d → %d", before, after)
+	}
+}
+
+// The gateway trusts only gatehouse_auth's verified identity: placed
+// without it, it refuses everything it would serve, forged headers or not.
+func TestPluginsGatewayWithoutAuth(t *testing.T) {
+	t.Parallel()
+	reports := newTestPlugin(t, "reports", pluginManifest("reports",
+		"routes", []any{map[string]any{"prefix": "/api/reports", "access": "authenticated"}}))
+	cfg := fmt.Sprintf(`{
+	gatehouse_plugins {
+		service reports %s
+		interval 200ms
+	}
+}
+:{$SITE_PORT} {
+	gatehouse_plugin_gateway
+	respond "fallback"
+}
+`, reports.url())
+	e := startEdge(t, writeConfig(t, "", cfg), nil)
+	// Wait for the first check through the only observable: time.
+	eventually(t, "checked", func() (bool, string) { return reports.healthChecks() > 0, "" })
+	time.Sleep(100 * time.Millisecond)
+	for _, p := range []string{"/api/services", "/api/plugins", "/api/plugins/reports/manifest", "/api/reports/x"} {
+		r := e.do(t, "GET", p, "", "", "X-User-Id", testSubject, "X-User-Role", "admin", "X-User-Groups", "reports-admin")
+		if r.status != 401 || r.header.Get("WWW-Authenticate") == "" {
+			t.Errorf("%s: %d %q", p, r.status, r.body)
+		}
+	}
+	if n := len(reports.take()); n != 0 {
+		t.Errorf("%d requests reached the plugin", n)
+	}
+}
+
+// Spellings of a path that could reach a plugin other than the one the
+// edge matched, or skip its access rule: each is refused (400) or reaches
+// only what its canonical form allows.
+func TestPluginsPathCanonicalisation(t *testing.T) {
+	t.Parallel()
+	authsvc := newUpstream(t, jwks(t, key(t, 0)))
+	open := newTestPlugin(t, "open", pluginManifest("open",
+		"routes", []any{map[string]any{"prefix": "/api/open", "access": "authenticated"}}))
+	vault := newTestPlugin(t, "vault", pluginManifest("vault",
+		"access", map[string]any{"required_groups": []string{"vault-admin"}},
+		"routes", []any{map[string]any{"prefix": "/api/vault", "access": "plugin"}}))
+	e := startEdge(t, writeConfig(t, "", pluginEdgeConfig(authsvc, open, vault)), nil)
+	user := memberToken(t, "staff")
+	waitHealthy(t, e, "open", "vault")
+	eventually(t, "routes up", func() (bool, string) {
+		r := e.do(t, "GET", "/api/open/x", user, "")
+		return r.status == 200, fmt.Sprint(r.status)
+	})
+	if r := e.do(t, "GET", "/api/vault/secrets", user, ""); r.status != 403 {
+		t.Fatalf("vault for a stranger: %d", r.status)
+	}
+
+	for _, p := range []string{
+		"/api/open/../vault/secrets",
+		"/api/open/%2e%2e/vault/secrets",
+		"/api/open/%2E%2E/vault/secrets",
+		"/api/open/%252e%252e/vault/secrets",
+		"/api/open/..%2fvault%2fsecrets",
+		"/api/open/..%2Fvault/secrets",
+		"/api/open/..%252fvault/secrets",
+		"/api/open/..%5cvault/secrets",
+		"/api/open/..\\vault/secrets",
+		"/api/open//../vault/secrets",
+		"/api/open/./../vault/secrets",
+		"//api/vault/secrets",
+		"/api/./vault/secrets",
+		"/api/x/../vault/secrets",
+		"/api/auth/../vault/secrets",
+		"/api/vault%2fsecrets",
+		"/api/open%2f..%2fvault/secrets",
+		"/api/open/%00/../vault/secrets",
+	} {
+		t.Run(p, func(t *testing.T) {
+			open.take()
+			vault.take()
+			authsvc.take()
+			resp := e.raw(t, get(p, bearer(user)))
+			if n := len(vault.take()); n != 0 {
+				t.Fatalf("reached vault (status %d)", resp.status)
+			}
+			if resp.status != 400 {
+				t.Errorf("status %d, want 400; body %q", resp.status, resp.body)
+			} else if !strings.HasPrefix(resp.body, `{"detail":"Bad Request"`) {
+				t.Errorf("body %q", resp.body)
+			}
+			if n := len(open.take()); n != 0 {
+				t.Errorf("reached open with an odd spelling")
+			}
+		})
+	}
+	// Upper case is another path, not vault's: it passes to the site's
+	// fallback (authsvc here), never to vault.
+	resp := e.raw(t, get("/api/VAULT/secrets", bearer(user)))
+	if n := len(vault.take()); n != 0 || resp.status != 200 {
+		t.Errorf("/api/VAULT: status %d, vault saw %d", resp.status, n)
+	}
+}
+
+// docserviceManifest is docservice's manifest as docservice/server.go
+// builds it (settings schema abridged).
+var docserviceManifest = []byte(`{
+	"manifest_version": 1, "id": "doc-service", "name": "Documents", "version": "1.0.0",
+	"description": "Upload, watch and organise PDF documents", "icon": "file-text",
+	"access": {"allow_superuser": true, "required_groups": ["doc-service-admin"]},
+	"settings": {"schema": {"type": "object", "properties": {"max_pdf_size_mb": {"type": "integer", "minimum": 1}}}, "ui_schema": {}},
+	"routes": [{"prefix": "/api/documents", "access": "authenticated"}]
+}`)
+
+// The repository's Caddyfile registers docservice as a plugin: it is listed,
+// its settings are reachable through the edge, and /api/documents goes
+// through the manifest route (which drops the client's Authorization) while
+// the undeclared /api/settings/documents/* keeps its static route.
+func TestPluginsRepoCaddyfile(t *testing.T) {
+	e, authsvc, docservice := repoEdge(t)
+	admin := adminToken(t)
+	eventually(t, "doc-service listed", func() (bool, string) {
+		ids := e.pluginIDs(t, admin)
+		return strings.Join(ids, ",") == "doc-service", fmt.Sprint(ids)
+	})
+	s := e.services(t, admin)["doc-service"]
+	if !s.Healthy || s.Name != "Documents" || s.ManifestError != "" {
+		t.Fatalf("doc-service entry: %+v", s)
+	}
+	if ids := e.pluginIDs(t, memberToken(t, "staff")); len(ids) != 0 {
+		t.Errorf("a user outside doc-service-admin sees %v", ids)
+	}
+	if ids := e.pluginIDs(t, memberToken(t, "doc-service-admin")); strings.Join(ids, ",") != "doc-service" {
+		t.Errorf("a doc-service-admin sees %v", ids)
+	}
+
+	docservice.take()
+	user := memberToken(t, "staff")
+	if r := e.do(t, "GET", "/api/documents/7", user, ""); r.status != 200 {
+		t.Fatalf("/api/documents/7: %d %q", r.status, r.body)
+	}
+	got := docservice.take()
+	if len(got) != 1 || got[0].path != "/api/documents/7" || got[0].header.Get("Authorization") != "" {
+		t.Fatalf("documents route (want the manifest route, no Authorization): %+v", got)
+	}
+	checkIdentity(t, got, map[string]string{"X-User-Id": testSubject, "X-User-Role": "user", "X-User-Groups": "staff"})
+
+	e.do(t, "GET", "/api/settings/documents/limits", user, "")
+	if got := docservice.take(); len(got) != 1 || got[0].path != "/api/settings/documents/limits" {
+		t.Errorf("limits route: %+v", got)
+	}
+	e.do(t, "GET", "/api/plugins/doc-service/settings", admin, "")
+	if got := docservice.take(); len(got) != 1 || got[0].path != "/plugin/settings" {
+		t.Errorf("settings route: %+v", got)
+	}
+	if n := len(authsvc.take()); n != 0 {
+		t.Errorf("authsvc saw %d plugin requests", n)
+	}
+}
+
+func TestCaddyBinaryListsPluginModules(t *testing.T) {
+	out, err := exec.Command(caddyBin, "list-modules").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []string{"gatehouse_plugins", "http.handlers.gatehouse_plugin_gateway"} {
+		if !strings.Contains(string(out), "\n"+m+"\n") {
+			t.Errorf("%s not listed", m)
+		}
+	}
+}

@@ -1,0 +1,304 @@
+// Command bench-plugins measures what routing by manifest costs at the
+// edge: it builds Gatehouse's Caddy and starts it with two sites in front
+// of the same tiny upstream, both behind gatehouse_auth (keys from a JWKS
+// file): one with a static reverse_proxy, one where gatehouse_plugin_gateway
+// sends the request to the upstream because its manifest declares the
+// prefix. It loads them in rotation with internal/loadgen and prints median
+// throughput and latency and their ratio (target: manifest route >= 95% of
+// the static one). It prints figures, never pass or fail.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/gatehouse/gatehouse/internal/accesstoken"
+	"github.com/gatehouse/gatehouse/internal/loadgen"
+)
+
+// manifest is what the upstream serves: one route, any signed-in user.
+const manifest = `{"manifest_version": 1, "id": "bench", "name": "Bench", "version": "1.0.0",
+	"access": {"allow_superuser": true},
+	"routes": [{"prefix": "/api/bench", "access": "authenticated"}]}`
+
+func main() {
+	rounds := flag.Int("rounds", 6, "alternating rounds of static and manifest-routed load; medians are reported")
+	duration := flag.Duration("duration", 3*time.Second, "length of each load run")
+	concurrency := flag.Int("concurrency", 16, "concurrent client connections")
+	caddyPath := flag.String("caddy", "", "Caddy binary to use (default: build ./cmd/caddy into a temporary directory)")
+	flag.Parse()
+	log.SetFlags(0)
+	log.SetPrefix("bench-plugins: ")
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := run(ctx, *rounds, *duration, *concurrency, *caddyPath); err != nil {
+		log.Fatal(err)
+	}
+}
+
+func run(ctx context.Context, rounds int, duration time.Duration, concurrency int, caddyPath string) error {
+	tmp, err := os.MkdirTemp("", "bench-plugins-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	if caddyPath == "" {
+		caddyPath = filepath.Join(tmp, "caddy")
+		log.Printf("building ./cmd/caddy")
+		build := exec.CommandContext(ctx, "go", "build", "-o", caddyPath, "./cmd/caddy")
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			return fmt.Errorf("build caddy (run from the module root): %w", err)
+		}
+	}
+
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return err
+	}
+	signer, err := accesstoken.NewSigner(key)
+	if err != nil {
+		return err
+	}
+	jwk, err := accesstoken.PublicJWK(&key.PublicKey)
+	if err != nil {
+		return err
+	}
+	jwksData, _ := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{jwk}})
+	jwksPath := filepath.Join(tmp, "jwks.json")
+	if err := os.WriteFile(jwksPath, jwksData, 0o600); err != nil {
+		return err
+	}
+	now := time.Now()
+	token, err := signer.Sign(&accesstoken.Claims{
+		Issuer: "gatehouse", Audience: []string{"gatehouse"},
+		Subject:  "5b0c7a4e-0d5e-4b8f-9a57-8d1c2f9e6a11",
+		Expiry:   jwt.NewNumericDate(now.Add(time.Hour)),
+		IssuedAt: jwt.NewNumericDate(now), NotBefore: jwt.NewNumericDate(now),
+		ID: "bench", SessionID: "bench", Role: "user", Groups: []string{"doc-service-admin"},
+	})
+	if err != nil {
+		return err
+	}
+
+	// The upstream: a plugin as small as one gets, so the figures are
+	// about the edge.
+	upLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	up := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/health":
+			_, _ = io.WriteString(w, "ok\n")
+			return
+		case "/plugin/manifest":
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = io.WriteString(w, manifest)
+			return
+		}
+		if r.Header.Get("X-User-Id") == "" {
+			w.WriteHeader(http.StatusInternalServerError) // the guard did not run
+			return
+		}
+		_, _ = io.WriteString(w, "ok\n")
+	})}
+	go up.Serve(upLn)
+	defer up.Close()
+
+	staticPort, manifestPort, adminPort := freePort(), freePort(), freePort()
+	auth := fmt.Sprintf(`gatehouse_auth {
+		jwks_file %s
+		issuer gatehouse
+		audience gatehouse
+	}`, jwksPath)
+	// The static site drops Authorization too, so both send the upstream
+	// the same request.
+	caddyfile := fmt.Sprintf(`{
+	admin 127.0.0.1:%s
+	log {
+		level ERROR
+	}
+	gatehouse_plugins {
+		service bench http://%s
+	}
+}
+:%s {
+	%s
+	reverse_proxy %s {
+		header_up -Authorization
+	}
+}
+:%s {
+	%s
+	gatehouse_plugin_gateway
+	respond "no manifest route" 500
+}
+`, adminPort, upLn.Addr(), staticPort, auth, upLn.Addr(), manifestPort, auth)
+	cfgPath := filepath.Join(tmp, "Caddyfile")
+	if err := os.WriteFile(cfgPath, []byte(caddyfile), 0o600); err != nil {
+		return err
+	}
+	caddy := exec.Command(caddyPath, "run", "--config", cfgPath, "--adapter", "caddyfile")
+	caddy.Env = append(os.Environ(), "HOME="+tmp, "XDG_DATA_HOME="+tmp, "XDG_CONFIG_HOME="+tmp)
+	caddyLog, _ := os.Create(filepath.Join(tmp, "caddy.log"))
+	caddy.Stdout, caddy.Stderr = caddyLog, caddyLog
+	if err := caddy.Start(); err != nil {
+		return err
+	}
+	defer func() {
+		_ = caddy.Process.Signal(os.Interrupt)
+		_ = caddy.Wait()
+	}()
+	if err := waitOK("http://127.0.0.1:"+manifestPort+"/api/bench/x", token, 30*time.Second); err != nil {
+		logData, _ := os.ReadFile(caddyLog.Name())
+		return fmt.Errorf("manifest route not up: %w\n%s", err, logData)
+	}
+
+	load := func(port string, requests int) (loadgen.Result, error) {
+		url := "http://127.0.0.1:" + port + "/api/bench/items/42"
+		o := loadgen.Options{
+			Concurrency: concurrency,
+			Request: func(int) (*http.Request, error) {
+				req, err := http.NewRequest(http.MethodGet, url, nil)
+				if err == nil {
+					req.Header.Set("Authorization", "Bearer "+token)
+				}
+				return req, err
+			},
+			Check: func(resp *http.Response) error {
+				if resp.StatusCode != http.StatusOK {
+					return fmt.Errorf("status %d", resp.StatusCode)
+				}
+				return nil
+			},
+		}
+		if requests > 0 {
+			o.Requests = requests
+		} else {
+			o.Duration = duration
+		}
+		res, err := loadgen.Run(ctx, o)
+		if err == nil && res.Errors > 0 {
+			err = fmt.Errorf("%d errors, first: %v", res.Errors, res.FirstError)
+		}
+		return res, err
+	}
+	for _, p := range []string{staticPort, manifestPort} {
+		if _, err := load(p, 2000); err != nil {
+			return fmt.Errorf("warm-up: %w", err)
+		}
+	}
+
+	var static, routed []loadgen.Result
+	for r := range rounds {
+		// Alternate the order, so drift on a shared machine hits both alike.
+		order := []string{"static", "manifest"}
+		if r%2 == 1 {
+			order = []string{"manifest", "static"}
+		}
+		for _, which := range order {
+			port := staticPort
+			if which == "manifest" {
+				port = manifestPort
+			}
+			res, err := load(port, 0)
+			if err != nil {
+				return fmt.Errorf("%s round %d: %w", which, r+1, err)
+			}
+			if which == "manifest" {
+				routed = append(routed, res)
+			} else {
+				static = append(static, res)
+			}
+			log.Printf("round %d %-8s %v", r+1, which, res)
+		}
+	}
+
+	s, m := median(static), median(routed)
+	ratios := make([]float64, len(static))
+	for i := range static {
+		ratios[i] = routed[i].RPS / static[i].RPS
+	}
+	slices.Sort(ratios)
+	fmt.Println()
+	fmt.Printf("Plugin routing benchmark: %d rounds x %v per variant, %d connections, GOMAXPROCS=%d, %d CPUs (load generator, Caddy and upstream share them)\n",
+		rounds, duration, concurrency, runtime.GOMAXPROCS(0), runtime.NumCPU())
+	fmt.Printf("%-52s %10s %10s %10s\n", "", "req/s", "p50", "p99")
+	row := func(name string, r loadgen.Result) {
+		fmt.Printf("%-52s %10.0f %10v %10v\n", name, r.RPS, r.P50.Round(time.Microsecond), r.P99.Round(time.Microsecond))
+	}
+	row("gatehouse_auth + static reverse_proxy (median)", s)
+	row("gatehouse_auth + manifest route (median)", m)
+	fmt.Printf("manifest / static: %.1f%% (ratio of medians), %.1f%% (median of per-round ratios); target >= 95%%\n",
+		100*m.RPS/s.RPS, 100*ratios[len(ratios)/2])
+	args := strings.Join(os.Args[1:], " ")
+	fmt.Printf("command: go run ./cmd/bench-plugins %s\n", args)
+	return nil
+}
+
+// median is the run with the median throughput; its latencies go with it.
+func median(rs []loadgen.Result) loadgen.Result {
+	s := slices.Clone(rs)
+	slices.SortFunc(s, func(a, b loadgen.Result) int {
+		switch {
+		case a.RPS < b.RPS:
+			return -1
+		case a.RPS > b.RPS:
+			return 1
+		}
+		return 0
+	})
+	return s[len(s)/2]
+}
+
+func freePort() string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer ln.Close()
+	return fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)
+}
+
+// waitOK polls url until it answers 200: Caddy is up and the first check
+// has accepted the manifest.
+func waitOK(url, token string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = fmt.Errorf("status %d", resp.StatusCode)
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
