@@ -58,7 +58,7 @@ bench-docservice:
 # proxy whether .../caddymodules is a module of its own; a proxy that answers
 # 403 instead of 404 would stop the build, so an empty file proxy after "|"
 # turns any answer into "not found".
-XCADDY_GOPROXY ?= https://proxy.golang.org|file://$(CURDIR)/bin/.noproxy
+XCADDY_GOPROXY ?= $(shell $(GO) env GOPROXY | cut -d, -f1)|file://$(CURDIR)/bin/.noproxy
 xcaddy-build:
 	@mkdir -p bin/.noproxy
 	GOPROXY='$(XCADDY_GOPROXY)' $(GO) run github.com/caddyserver/xcaddy/cmd/xcaddy@$(XCADDY_VERSION) build $(CADDY_VERSION) \

@@ -16,7 +16,7 @@ COPY internal ./internal
 # The "|file://" proxy turns any proxy answer about the (non-existent)
 # module .../caddymodules into "not found", so the replacement is used.
 RUN mkdir -p /tmp/noproxy && \
-    GOPROXY='https://proxy.golang.org|file:///tmp/noproxy' \
+    GOPROXY="$(go env GOPROXY | cut -d, -f1)|file:///tmp/noproxy" \
     xcaddy build --output /usr/bin/caddy \
         --with github.com/gatehouse/gatehouse/caddymodules \
         --replace github.com/gatehouse/gatehouse=.
