@@ -597,6 +597,9 @@ func TestEdgeRepoCaddyfileRoutes(t *testing.T) {
 	e.raw(t, get("/api/settings/documents/limits", bearer(valid)))
 	if got := docservice.take(); len(got) != 1 || got[0].path != "/api/settings/documents/limits" {
 		t.Errorf("document limits route: %+v", got)
+	} else if auth := got[0].header.Get("Authorization"); auth != "" || got[0].header.Get("X-User-Id") == "" {
+		// docservice trusts X-User-*: it gets the identity, not the token.
+		t.Errorf("docservice got Authorization %q, X-User-Id %q", auth, got[0].header.Get("X-User-Id"))
 	}
 	e.raw(t, get("/api/users/me", bearer(valid)))
 	if got := authsvc.take(); len(got) != 1 || got[0].path != "/api/users/me" {
