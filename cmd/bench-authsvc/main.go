@@ -13,7 +13,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -23,8 +22,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gatehouse/gatehouse/internal/benchutil"
 	"github.com/gatehouse/gatehouse/internal/loadgen"
-	"github.com/gatehouse/gatehouse/internal/pgcluster"
 )
 
 func main() {
@@ -41,36 +40,23 @@ const password = "Bench#Passw0rd"
 
 func run(dur time.Duration, nUsers int) error {
 	ctx := context.Background()
-	admin := os.Getenv("DATABASE_URL")
-	if admin == "" {
-		c, err := pgcluster.New(filepath.Join(".data", "bench-postgres"))
-		if err != nil {
-			return err
-		}
-		defer c.Stop()
-		if admin, err = c.Ensure("postgres"); err != nil {
-			return err
-		}
-	}
-	dbName := fmt.Sprintf("bench_authsvc_%d", time.Now().Unix())
-	if err := pgcluster.CreateDatabase(admin, dbName, false); err != nil {
+	dbURL, cleanupDB, err := benchutil.Database("bench_authsvc")
+	if err != nil {
 		return err
 	}
-	defer pgcluster.DropDatabase(admin, dbName)
-	u, _ := url.Parse(admin)
-	u.Path = "/" + dbName
+	defer cleanupDB()
 
 	tmp, err := os.MkdirTemp("", "bench-authsvc-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(tmp)
-	addr, err := freeAddr()
+	addr, err := benchutil.FreeAddr()
 	if err != nil {
 		return err
 	}
 	cmd := exec.Command(filepath.Join("bin", "authsvc"), "serve")
-	cmd.Env = append(os.Environ(), "DATABASE_URL="+u.String(), "AUTHSVC_ADDR="+addr, "DATA_DIR="+tmp)
+	cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "AUTHSVC_ADDR="+addr, "DATA_DIR="+tmp)
 	logf, _ := os.Create(filepath.Join(tmp, "authsvc.log"))
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
@@ -78,7 +64,7 @@ func run(dur time.Duration, nUsers int) error {
 	}
 	defer func() { _ = cmd.Process.Signal(os.Interrupt); _ = cmd.Wait() }()
 	base := "http://" + addr
-	if err := waitUp(base + "/health"); err != nil {
+	if err := benchutil.WaitHTTP(base+"/health", nil, 30*time.Second); err != nil {
 		return err
 	}
 
@@ -182,26 +168,4 @@ func login(base, email string) (string, error) {
 		return "", fmt.Errorf("login: %s %v", resp.Status, err)
 	}
 	return tok.AccessToken, nil
-}
-
-func waitUp(u string) error {
-	for i := 0; i < 300; i++ {
-		if resp, err := http.Get(u); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return nil
-			}
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return fmt.Errorf("authsvc did not come up (see its log)")
-}
-
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
 }

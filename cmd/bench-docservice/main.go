@@ -22,8 +22,6 @@ package main
 
 import (
 	"bytes"
-	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -31,7 +29,6 @@ import (
 	"net"
 	"net/http"
 	"net/textproto"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -41,7 +38,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/gatehouse/gatehouse/internal/pgcluster"
+	"github.com/gatehouse/gatehouse/internal/benchutil"
 )
 
 func main() {
@@ -96,7 +93,7 @@ func run(size int64, caddyBin string, keep bool) error {
 		return err
 	}
 
-	dbURL, cleanupDB, err := benchDatabase()
+	dbURL, cleanupDB, err := benchutil.Database("bench_docservice")
 	if err != nil {
 		return err
 	}
@@ -106,7 +103,7 @@ func run(size int64, caddyBin string, keep bool) error {
 	if err != nil {
 		return err
 	}
-	docAddr, err := freeAddr()
+	docAddr, err := benchutil.FreeAddr()
 	if err != nil {
 		return err
 	}
@@ -127,7 +124,7 @@ func run(size int64, caddyBin string, keep bool) error {
 		return fmt.Errorf("start docservice: %w", err)
 	}
 	defer func() { _ = doc.Process.Signal(os.Interrupt); _ = doc.Wait() }()
-	if err := waitUp("http://" + docAddr + "/health"); err != nil {
+	if err := benchutil.WaitHTTP("http://"+docAddr+"/health", nil, 30*time.Second); err != nil {
 		return fmt.Errorf("docservice: %w (log: %s)", err, logf.Name())
 	}
 
@@ -155,7 +152,7 @@ func run(size int64, caddyBin string, keep bool) error {
 		fmt.Printf("%-34s skipped: %s not found (build it with `make build` once cmd/caddy is in place)\n",
 			"POST /api/documents, via Caddy", caddyBin)
 	} else {
-		edgeAddr, err := freeAddr()
+		edgeAddr, err := benchutil.FreeAddr()
 		if err != nil {
 			return err
 		}
@@ -188,7 +185,7 @@ http://%s {
 			return fmt.Errorf("start caddy: %w", err)
 		}
 		defer func() { _ = caddy.Process.Signal(os.Interrupt); _ = caddy.Wait() }()
-		if err := waitUp("http://" + edgeAddr + "/health"); err != nil {
+		if err := benchutil.WaitHTTP("http://"+edgeAddr+"/health", nil, 30*time.Second); err != nil {
 			return fmt.Errorf("caddy: %w (log: %s)", err, clog.Name())
 		}
 		resetPeak(doc.Process.Pid)
@@ -415,36 +412,6 @@ func peakRSS(pid int) string {
 	return "n/a"
 }
 
-func benchDatabase() (string, func(), error) {
-	admin := os.Getenv("DATABASE_URL")
-	var stop func()
-	if admin == "" {
-		c, err := pgcluster.New(filepath.Join(".data", "bench-postgres"))
-		if err != nil {
-			return "", nil, err
-		}
-		if admin, err = c.Ensure("postgres"); err != nil {
-			return "", nil, err
-		}
-		stop = func() { _ = c.Stop() }
-	}
-	name := fmt.Sprintf("bench_docservice_%d", time.Now().Unix())
-	if err := pgcluster.CreateDatabase(admin, name, false); err != nil {
-		return "", nil, err
-	}
-	u, err := url.Parse(admin)
-	if err != nil {
-		return "", nil, err
-	}
-	u.Path = "/" + name
-	return u.String(), func() {
-		_ = pgcluster.DropDatabase(admin, name)
-		if stop != nil {
-			stop()
-		}
-	}, nil
-}
-
 // docserviceBinary is bin/docservice, or a fresh build when it is missing.
 func docserviceBinary(work string) (string, error) {
 	if p, err := filepath.Abs(filepath.Join("bin", "docservice")); err == nil {
@@ -457,32 +424,4 @@ func docserviceBinary(work string) (string, error) {
 		return "", fmt.Errorf("build docservice: %v %s", err, b)
 	}
 	return out, nil
-}
-
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
-
-func waitUp(u string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	for {
-		res, err := http.Get(u)
-		if err == nil {
-			res.Body.Close()
-			if res.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return errors.New("not healthy after 30 s")
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
 }

@@ -35,6 +35,7 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/gatehouse/gatehouse/internal/accesstoken"
+	"github.com/gatehouse/gatehouse/internal/benchutil"
 	"github.com/gatehouse/gatehouse/internal/loadgen"
 )
 
@@ -158,7 +159,12 @@ func run(ctx context.Context, rounds int, duration time.Duration, concurrency, m
 	go up.Serve(upLn)
 	defer up.Close()
 
-	plainPort, headersPort, guardedPort, adminPort := freePort(), freePort(), freePort(), freePort()
+	var plainPort, headersPort, guardedPort, adminPort string
+	for _, p := range []*string{&plainPort, &headersPort, &guardedPort, &adminPort} {
+		if *p, err = benchutil.FreePort(); err != nil {
+			return err
+		}
+	}
 	caddyfile := fmt.Sprintf(`{
 	admin 127.0.0.1:%s
 	log {
@@ -202,7 +208,7 @@ func run(ctx context.Context, rounds int, duration time.Duration, concurrency, m
 		_ = caddy.Wait()
 	}()
 	for _, p := range []string{plainPort, headersPort, guardedPort} {
-		if err := waitListening("127.0.0.1:"+p, 30*time.Second); err != nil {
+		if err := benchutil.WaitTCP("127.0.0.1:"+p, 30*time.Second); err != nil {
 			logData, _ := os.ReadFile(caddyLog.Name())
 			return fmt.Errorf("caddy did not start: %w\n%s", err, logData)
 		}
@@ -315,7 +321,7 @@ func run(ctx context.Context, rounds int, duration time.Duration, concurrency, m
 	log.Printf("cache-miss run   %v", missRes)
 	verifyCost := measureVerify(signer, key, token)
 
-	p, hd, g := median(plain), median(headers), median(guarded)
+	p, hd, g := loadgen.Median(plain), loadgen.Median(headers), loadgen.Median(guarded)
 	fmt.Println()
 	fmt.Printf("Edge benchmark: %d rounds x %v per variant, %d connections, GOMAXPROCS=%d, %d CPUs (load generator, Caddy and upstream share them)\n",
 		rounds, duration, concurrency, runtime.GOMAXPROCS(0), runtime.NumCPU())
@@ -418,20 +424,6 @@ func medianDur(ds []time.Duration) time.Duration {
 	return s[len(s)/2]
 }
 
-func median(rs []loadgen.Result) loadgen.Result {
-	s := slices.Clone(rs)
-	slices.SortFunc(s, func(a, b loadgen.Result) int {
-		switch {
-		case a.RPS < b.RPS:
-			return -1
-		case a.RPS > b.RPS:
-			return 1
-		}
-		return 0
-	})
-	return s[len(s)/2]
-}
-
 func moduleRoot() (string, error) {
 	out, err := exec.Command("go", "env", "GOMOD").Output()
 	if err != nil {
@@ -442,29 +434,6 @@ func moduleRoot() (string, error) {
 		return "", fmt.Errorf("run bench-edge inside the gatehouse module")
 	}
 	return filepath.Dir(gomod), nil
-}
-
-func freePort() string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer ln.Close()
-	return fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)
-}
-
-func waitListening(addr string, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			return c.Close()
-		}
-		if time.Now().After(deadline) {
-			return err
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 func commandLine() string {

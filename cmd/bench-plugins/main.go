@@ -32,6 +32,7 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/gatehouse/gatehouse/internal/accesstoken"
+	"github.com/gatehouse/gatehouse/internal/benchutil"
 	"github.com/gatehouse/gatehouse/internal/loadgen"
 )
 
@@ -126,7 +127,12 @@ func run(ctx context.Context, rounds int, duration time.Duration, concurrency in
 	go up.Serve(upLn)
 	defer up.Close()
 
-	staticPort, manifestPort, adminPort := freePort(), freePort(), freePort()
+	var staticPort, manifestPort, adminPort string
+	for _, p := range []*string{&staticPort, &manifestPort, &adminPort} {
+		if *p, err = benchutil.FreePort(); err != nil {
+			return err
+		}
+	}
 	auth := fmt.Sprintf(`gatehouse_auth {
 		jwks_file %s
 		issuer gatehouse
@@ -170,7 +176,7 @@ func run(ctx context.Context, rounds int, duration time.Duration, concurrency in
 		_ = caddy.Process.Signal(os.Interrupt)
 		_ = caddy.Wait()
 	}()
-	if err := waitOK("http://127.0.0.1:"+manifestPort+"/api/bench/x", token, 30*time.Second); err != nil {
+	if err := benchutil.WaitHTTP("http://127.0.0.1:"+manifestPort+"/api/bench/x", http.Header{"Authorization": {"Bearer " + token}}, 30*time.Second); err != nil {
 		logData, _ := os.ReadFile(caddyLog.Name())
 		return fmt.Errorf("manifest route not up: %w\n%s", err, logData)
 	}
@@ -235,7 +241,7 @@ func run(ctx context.Context, rounds int, duration time.Duration, concurrency in
 		}
 	}
 
-	s, m := median(static), median(routed)
+	s, m := loadgen.Median(static), loadgen.Median(routed)
 	ratios := make([]float64, len(static))
 	for i := range static {
 		ratios[i] = routed[i].RPS / static[i].RPS
@@ -255,50 +261,4 @@ func run(ctx context.Context, rounds int, duration time.Duration, concurrency in
 	args := strings.Join(os.Args[1:], " ")
 	fmt.Printf("command: go run ./cmd/bench-plugins %s\n", args)
 	return nil
-}
-
-// median is the run with the median throughput; its latencies go with it.
-func median(rs []loadgen.Result) loadgen.Result {
-	s := slices.Clone(rs)
-	slices.SortFunc(s, func(a, b loadgen.Result) int {
-		switch {
-		case a.RPS < b.RPS:
-			return -1
-		case a.RPS > b.RPS:
-			return 1
-		}
-		return 0
-	})
-	return s[len(s)/2]
-}
-
-func freePort() string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer ln.Close()
-	return fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)
-}
-
-// waitOK polls url until it answers 200: Caddy is up and the first check
-// has accepted the manifest.
-func waitOK(url, token string, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		req, _ := http.NewRequest(http.MethodGet, url, nil)
-		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := http.DefaultClient.Do(req)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			err = fmt.Errorf("status %d", resp.StatusCode)
-		}
-		if time.Now().After(deadline) {
-			return err
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }

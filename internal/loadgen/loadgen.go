@@ -165,3 +165,19 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	}
 	return res, nil
 }
+
+// Median is the run with the median throughput among rs (non-empty); its
+// latencies go with it, so a row of figures stays one real run.
+func Median(rs []Result) Result {
+	s := slices.Clone(rs)
+	slices.SortFunc(s, func(a, b Result) int {
+		switch {
+		case a.RPS < b.RPS:
+			return -1
+		case a.RPS > b.RPS:
+			return 1
+		}
+		return 0
+	})
+	return s[len(s)/2]
+}
