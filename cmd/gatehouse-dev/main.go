@@ -208,10 +208,18 @@ func run() error {
 	base := "http://" + authAddr
 	if _, err := os.Stat(binPath("caddy")); err == nil {
 		if _, err := os.Stat("Caddyfile"); err == nil {
-			if _, err := start("caddy", "run", "--config", "Caddyfile", "--adapter", "caddyfile"); err != nil {
+			edge, err := start("caddy", "run", "--config", "Caddyfile", "--adapter", "caddyfile")
+			if err != nil {
 				return err
 			}
 			base = siteURL(getenv("GATEHOUSE_SITE_ADDRESS", ":8080"))
+			// A plain-HTTP site answers at once; a domain may first wait
+			// for its certificate, so only the former is waited for.
+			if strings.HasPrefix(base, "http://") {
+				if err := waitHealthy(ctx, base+"/.well-known/jwks.json", edge); err != nil {
+					return err
+				}
+			}
 		}
 	}
 	fmt.Fprintf(os.Stderr, `
