@@ -45,6 +45,7 @@ func main() {
 	concurrency := flag.Int("concurrency", 16, "concurrent client connections")
 	misses := flag.Int("miss-tokens", 4000, "distinct tokens for the cache-miss run")
 	caddyPath := flag.String("caddy", "", "Caddy binary to use (default: build ./cmd/caddy into a temporary directory)")
+	flag.IntVar(&pinCaddy, "pin-caddy", -1, "run Caddy on this CPU only (with taskset), so that the load generator and the upstream, run on the other CPUs, do not take its time; -1: no pinning")
 	flag.StringVar(&profilePath, "cpuprofile", "", "write Caddy's CPU profile during the first guarded run to this file (inspect with go tool pprof)")
 	flag.Parse()
 	log.SetFlags(0)
@@ -57,7 +58,10 @@ func main() {
 	}
 }
 
-var profilePath string
+var (
+	profilePath string
+	pinCaddy    = -1
+)
 
 // profileCaddy fetches a CPU profile from Caddy's admin endpoint.
 func profileCaddy(admin string, d time.Duration) <-chan error {
@@ -196,7 +200,12 @@ func run(ctx context.Context, rounds int, duration time.Duration, concurrency, m
 	if err := os.WriteFile(cfgPath, []byte(caddyfile), 0o600); err != nil {
 		return err
 	}
-	caddy := exec.Command(caddyPath, "run", "--config", cfgPath, "--adapter", "caddyfile")
+	caddyArgs := []string{caddyPath, "run", "--config", cfgPath, "--adapter", "caddyfile"}
+	if pinCaddy >= 0 {
+		caddyArgs = append([]string{"taskset", "-c", strconv.Itoa(pinCaddy)}, caddyArgs...)
+	}
+	// taskset execs Caddy in place, so the pid stays Caddy's (processCPU).
+	caddy := exec.Command(caddyArgs[0], caddyArgs[1:]...)
 	caddy.Env = append(os.Environ(), "HOME="+tmp, "XDG_DATA_HOME="+tmp, "XDG_CONFIG_HOME="+tmp)
 	caddyLog, _ := os.Create(filepath.Join(tmp, "caddy.log"))
 	caddy.Stdout, caddy.Stderr = caddyLog, caddyLog
@@ -323,8 +332,12 @@ func run(ctx context.Context, rounds int, duration time.Duration, concurrency, m
 
 	p, hd, g := loadgen.Median(plain), loadgen.Median(headers), loadgen.Median(guarded)
 	fmt.Println()
-	fmt.Printf("Edge benchmark: %d rounds x %v per variant, %d connections, GOMAXPROCS=%d, %d CPUs (load generator, Caddy and upstream share them)\n",
-		rounds, duration, concurrency, runtime.GOMAXPROCS(0), runtime.NumCPU())
+	placement := "load generator, Caddy and upstream share the CPUs"
+	if pinCaddy >= 0 {
+		placement = fmt.Sprintf("Caddy alone on CPU %d, load generator and upstream on the %d other(s)", pinCaddy, runtime.NumCPU())
+	}
+	fmt.Printf("Edge benchmark: %d rounds x %v per variant, %d connections (%s)\n",
+		rounds, duration, concurrency, placement)
 	fmt.Printf("%-58s %10s %10s %10s\n", "", "req/s", "p50", "p99")
 	row := func(name string, rps float64, p50, p99 time.Duration) {
 		fmt.Printf("%-58s %10.0f %10v %10v\n", name, rps, p50.Round(time.Microsecond), p99.Round(time.Microsecond))
@@ -437,9 +450,9 @@ func moduleRoot() (string, error) {
 }
 
 func commandLine() string {
-	args := os.Args[1:]
-	if len(args) == 0 {
-		return "go run ./cmd/bench-edge   (make bench-edge)"
+	cmd := "bench-edge " + strings.Join(os.Args[1:], " ")
+	if pinCaddy >= 0 {
+		cmd = "taskset -c <the other CPUs> " + cmd
 	}
-	return "go run ./cmd/bench-edge " + strings.Join(args, " ")
+	return cmd + "   (make bench-edge runs it pinned; go run ./cmd/bench-edge runs it unpinned)"
 }
