@@ -11,9 +11,7 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/rsa"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -30,9 +28,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/go-jose/go-jose/v4"
-	"github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/gatehouse/gatehouse/internal/accesstoken"
 	"github.com/gatehouse/gatehouse/internal/benchutil"
@@ -95,48 +90,19 @@ func run(ctx context.Context, rounds int, duration time.Duration, concurrency, m
 	defer os.RemoveAll(tmp)
 
 	if caddyPath == "" {
-		caddyPath = filepath.Join(tmp, "caddy")
 		log.Printf("building ./cmd/caddy")
-		build := exec.CommandContext(ctx, "go", "build", "-o", caddyPath, "./cmd/caddy")
-		build.Dir, err = moduleRoot()
-		if err != nil {
+		if caddyPath, err = benchutil.BuildCaddy(ctx, tmp); err != nil {
 			return err
-		}
-		build.Stdout, build.Stderr = os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
-			return fmt.Errorf("build caddy: %w", err)
 		}
 	}
 
 	// Keys and tokens, as authsvc would issue them.
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	issuer, err := benchutil.NewIssuer(tmp)
 	if err != nil {
 		return err
 	}
-	signer, err := accesstoken.NewSigner(key)
-	if err != nil {
-		return err
-	}
-	jwk, err := accesstoken.PublicJWK(&key.PublicKey)
-	if err != nil {
-		return err
-	}
-	jwksData, _ := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{jwk}})
-	jwksPath := filepath.Join(tmp, "jwks.json")
-	if err := os.WriteFile(jwksPath, jwksData, 0o600); err != nil {
-		return err
-	}
-	mint := func(i int) (string, error) {
-		now := time.Now()
-		return signer.Sign(&accesstoken.Claims{
-			Issuer: "gatehouse", Audience: []string{"gatehouse"},
-			Subject:  "5b0c7a4e-0d5e-4b8f-9a57-8d1c2f9e6a11",
-			Expiry:   jwt.NewNumericDate(now.Add(time.Hour)),
-			IssuedAt: jwt.NewNumericDate(now), NotBefore: jwt.NewNumericDate(now),
-			ID: fmt.Sprintf("bench-%d", i), SessionID: "bench", Role: "user",
-			Groups: []string{"doc-service-admin"},
-		})
-	}
+	key, jwksPath := issuer.Key, issuer.JWKSPath
+	mint := func(i int) (string, error) { return issuer.Token(fmt.Sprintf("bench-%d", i)) }
 	token, err := mint(-1)
 	if err != nil {
 		return err
@@ -230,7 +196,7 @@ func run(ctx context.Context, rounds int, duration time.Duration, concurrency, m
 	// plain+identity variant has the client send it, so that its upstream
 	// request carries the same headers as the guarded route's.
 	identity := http.Header{
-		"X-User-Id":     {"5b0c7a4e-0d5e-4b8f-9a57-8d1c2f9e6a11"},
+		"X-User-Id":     {benchutil.BenchUserID},
 		"X-User-Role":   {"user"},
 		"X-User-Groups": {"doc-service-admin"},
 	}
@@ -328,7 +294,7 @@ func run(ctx context.Context, rounds int, duration time.Duration, concurrency, m
 		return fmt.Errorf("cache-miss run: %w", err)
 	}
 	log.Printf("cache-miss run   %v", missRes)
-	verifyCost := measureVerify(signer, key, token)
+	verifyCost := measureVerify(key, token)
 
 	p, hd, g := loadgen.Median(plain), loadgen.Median(headers), loadgen.Median(guarded)
 	fmt.Println()
@@ -397,7 +363,7 @@ func mintMany(n int, mint func(int) (string, error)) ([]string, error) {
 }
 
 // measureVerify is the verifier's cost per token without HTTP around it.
-func measureVerify(_ *accesstoken.Signer, key *rsa.PrivateKey, token string) time.Duration {
+func measureVerify(key *rsa.PrivateKey, token string) time.Duration {
 	v := &accesstoken.Verifier{Issuer: "gatehouse", Audience: "gatehouse",
 		Keys: func(string) (*rsa.PublicKey, error) { return &key.PublicKey, nil }}
 	const n = 500
@@ -435,18 +401,6 @@ func medianDur(ds []time.Duration) time.Duration {
 	s := slices.Clone(ds)
 	slices.Sort(s)
 	return s[len(s)/2]
-}
-
-func moduleRoot() (string, error) {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		return "", fmt.Errorf("run bench-edge inside the gatehouse module")
-	}
-	return filepath.Dir(gomod), nil
 }
 
 func commandLine() string {

@@ -10,9 +10,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -28,10 +25,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/go-jose/go-jose/v4"
-	"github.com/go-jose/go-jose/v4/jwt"
-
-	"github.com/gatehouse/gatehouse/internal/accesstoken"
 	"github.com/gatehouse/gatehouse/internal/benchutil"
 	"github.com/gatehouse/gatehouse/internal/loadgen"
 )
@@ -64,40 +57,17 @@ func run(ctx context.Context, rounds int, duration time.Duration, concurrency in
 	}
 	defer os.RemoveAll(tmp)
 	if caddyPath == "" {
-		caddyPath = filepath.Join(tmp, "caddy")
 		log.Printf("building ./cmd/caddy")
-		build := exec.CommandContext(ctx, "go", "build", "-o", caddyPath, "./cmd/caddy")
-		build.Stdout, build.Stderr = os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
-			return fmt.Errorf("build caddy (run from the module root): %w", err)
+		if caddyPath, err = benchutil.BuildCaddy(ctx, tmp); err != nil {
+			return err
 		}
 	}
-
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	issuer, err := benchutil.NewIssuer(tmp)
 	if err != nil {
 		return err
 	}
-	signer, err := accesstoken.NewSigner(key)
-	if err != nil {
-		return err
-	}
-	jwk, err := accesstoken.PublicJWK(&key.PublicKey)
-	if err != nil {
-		return err
-	}
-	jwksData, _ := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{jwk}})
-	jwksPath := filepath.Join(tmp, "jwks.json")
-	if err := os.WriteFile(jwksPath, jwksData, 0o600); err != nil {
-		return err
-	}
-	now := time.Now()
-	token, err := signer.Sign(&accesstoken.Claims{
-		Issuer: "gatehouse", Audience: []string{"gatehouse"},
-		Subject:  "5b0c7a4e-0d5e-4b8f-9a57-8d1c2f9e6a11",
-		Expiry:   jwt.NewNumericDate(now.Add(time.Hour)),
-		IssuedAt: jwt.NewNumericDate(now), NotBefore: jwt.NewNumericDate(now),
-		ID: "bench", SessionID: "bench", Role: "user", Groups: []string{"doc-service-admin"},
-	})
+	jwksPath := issuer.JWKSPath
+	token, err := issuer.Token("bench")
 	if err != nil {
 		return err
 	}
