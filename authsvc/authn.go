@@ -109,7 +109,7 @@ func bearerToken(r *http.Request) (string, error) {
 // requireUser guards h: 401 unless the request carries a valid token of an
 // active user.
 func (s *Service) requireUser(h httpx.HandlerFunc) http.Handler {
-	return httpx.Handle(func(w http.ResponseWriter, r *http.Request) error {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
 		p, err := s.authenticate(r)
 		if err != nil {
 			var he *httpx.Error

@@ -9,14 +9,17 @@
 package authsvc
 
 import (
+	"context"
 	"crypto/rsa"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/gatehouse/gatehouse/internal/accesstoken"
@@ -75,7 +78,7 @@ func New(cfg *Config, pool *pgxpool.Pool, key *rsa.PrivateKey, log *slog.Logger)
 // Handler is the service's whole HTTP surface; every route is listed here.
 func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
-	h := httpx.Handle
+	h := s.handle
 	user, admin := s.requireUser, s.requireAdmin
 
 	mux.Handle("GET /health", h(httpx.Health))
@@ -112,4 +115,27 @@ func (s *Service) getJWKS(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("Content-Type", "application/json")
 	_, err := w.Write(s.jwks)
 	return err
+}
+
+// handle adapts h like httpx.Handle, and answers 503 instead of 500 when an
+// unexplained error comes with an unreachable database: the request
+// changed nothing and the client may retry. Only failing requests pay for
+// the ping.
+func (s *Service) handle(h httpx.HandlerFunc) http.Handler {
+	return httpx.Handle(func(w http.ResponseWriter, r *http.Request) error {
+		err := h(w, r)
+		var he *httpx.Error
+		var pgErr *pgconn.PgError
+		if err == nil || errors.As(err, &he) || errors.As(err, &pgErr) || r.Context().Err() != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), time.Second)
+		defer cancel()
+		if s.pool.Ping(ctx) != nil {
+			w.Header().Set("Retry-After", "5")
+			return &httpx.Error{Status: http.StatusServiceUnavailable,
+				Detail: "database unavailable; nothing was changed, try again later", Cause: err}
+		}
+		return err
+	})
 }

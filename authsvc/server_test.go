@@ -2,8 +2,10 @@ package authsvc
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"regexp"
 	"strings"
 	"testing"
@@ -110,33 +112,54 @@ func TestRequestIDs(t *testing.T) {
 	}
 }
 
-// A database failure is a 500 carrying the request id, never the internal
-// error's text.
-func TestInternalErrorHidesCause(t *testing.T) {
+// A database that goes away is a 503 (retry later; nothing changed),
+// carrying the request id, never the internal error's text.
+func TestDatabaseDownIs503(t *testing.T) {
 	pool := newPool(t, testDB.URL)
 	e := newEnv(t, pool, testConfig())
 	u := newUser(t, "user")
 	tok := e.token(t, u)
 	e.get(t, "/api/users/me", tok).expect(t, http.StatusOK)
 	pool.Close()
-	r := e.do(t, req{Method: "GET", Path: "/api/users/me", Token: tok, Header: http.Header{"X-Request-Id": {"trace-500-check"}}})
-	r.expectError(t, http.StatusInternalServerError, "internal server error", "trace-500-check")
-	if r.Header.Get("X-Request-Id") != "trace-500-check" {
-		t.Errorf("X-Request-Id %q", r.Header.Get("X-Request-Id"))
+	r := e.do(t, req{Method: "GET", Path: "/api/users/me", Token: tok, Header: http.Header{"X-Request-Id": {"trace-503-check"}}})
+	r.expectError(t, http.StatusServiceUnavailable, "database unavailable", "trace-503-check")
+	if r.Header.Get("X-Request-Id") != "trace-503-check" || r.Header.Get("Retry-After") == "" {
+		t.Errorf("X-Request-Id %q, Retry-After %q", r.Header.Get("X-Request-Id"), r.Header.Get("Retry-After"))
 	}
 	m := r.JSON(t)
-	if m["request_id"] != "trace-500-check" {
+	if m["request_id"] != "trace-503-check" {
 		t.Errorf("request_id %v", m["request_id"])
 	}
 	for _, leak := range []string{"closed", "pool", "pgx", "auth.users", "SELECT"} {
 		if strings.Contains(strings.ToLower(string(r.Body)), strings.ToLower(leak)) {
-			t.Errorf("500 body leaks %q: %s", leak, r.Body)
+			t.Errorf("503 body leaks %q: %s", leak, r.Body)
 		}
 	}
-	// Other database paths fail the same way.
+	// Other database paths fail the same way, and nothing is half done.
 	r = e.do(t, req{Method: "POST", Path: "/api/auth/login", Body: map[string]string{"username": u.Email, "password": "x"}})
-	r.expectError(t, http.StatusInternalServerError, "request id")
+	r.expectError(t, http.StatusServiceUnavailable, "request id")
 	if strings.Contains(string(r.Body), "closed") {
-		t.Errorf("login 500 leaks: %s", r.Body)
+		t.Errorf("login 503 leaks: %s", r.Body)
+	}
+	r = e.do(t, req{Method: "POST", Path: "/api/auth/register", Body: map[string]string{"email": "down@example.com", "password": "Str0ng-Passw0rd!"}})
+	r.expectError(t, http.StatusServiceUnavailable, "database unavailable")
+	var n int
+	if err := testPool.QueryRow(context.Background(), `SELECT count(*) FROM auth.users WHERE email = 'down@example.com'`).Scan(&n); err != nil || n != 0 {
+		t.Errorf("registration while the database was down left %d rows (%v)", n, err)
+	}
+}
+
+// An error that is not the database's is still a 500 with a request id
+// and no internal text.
+func TestInternalErrorHidesCause(t *testing.T) {
+	e := newEnv(t, testPool, testConfig())
+	h := e.svc.handle(func(w http.ResponseWriter, r *http.Request) error {
+		return errors.New("secret internal detail")
+	})
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/x", nil))
+	if rec.Code != http.StatusInternalServerError || strings.Contains(rec.Body.String(), "secret") ||
+		!strings.Contains(rec.Body.String(), "internal server error") {
+		t.Errorf("%d %s", rec.Code, rec.Body)
 	}
 }
