@@ -27,7 +27,8 @@ func canonicalPath(u *url.URL) (string, bool) {
 	if strings.HasSuffix(p, "/") && c != "/" {
 		c += "/"
 	}
-	ok := c == u.Path && !strings.Contains(u.Path, "\\") && !hasEscape(u.Path) && !hasControl(u.Path)
+	ok := c == u.Path && !strings.Contains(u.Path, "\\") && !hasEscape(u.Path) && !hasControl(u.Path) &&
+		!hasParamDotSegment(u.Path)
 	if ok && u.RawPath != "" {
 		raw := strings.ToLower(u.RawPath)
 		ok = !strings.Contains(raw, "%2f") && !strings.Contains(raw, "%5c")
@@ -46,7 +47,7 @@ func readings(u *url.URL) []string {
 		if q == "" || q[0] != '/' {
 			q = "/" + q
 		}
-		out = append(out, path.Clean(q))
+		out = append(out, path.Clean(q), path.Clean(stripParams(q)))
 		d, err := url.PathUnescape(p)
 		if err != nil || d == p {
 			break
@@ -54,6 +55,31 @@ func readings(u *url.URL) []string {
 		p = d
 	}
 	return out
+}
+
+// hasParamDotSegment reports a segment that is a dot segment once its
+// ";parameters" are cut off ("..;x", ".;"): servlet containers and others
+// strip path parameters before resolving dot segments, so "/a/..;/b"
+// reaches "/b" there while path.Clean keeps it under "/a".
+func hasParamDotSegment(p string) bool {
+	for seg := range strings.SplitSeq(p, "/") {
+		if before, _, cut := strings.Cut(seg, ";"); cut && (before == "." || before == "..") {
+			return true
+		}
+	}
+	return false
+}
+
+// stripParams cuts the ";parameters" off every segment of p.
+func stripParams(p string) string {
+	if !strings.Contains(p, ";") {
+		return p
+	}
+	segs := strings.Split(p, "/")
+	for i, seg := range segs {
+		segs[i], _, _ = strings.Cut(seg, ";")
+	}
+	return strings.Join(segs, "/")
 }
 
 func hasControl(s string) bool {

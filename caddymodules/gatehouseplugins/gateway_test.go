@@ -50,6 +50,14 @@ func TestGatewayPathReadings(t *testing.T) {
 		{"//api/secret/x", "400"},
 		{"/api/./secret/x", "400"},
 		{"/api/x/../secret", "400"},
+		// ";parameters" on a dot segment: servlet containers cut them off
+		// before resolving "..", so these are readings of /api/secret.
+		{"/api/documents/..;/secret/x", "400"},
+		{"/api/documents/..;x/secret/x", "400"},
+		{"/api/documents/..%3b/secret/x", "400"},
+		{"/api/documents/.;/7", "400"},
+		{"/api/x/y/..;/..;/secret", "400"},
+		{"/api/documents/7;v=1", "docs"}, // a parameter elsewhere is just part of a segment
 		{"/api/x/%2e%2e/secret", "400"},
 		{"/api/x/%252e%252e/secret", "400"},
 		{"/api/x/%25252e%25252e/secret", "400"},

@@ -87,9 +87,11 @@ type Route struct {
 }
 
 // ReservedPrefixes belong to the platform: no manifest route may equal,
-// contain or lie under one of them.
+// contain or lie under one of them. All of /api/settings is the platform's
+// (the seed's /api/settings/ai and /api/settings/documents/limits), not
+// only the AI settings.
 var ReservedPrefixes = []string{
-	"/api/auth", "/api/users", "/api/admin", "/api/profile", "/api/settings/ai",
+	"/api/auth", "/api/users", "/api/admin", "/api/profile", "/api/settings",
 	"/api/plugins", "/api/services", "/internal",
 }
 
