@@ -1,15 +1,13 @@
 package authsvc
 
 import (
-	"errors"
-	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
-	"strings"
 	"time"
+
+	"github.com/gatehouse/gatehouse/internal/envconfig"
 )
 
 // Config is authsvc's configuration, read from the environment.
@@ -29,30 +27,14 @@ type Config struct {
 // LoadConfig reads and validates the configuration; every message names the
 // variable at fault, and all problems are reported at once.
 func LoadConfig(getenv func(string) string) (*Config, error) {
-	var errs []error
-	bad := func(name, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", name, fmt.Sprintf(format, args...)))
-	}
-	get := func(name, def string) string {
-		if v := strings.TrimSpace(getenv(name)); v != "" {
-			return v
-		}
-		return def
-	}
+	env := envconfig.New(getenv)
+	bad, get := env.Bad, env.String
 	c := &Config{
-		DatabaseURL: get("DATABASE_URL", ""),
-		Addr:        get("AUTHSVC_ADDR", "127.0.0.1:8000"),
+		DatabaseURL: env.DatabaseURL(),
+		Addr:        env.Addr("AUTHSVC_ADDR", "127.0.0.1:8000"),
 		Issuer:      get("JWT_ISSUER", "gatehouse"),
 		Audience:    get("JWT_AUDIENCE", "gatehouse"),
 		DataDir:     get("DATA_DIR", "./.data"),
-	}
-	if c.DatabaseURL == "" {
-		bad("DATABASE_URL", "is required (e.g. postgres://user:pass@127.0.0.1:5432/gatehouse); `make run` starts a private cluster and sets it")
-	} else if !strings.HasPrefix(c.DatabaseURL, "postgres://") && !strings.HasPrefix(c.DatabaseURL, "postgresql://") {
-		bad("DATABASE_URL", "must be a postgres:// URL")
-	}
-	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
-		bad("AUTHSVC_ADDR", "must be host:port: %v", err)
 	}
 	c.AppConfigDir = get("APP_CONFIG_DIR", filepath.Join(c.DataDir, "config"))
 	c.PrivateKeyFile = get("JWT_PRIVATE_KEY_FILE", "")
@@ -82,5 +64,5 @@ func LoadConfig(getenv func(string) string) (*Config, error) {
 	if c.Issuer == "" {
 		bad("JWT_ISSUER", "must not be empty")
 	}
-	return c, errors.Join(errs...)
+	return c, env.Err()
 }

@@ -1,11 +1,10 @@
 package docservice
 
 import (
-	"errors"
-	"fmt"
-	"net"
 	"path/filepath"
 	"strings"
+
+	"github.com/gatehouse/gatehouse/internal/envconfig"
 )
 
 // Config is docservice's configuration, read from the environment.
@@ -21,39 +20,22 @@ type Config struct {
 // LoadConfig reads and validates the configuration; every message names the
 // variable at fault, and all problems are reported at once.
 func LoadConfig(getenv func(string) string) (*Config, error) {
-	var errs []error
-	bad := func(name, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", name, fmt.Sprintf(format, args...)))
-	}
-	get := func(name, def string) string {
-		if v := strings.TrimSpace(getenv(name)); v != "" {
-			return v
-		}
-		return def
-	}
+	env := envconfig.New(getenv)
 	c := &Config{
-		DatabaseURL: get("DATABASE_URL", ""),
-		Addr:        get("DOCSERVICE_ADDR", "127.0.0.1:8001"),
-		DataDir:     get("DATA_DIR", "./.data"),
+		DatabaseURL: env.DatabaseURL(),
+		Addr:        env.Addr("DOCSERVICE_ADDR", "127.0.0.1:8001"),
+		DataDir:     env.String("DATA_DIR", "./.data"),
 	}
-	c.StorageDir = get("STORAGE_DIR", filepath.Join(c.DataDir, "documents"))
-	c.WatchDir = get("WATCH_DIR", filepath.Join(c.DataDir, "watch"))
-	c.AppConfigDir = get("APP_CONFIG_DIR", filepath.Join(c.DataDir, "config"))
+	c.StorageDir = env.String("STORAGE_DIR", filepath.Join(c.DataDir, "documents"))
+	c.WatchDir = env.String("WATCH_DIR", filepath.Join(c.DataDir, "watch"))
+	c.AppConfigDir = env.String("APP_CONFIG_DIR", filepath.Join(c.DataDir, "config"))
 
-	if c.DatabaseURL == "" {
-		bad("DATABASE_URL", "is required (e.g. postgres://user:pass@127.0.0.1:5432/gatehouse); `make run` starts a private cluster and sets it")
-	} else if !strings.HasPrefix(c.DatabaseURL, "postgres://") && !strings.HasPrefix(c.DatabaseURL, "postgresql://") {
-		bad("DATABASE_URL", "must be a postgres:// URL")
-	}
-	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
-		bad("DOCSERVICE_ADDR", "must be host:port: %v", err)
-	}
 	// The watched folder is read-only input and must not overlap the tree
 	// docservice writes: ingesting our own files would loop.
 	if s, w := clean(c.StorageDir), clean(c.WatchDir); s == w || within(w, s) || within(s, w) {
-		bad("WATCH_DIR", "%q must not be STORAGE_DIR (%q), inside it, or contain it", c.WatchDir, c.StorageDir)
+		env.Bad("WATCH_DIR", "%q must not be STORAGE_DIR (%q), inside it, or contain it", c.WatchDir, c.StorageDir)
 	}
-	return c, errors.Join(errs...)
+	return c, env.Err()
 }
 
 func clean(p string) string {
