@@ -95,9 +95,13 @@ func databaseURL() (url string, stop func(), err error) {
 		return "", nil, err
 	}
 	fmt.Fprintf(os.Stderr, "DATABASE_URL is unset: using the private PostgreSQL cluster in %s\n", c.Dir)
-	url, err = c.Ensure("gatehouse")
+	url, started, err := c.EnsureStarted("gatehouse")
 	if err != nil {
 		return "", nil, err
+	}
+	if !started {
+		// Another `make run` (or create-admin) is using it: leave it up.
+		return url, func() {}, nil
 	}
 	return url, func() {
 		if err := c.Stop(); err != nil {

@@ -78,7 +78,7 @@ func WaitHTTP(u string, header http.Header, timeout time.Duration) error {
 
 // Database creates a fresh database named after prefix on DATABASE_URL's
 // server, or on the private cluster under .data/bench-postgres (started
-// if needed). cleanup drops it, and stops the cluster if this call used it.
+// if needed). cleanup drops it, and stops the cluster if this call started it.
 func Database(prefix string) (dbURL string, cleanup func(), err error) {
 	admin := os.Getenv("DATABASE_URL")
 	stop := func() {}
@@ -87,10 +87,13 @@ func Database(prefix string) (dbURL string, cleanup func(), err error) {
 		if err != nil {
 			return "", nil, err
 		}
-		if admin, err = c.Ensure("postgres"); err != nil {
+		var started bool
+		if admin, started, err = c.EnsureStarted("postgres"); err != nil {
 			return "", nil, err
 		}
-		stop = func() { _ = c.Stop() }
+		if started {
+			stop = func() { _ = c.Stop() }
+		}
 	}
 	name := fmt.Sprintf("%s_%d", prefix, time.Now().Unix())
 	if err := pgcluster.CreateDatabase(admin, name, false); err != nil {

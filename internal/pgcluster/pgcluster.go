@@ -106,37 +106,45 @@ func (c *Cluster) logFile() string { return filepath.Join(c.serverDir, "server.l
 // running, and returns a URL for the given database (created if missing).
 // Concurrent callers (parallel test binaries) are serialised by a lock file.
 func (c *Cluster) Ensure(database string) (string, error) {
+	url, _, err := c.EnsureStarted(database)
+	return url, err
+}
+
+// EnsureStarted is Ensure, also reporting whether this call started the
+// server. Only a caller that started it should stop it: another `make run`
+// or test binary may be using a server it found running.
+func (c *Cluster) EnsureStarted(database string) (url string, started bool, err error) {
 	if err := os.MkdirAll(c.Dir, 0o755); err != nil {
-		return "", err
+		return "", false, err
 	}
 	unlock, err := lockFile(filepath.Join(c.Dir, "lock"))
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
 	defer unlock()
 
 	if _, err := os.Stat(filepath.Join(c.dataDir(), "PG_VERSION")); err != nil {
 		if err := c.initdb(); err != nil {
-			return "", err
+			return "", false, err
 		}
 	}
 	port, running := c.runningPort()
 	if !running {
 		if port, err = c.start(); err != nil {
-			return "", err
+			return "", false, err
 		}
 	}
 	pw, err := os.ReadFile(filepath.Join(c.Dir, "password"))
 	if err != nil {
-		return "", err
+		return "", !running, err
 	}
 	admin := c.url(strings.TrimSpace(string(pw)), port, "postgres")
 	if database != "" && database != "postgres" {
 		if err := CreateDatabase(admin, database, true); err != nil {
-			return "", err
+			return "", !running, err
 		}
 	}
-	return c.url(strings.TrimSpace(string(pw)), port, database), nil
+	return c.url(strings.TrimSpace(string(pw)), port, database), !running, nil
 }
 
 func (c *Cluster) url(password string, port int, database string) string {

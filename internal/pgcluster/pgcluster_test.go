@@ -112,9 +112,13 @@ func TestCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dsn3, err := c2.Ensure("other")
+	dsn3, started, err := c2.EnsureStarted("other")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if started {
+		// Its caller would then stop a server another process is using.
+		t.Error("EnsureStarted on a running server reports that it started it")
 	}
 	if u3, _ := url.Parse(dsn3); u3.Host != u.Host || u3.Path != "/other" {
 		t.Errorf("third Ensure %s", dsn3)
@@ -163,9 +167,12 @@ func TestCluster(t *testing.T) {
 	if err := c.Stop(); err != nil {
 		t.Errorf("Stop of a stopped cluster: %v", err)
 	}
-	dsn4, err := c.Ensure("app")
+	dsn4, started, err := c.EnsureStarted("app")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !started {
+		t.Error("EnsureStarted after Stop does not report that it started the server")
 	}
 	if got := query(t, dsn4, "SELECT count(*)::text FROM pg_database WHERE datname = 'other'"); got != "1" {
 		t.Error("a restarted cluster lost its databases")
