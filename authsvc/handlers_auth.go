@@ -187,7 +187,7 @@ func (s *Service) login(w http.ResponseWriter, r *http.Request) error {
 		Audience:  jwt.Audience{s.cfg.Audience},
 		Expiry:    jwt.NewNumericDate(exp),
 		NotBefore: jwt.NewNumericDate(now),
-		IssuedAt:  jwt.NewNumericDate(now),
+		IssuedAt:  jwt.NewNumericDate(issuedAt(now, u.TokensNotBefore)),
 		ID:        uuid.NewString(),
 		SessionID: sid.String(),
 		Role:      u.Role,

@@ -87,6 +87,10 @@ func (s *Service) Handler() http.Handler {
 
 	mux.Handle("POST /api/auth/register", h(s.register))
 	mux.Handle("POST /api/auth/login", h(s.login))
+	mux.Handle("POST /api/auth/logout", user(s.logout))
+
+	// Private: for the edge only, which never routes /internal/*.
+	mux.Handle("GET /internal/revocations", h(s.getRevocations))
 
 	mux.Handle("GET /api/users/me", user(s.getMe))
 	mux.Handle("GET /api/users/me/preferences", user(s.getPreferences))

@@ -104,6 +104,8 @@ func (s *Store) UserByEmail(ctx context.Context, email string) (User, error) {
 // Principal is the user behind a request, loaded fresh for every request.
 type Principal struct {
 	User
+	// SessionID is the token's sid (nil for a token without one).
+	SessionID      *uuid.UUID
 	SessionRevoked bool
 	// SessionStart is when the token's session began (zero without one),
 	// stamped by the database clock that also stamps TokensNotBefore.
@@ -131,6 +133,7 @@ func (s *Store) LoadPrincipal(ctx context.Context, userID uuid.UUID, sessionID *
 		return p, ErrNotFound
 	}
 	p.TokensNotBefore = tva
+	p.SessionID = sessionID
 	if start != nil {
 		p.SessionStart = *start
 	}

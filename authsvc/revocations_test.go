@@ -1,0 +1,198 @@
+package authsvc
+
+import (
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// feed fetches the revocation feed as the edge does.
+func feed(t *testing.T, e *testEnv) (revocationFeed, *response) {
+	t.Helper()
+	r := e.get(t, "/internal/revocations", "").expect(t, http.StatusOK)
+	if ct := r.Header.Get("Content-Type"); ct != "application/json" {
+		t.Errorf("Content-Type %q", ct)
+	}
+	var f revocationFeed
+	r.Decode(t, &f)
+	if f.Users == nil || f.Sessions == nil {
+		t.Fatalf("users and sessions must be arrays, never null: %s", r.Body)
+	}
+	return f, r
+}
+
+func (f revocationFeed) cutoff(id uuid.UUID) (int64, bool) {
+	for _, u := range f.Users {
+		if u.UserID == id {
+			return u.NotBefore, true
+		}
+	}
+	return 0, false
+}
+
+func (f revocationFeed) ended(sid string) bool {
+	for _, s := range f.Sessions {
+		if s.SessionID.String() == sid {
+			return true
+		}
+	}
+	return false
+}
+
+func iatOf(t *testing.T, tok string) int64 {
+	t.Helper()
+	v, ok := decodeSegment(t, tok, 1)["iat"].(float64)
+	if !ok {
+		t.Fatalf("token without iat")
+	}
+	return int64(v)
+}
+
+func TestRevocationFeedUserCutoffs(t *testing.T) {
+	admin := newUser(t, "admin")
+	adminTok := env.token(t, admin)
+	u := newUser(t, "user")
+	tok := env.token(t, u)
+
+	f, _ := feed(t, env)
+	if _, ok := f.cutoff(u.ID); ok {
+		t.Fatalf("a user without a cut-off is listed: %+v", f.Users)
+	}
+
+	// Deactivation voids the user's tokens: listed, with a not_before
+	// after the token's iat.
+	env.do(t, req{Method: http.MethodPatch, Path: "/api/admin/users/" + u.ID.String(), Token: adminTok,
+		Body: map[string]any{"is_active": false}}).expect(t, http.StatusOK)
+	f, _ = feed(t, env)
+	nb, ok := f.cutoff(u.ID)
+	if !ok {
+		t.Fatalf("deactivated user %s not in the feed: %+v", u.ID, f.Users)
+	}
+	if iat := iatOf(t, tok); iat >= nb {
+		t.Errorf("token iat %d is not before not_before %d: the edge would keep it", iat, nb)
+	}
+
+	// A cut-off that voids no live token is left out: this user's only
+	// session began after it.
+	fresh := newUser(t, "user")
+	exec(t, `UPDATE auth.users SET tokens_valid_after = now() - interval '1 minute' WHERE id = $1`, fresh.ID)
+	env.token(t, fresh)
+	// ... and so is one whose sessions have all expired.
+	old := newUser(t, "user")
+	oldTok := env.token(t, old)
+	exec(t, `UPDATE auth.sessions SET expires_at = now() - interval '1 hour' WHERE id = $1`, decodeSegment(t, oldTok, 1)["sid"])
+	exec(t, `UPDATE auth.users SET tokens_valid_after = now() WHERE id = $1`, old.ID)
+	f, _ = feed(t, env)
+	if _, ok := f.cutoff(fresh.ID); ok {
+		t.Error("a cut-off older than every session of its user is listed")
+	}
+	if _, ok := f.cutoff(old.ID); ok {
+		t.Error("a cut-off whose sessions have all expired is listed")
+	}
+}
+
+// A login right after a cut-off, even within the same second, gets a token
+// the edge's rule (iat before not_before is void) keeps, and authsvc
+// accepts it too; a token from before the cut-off is void under both.
+func TestLoginAfterCutoffSurvivesTheFeedRule(t *testing.T) {
+	for range 3 {
+		u := newUser(t, "user")
+		before := env.token(t, u)
+		exec(t, `UPDATE auth.users SET tokens_valid_after = now() WHERE id = $1`, u.ID)
+		after := env.login(t, u.Email, fixturePassword)
+		f, _ := feed(t, env)
+		nb, ok := f.cutoff(u.ID)
+		if !ok {
+			t.Fatalf("user %s not in the feed", u.ID)
+		}
+		if iat := iatOf(t, before); iat >= nb {
+			t.Errorf("token from before the cut-off: iat %d, not_before %d", iat, nb)
+		}
+		if iat := iatOf(t, after); iat < nb {
+			t.Errorf("login after the cut-off: iat %d < not_before %d, the edge would refuse it", iat, nb)
+		}
+		env.get(t, "/api/users/me", before).expectError(t, http.StatusUnauthorized, "revoked")
+		env.get(t, "/api/users/me", after).expect(t, http.StatusOK)
+	}
+}
+
+func TestLogoutEndsTheSession(t *testing.T) {
+	u := newUser(t, "user")
+	tok := env.token(t, u)
+	other := env.token(t, u)
+	sid := decodeSegment(t, tok, 1)["sid"].(string)
+
+	env.do(t, req{Method: http.MethodPost, Path: "/api/auth/logout"}).expectError(t, http.StatusUnauthorized)
+	r := env.do(t, req{Method: http.MethodPost, Path: "/api/auth/logout", Token: tok}).expect(t, http.StatusNoContent)
+	if len(r.Body) != 0 {
+		t.Errorf("204 with a body: %q", r.Body)
+	}
+	env.get(t, "/api/users/me", tok).expectError(t, http.StatusUnauthorized, "session has ended")
+	env.get(t, "/api/users/me", other).expect(t, http.StatusOK)
+	// Logging out twice is refused like any use of an ended session.
+	env.do(t, req{Method: http.MethodPost, Path: "/api/auth/logout", Token: tok}).expect(t, http.StatusUnauthorized)
+
+	f, _ := feed(t, env)
+	if !f.ended(sid) {
+		t.Errorf("ended session %s not in the feed", sid)
+	}
+	if f.ended(decodeSegment(t, other, 1)["sid"].(string)) {
+		t.Error("a live session is in the feed")
+	}
+	// An ended session leaves the feed once its tokens have expired.
+	exec(t, `UPDATE auth.sessions SET expires_at = now() - interval '1 hour' WHERE id = $1`, sid)
+	if f, _ = feed(t, env); f.ended(sid) {
+		t.Error("an expired ended session is still in the feed")
+	}
+}
+
+func TestRevocationFeedETag(t *testing.T) {
+	_, r := feed(t, env)
+	etag := r.Header.Get("ETag")
+	if etag == "" {
+		t.Fatal("no ETag")
+	}
+	nm := env.do(t, req{Method: http.MethodGet, Path: "/internal/revocations", Header: http.Header{"If-None-Match": {etag}}})
+	// Other tests of the package may revoke something in between; only an
+	// unchanged list may answer 304, and then with no body.
+	switch nm.Status {
+	case http.StatusNotModified:
+		if len(nm.Body) != 0 {
+			t.Errorf("304 with a body")
+		}
+	case http.StatusOK:
+		if nm.Header.Get("ETag") == etag {
+			t.Errorf("200 for an unchanged list")
+		}
+	default:
+		t.Fatalf("status %d", nm.Status)
+	}
+	u := newUser(t, "user")
+	env.token(t, u)
+	exec(t, `UPDATE auth.users SET tokens_valid_after = now() WHERE id = $1`, u.ID)
+	changed := env.do(t, req{Method: http.MethodGet, Path: "/internal/revocations", Header: http.Header{"If-None-Match": {etag}}}).expect(t, http.StatusOK)
+	if changed.Header.Get("ETag") == etag {
+		t.Error("the ETag did not change with the list")
+	}
+}
+
+func TestIssuedAt(t *testing.T) {
+	at := func(sec, ns int) time.Time { return time.Date(2030, 1, 2, 3, 4, sec, ns, time.UTC) }
+	tests := []struct {
+		name        string
+		now, cutoff time.Time
+		want        time.Time
+	}{
+		{"cut-off long ago", at(5, 300), time.Unix(0, 0), at(5, 300)},
+		{"cut-off earlier in the second", at(5, 700_000_000), at(5, 200_000_000), at(6, 0)},
+		{"cut-off on a whole second", at(5, 700_000_000), at(5, 0), at(5, 700_000_000)},
+		{"cut-off in an earlier second", at(6, 100), at(5, 200_000_000), at(6, 100)},
+	}
+	for _, tt := range tests {
+		if got := issuedAt(tt.now, tt.cutoff); !got.Equal(tt.want) {
+			t.Errorf("%s: %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
