@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -39,6 +40,9 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	// authsvc runs in-process in the end-to-end tests; its request log is
+	// noise here, its errors are not.
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
 	os.Exit(func() int {
 		root, err := filepath.Abs("..")
 		if err != nil {
@@ -147,7 +151,14 @@ type upstream struct {
 	jwksBody atomic.Pointer[[]byte]
 	fetches  atomic.Int64
 	manifest atomic.Pointer[[]byte]
+	// feed is the revocation feed it serves on /internal/revocations
+	// (default: empty); feedDown makes that answer 503.
+	feed      atomic.Pointer[[]byte]
+	feedDown  atomic.Bool
+	feedPolls atomic.Int64
 }
+
+var emptyFeed = []byte(`{"users":[],"sessions":[]}`)
 
 func newUpstream(t *testing.T, jwksBody []byte) *upstream {
 	u := &upstream{}
@@ -165,6 +176,19 @@ func newUpstream(t *testing.T, jwksBody []byte) *upstream {
 		switch r.URL.Path {
 		case "/health":
 			_, _ = io.WriteString(w, `{"status":"ok"}`)
+			return
+		case "/internal/revocations":
+			u.feedPolls.Add(1)
+			if u.feedDown.Load() {
+				http.Error(w, "down", http.StatusServiceUnavailable)
+				return
+			}
+			body := emptyFeed
+			if f := u.feed.Load(); f != nil {
+				body = *f
+			}
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write(body)
 			return
 		case "/plugin/manifest":
 			m := u.manifest.Load()
@@ -626,6 +650,7 @@ func TestEdgeRepoCaddyfileRoutes(t *testing.T) {
 		`gatehouse_auth_failures_total{reason="missing_token"}`,
 		`gatehouse_auth_jwks_refreshes_total{result="ok",trigger="startup"}`,
 		`gatehouse_auth_cache_hits_total`,
+		`gatehouse_auth_revocation_refreshes_total{result="ok"}`,
 	} {
 		if !bytes.Contains(metrics, []byte(m)) {
 			t.Errorf("metrics lack %s", m)

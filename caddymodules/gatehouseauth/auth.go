@@ -100,9 +100,23 @@ type Handler struct {
 	// Timeout of one JWKS fetch. Default: 10s.
 	JWKSTimeout caddy.Duration `json:"jwks_timeout,omitempty"`
 
+	// URL of authsvc's revocation feed, e.g.
+	// http://127.0.0.1:8000/internal/revocations: user cut-offs (tokens
+	// issued before a password, role, group or active-flag change) and
+	// ended sessions. Polled in the background; every token is checked
+	// against the last list loaded, cached or not. Until a list has loaded
+	// once, guarded requests get 503. Default: none (no revocation check;
+	// tokens then live until they expire).
+	RevocationsURL string `json:"revocations_url,omitempty"`
+
+	// How often to poll the revocation feed. Default: 1s.
+	RevocationsInterval caddy.Duration `json:"revocations_interval,omitempty"`
+
 	strip      identityMatcher
 	keys       keySource
 	fetcherKey *fetcherConfig // set while this handler holds a pooled fetcher
+	revocations *revocationFollower
+	followerKey *revocationConfig // set while this handler holds a pooled follower
 	cache      *tokenCache
 	verifier   accesstoken.Verifier
 	now        func() time.Time
@@ -189,6 +203,26 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.fetcherKey = &cfg
 		h.keys = v.(*jwksFetcher)
 	}
+	if h.RevocationsURL != "" {
+		if h.RevocationsInterval == 0 {
+			h.RevocationsInterval = caddy.Duration(DefaultRevocationsInterval)
+		}
+		cfg := revocationConfig{URL: h.RevocationsURL, Interval: time.Duration(h.RevocationsInterval)}
+		if err := cfg.check(); err != nil {
+			return err
+		}
+		logger := h.logger.Named("revocations")
+		v, _, err := followers.LoadOrNew(cfg, func() (caddy.Destructor, error) {
+			f := newRevocationFollower(cfg, logger)
+			f.start()
+			return f, nil
+		})
+		if err != nil {
+			return err
+		}
+		h.followerKey = &cfg
+		h.revocations = v.(*revocationFollower)
+	}
 	return nil
 }
 
@@ -205,8 +239,8 @@ func (c fetcherConfig) check() error {
 // Validate checks that the configuration is complete and consistent.
 func (h *Handler) Validate() error {
 	if h.StripOnly {
-		if h.JWKSURL != "" || h.JWKSFile != "" || h.Issuer != "" || h.Audience != "" || h.Cookie != "" || h.AllowPreflight {
-			return errors.New("strip_only takes no token settings (jwks_url, jwks_file, issuer, audience, cookie, allow_preflight)")
+		if h.JWKSURL != "" || h.JWKSFile != "" || h.Issuer != "" || h.Audience != "" || h.Cookie != "" || h.AllowPreflight || h.RevocationsURL != "" {
+			return errors.New("strip_only takes no token settings (jwks_url, jwks_file, issuer, audience, cookie, allow_preflight, revocations_url)")
 		}
 		return nil
 	}
@@ -233,12 +267,18 @@ func (h *Handler) Validate() error {
 // Cleanup releases the shared JWKS fetcher; the last handler to release it
 // stops its goroutine.
 func (h *Handler) Cleanup() error {
-	if h.fetcherKey == nil {
-		return nil
+	var errs []error
+	if h.fetcherKey != nil {
+		_, err := fetchers.Delete(*h.fetcherKey)
+		h.fetcherKey = nil
+		errs = append(errs, err)
 	}
-	_, err := fetchers.Delete(*h.fetcherKey)
-	h.fetcherKey = nil
-	return err
+	if h.followerKey != nil {
+		_, err := followers.Delete(*h.followerKey)
+		h.followerKey = nil
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }
 
 // clientMessage is an error whose text is meant for the client: a fixed
@@ -255,6 +295,7 @@ const (
 	errNotAuthenticated clientMessage = "Not authenticated"
 	errInvalidToken     clientMessage = "Could not validate credentials"
 	errNoKeys           clientMessage = "Authentication is temporarily unavailable"
+	errRevoked          clientMessage = "Token has been revoked"
 )
 
 // ServeHTTP strips identity headers and, unless strip_only, authenticates.
@@ -287,6 +328,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			c.Write(zap.String("reason", reason), zap.Error(err))
 		}
 		return h.refuse(w, reason, errInvalidToken)
+	}
+	if h.revocations != nil {
+		// Checked on every request, cache hit or not: a revocation
+		// arrives after the token was verified and cached.
+		rs := h.revocations.current(r.Context())
+		if rs == nil {
+			metrics.failures.WithLabelValues("no_revocations").Inc()
+			w.Header().Set("Retry-After", strconv.Itoa(int(h.revocations.retryAfter().Round(time.Second)/time.Second)))
+			return caddyhttp.Error(http.StatusServiceUnavailable, errNoKeys)
+		}
+		if rs.revoked(id) {
+			return h.refuse(w, "revoked", errRevoked)
+		}
 	}
 
 	// One allocation for the three values; each slice is capped at one
@@ -402,10 +456,14 @@ func (h *Handler) authenticate(ctx context.Context, token string) (*identity, er
 			role:      claims.Role,
 			groups:    encodeGroups(claims.Groups),
 			sessionID: claims.SessionID,
+			issuedAt:  noIssuedAt,
 		},
 		deadline: claims.ExpiresAt().Add(accesstoken.DefaultLeeway),
 		kid:      usedKID,
 		key:      usedKey,
+	}
+	if claims.IssuedAt != nil {
+		e.id.issuedAt = int64(*claims.IssuedAt)
 	}
 	if h.cache != nil {
 		h.cache.put(&key, e, now)

@@ -22,6 +22,9 @@ type identity struct {
 	role      string
 	groups    string // X-User-Groups value: percent-encoded, comma-separated
 	sessionID string
+	// issuedAt is the token's iat (unix seconds; noIssuedAt without one),
+	// for the revocation feed's per-user cut-offs.
+	issuedAt int64
 }
 
 // cacheEntry is one verified token.

@@ -37,6 +37,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		jwks_refresh_interval <duration>      # default 5m
 //		jwks_unknown_kid_interval <duration>  # default 10s
 //		jwks_timeout <duration>               # default 10s
+//		revocations_url <url>                 # authsvc's revocation feed
+//		revocations_interval <duration>       # default 1s
 //	}
 //
 //	gatehouse_auth [<matcher>] {
@@ -56,7 +58,7 @@ func (a *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 		seen[opt] = true
 		switch opt {
-		case "jwks_url", "jwks_file", "issuer", "audience", "cookie":
+		case "jwks_url", "jwks_file", "issuer", "audience", "cookie", "revocations_url":
 			var v string
 			if !d.AllArgs(&v) {
 				return d.ArgErr()
@@ -72,6 +74,8 @@ func (a *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				a.Audience = v
 			case "cookie":
 				a.Cookie = v
+			case "revocations_url":
+				a.RevocationsURL = v
 			}
 		case "strip_header":
 			names := d.RemainingArgs()
@@ -98,7 +102,7 @@ func (a *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("cache_size: want a non-negative integer, got %q", v)
 			}
 			a.CacheSize = n
-		case "jwks_refresh_interval", "jwks_unknown_kid_interval", "jwks_timeout":
+		case "jwks_refresh_interval", "jwks_unknown_kid_interval", "jwks_timeout", "revocations_interval":
 			var v string
 			if !d.AllArgs(&v) {
 				return d.ArgErr()
@@ -117,6 +121,8 @@ func (a *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				a.JWKSUnknownKIDInterval = caddy.Duration(dur)
 			case "jwks_timeout":
 				a.JWKSTimeout = caddy.Duration(dur)
+			case "revocations_interval":
+				a.RevocationsInterval = caddy.Duration(dur)
 			}
 		default:
 			return d.Errf("unrecognized gatehouse_auth option %q", opt)

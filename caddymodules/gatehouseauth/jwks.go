@@ -222,23 +222,9 @@ type jwksFetcher struct {
 }
 
 func newJWKSFetcher(cfg fetcherConfig, logger *zap.Logger) *jwksFetcher {
-	transport := &http.Transport{
-		// A private, fixed upstream: no environment proxy, short dials.
-		Proxy:                 nil,
-		MaxIdleConns:          1,
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   cfg.Timeout,
-		ResponseHeaderTimeout: cfg.Timeout,
-	}
 	return &jwksFetcher{
-		cfg: cfg,
-		client: &http.Client{
-			Transport: transport,
-			Timeout:   cfg.Timeout,
-			// A redirect would let whoever controls the JWKS URL's answer
-			// pick where keys come from; refuse it (non-200 is an error).
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		},
+		cfg:       cfg,
+		client:    privateClient(cfg.Timeout),
 		logger:    logger,
 		now:       time.Now,
 		firstDone: make(chan struct{}),

@@ -16,6 +16,9 @@ var metrics = struct {
 	cacheHits      prometheus.Counter
 	failures       *prometheus.CounterVec
 	jwksRefreshes  *prometheus.CounterVec
+	// revocationRefreshes and revocationEntries follow authsvc's feed.
+	revocationRefreshes *prometheus.CounterVec
+	revocationEntries   prometheus.Gauge
 	verifyOK       prometheus.Counter
 	verifyRejected prometheus.Counter
 }{
@@ -29,12 +32,20 @@ var metrics = struct {
 	}),
 	failures: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "gatehouse", Subsystem: "auth", Name: "failures_total",
-		Help: "Requests refused, by reason (missing_token, ambiguous_token, no_keys, or the verifier's reason).",
+		Help: "Requests refused, by reason (missing_token, ambiguous_token, no_keys, no_revocations, revoked, or the verifier's reason).",
 	}, []string{"reason"}),
 	jwksRefreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "gatehouse", Subsystem: "auth", Name: "jwks_refreshes_total",
 		Help: "JWKS fetches, by trigger (startup, periodic, unknown_kid) and result (ok, not_modified, error).",
 	}, []string{"trigger", "result"}),
+	revocationRefreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "gatehouse", Subsystem: "auth", Name: "revocation_refreshes_total",
+		Help: "Revocation feed fetches, by result (ok, not_modified, error).",
+	}, []string{"result"}),
+	revocationEntries: prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "gatehouse", Subsystem: "auth", Name: "revocation_entries",
+		Help: "Entries (user cut-offs and ended sessions) in the last revocation list loaded.",
+	}),
 }
 
 func init() {
@@ -51,7 +62,8 @@ func registerMetrics(reg *prometheus.Registry) error {
 	if reg == nil {
 		return nil
 	}
-	for _, c := range []prometheus.Collector{metrics.verifications, metrics.cacheHits, metrics.failures, metrics.jwksRefreshes} {
+	for _, c := range []prometheus.Collector{metrics.verifications, metrics.cacheHits, metrics.failures, metrics.jwksRefreshes,
+		metrics.revocationRefreshes, metrics.revocationEntries} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) && are.ExistingCollector == c {
