@@ -2,7 +2,7 @@
 // run: it builds Gatehouse's Caddy, starts it with three sites in front of
 // the same tiny upstream (plain reverse_proxy; the same, with a client that
 // also sends the X-User-* headers; the same behind gatehouse_auth with keys
-// from a JWKS file), loads them in rotation with internal/loadgen and
+// from a JWKS file and a revocation feed of 2,000 entries), loads them in rotation with internal/loadgen and
 // prints median throughput and latency, the ratios, Caddy's CPU time per
 // request, and the cost of a cache miss (every request a new valid token).
 // It prints figures, never pass or fail (`make bench-edge`).
@@ -119,7 +119,21 @@ func run(ctx context.Context, rounds int, duration time.Duration, concurrency, m
 	if err != nil {
 		return err
 	}
+	// It also serves the guarded route's revocation feed, with as many
+	// entries as a busy day of logouts and account changes might leave
+	// (none of them the bench token's), so the guarded figure includes the
+	// per-request revocation check.
+	feed := revocationFeed(1000)
 	up := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/internal/revocations" {
+			w.Header().Set("ETag", `"bench"`)
+			if r.Header.Get("If-None-Match") == `"bench"` {
+				w.WriteHeader(http.StatusNotModified)
+				return
+			}
+			_, _ = w.Write(feed)
+			return
+		}
 		if r.Header.Get("X-User-Id") == "" && r.Host == "guarded" {
 			w.WriteHeader(http.StatusInternalServerError) // the guard did not run
 			return
@@ -156,12 +170,13 @@ func run(ctx context.Context, rounds int, duration time.Duration, concurrency, m
 		jwks_file %s
 		issuer gatehouse
 		audience gatehouse
+		revocations_url http://%s/internal/revocations
 	}
 	reverse_proxy %s {
 		header_up Host guarded
 	}
 }
-`, adminPort, plainPort, upLn.Addr(), headersPort, upLn.Addr(), guardedPort, jwksPath, upLn.Addr())
+`, adminPort, plainPort, upLn.Addr(), headersPort, upLn.Addr(), guardedPort, jwksPath, upLn.Addr(), upLn.Addr())
 	cfgPath := filepath.Join(tmp, "Caddyfile")
 	if err := os.WriteFile(cfgPath, []byte(caddyfile), 0o600); err != nil {
 		return err
@@ -334,6 +349,28 @@ func run(ctx context.Context, rounds int, duration time.Duration, concurrency, m
 		100*missRes.RPS/g.RPS, verifyCost.Round(time.Microsecond))
 	fmt.Printf("command: %s\n", commandLine())
 	return nil
+}
+
+// revocationFeed is a feed document with n user cut-offs and n ended
+// sessions.
+func revocationFeed(n int) []byte {
+	var b bytes.Buffer
+	b.WriteString(`{"users":[`)
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `{"user_id":"00000000-0000-4000-8000-%012d","not_before":%d}`, i, time.Now().Unix())
+	}
+	b.WriteString(`],"sessions":[`)
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `{"session_id":"00000000-0000-4000-9000-%012d"}`, i)
+	}
+	b.WriteString(`]}`)
+	return b.Bytes()
 }
 
 // mintMany signs n tokens on all cores: RSA signing is the slow part of
