@@ -112,15 +112,15 @@ type Handler struct {
 	// How often to poll the revocation feed. Default: 1s.
 	RevocationsInterval caddy.Duration `json:"revocations_interval,omitempty"`
 
-	strip      identityMatcher
-	keys       keySource
-	fetcherKey *fetcherConfig // set while this handler holds a pooled fetcher
+	strip       identityMatcher
+	keys        keySource
+	fetcherKey  *fetcherConfig // set while this handler holds a pooled fetcher
 	revocations *revocationFollower
 	followerKey *revocationConfig // set while this handler holds a pooled follower
-	cache      *tokenCache
-	verifier   accesstoken.Verifier
-	now        func() time.Time
-	logger     *zap.Logger
+	cache       *tokenCache
+	verifier    accesstoken.Verifier
+	now         func() time.Time
+	logger      *zap.Logger
 }
 
 // CaddyModule returns the Caddy module information.

@@ -12,15 +12,15 @@ import (
 // shared across reloads too, has one place to count. Each config's
 // registry gets them registered at provision time.
 var metrics = struct {
-	verifications  *prometheus.CounterVec
-	cacheHits      prometheus.Counter
-	failures       *prometheus.CounterVec
-	jwksRefreshes  *prometheus.CounterVec
+	verifications *prometheus.CounterVec
+	cacheHits     prometheus.Counter
+	failures      *prometheus.CounterVec
+	jwksRefreshes *prometheus.CounterVec
 	// revocationRefreshes and revocationEntries follow authsvc's feed.
 	revocationRefreshes *prometheus.CounterVec
 	revocationEntries   prometheus.Gauge
-	verifyOK       prometheus.Counter
-	verifyRejected prometheus.Counter
+	verifyOK            prometheus.Counter
+	verifyRejected      prometheus.Counter
 }{
 	verifications: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "gatehouse", Subsystem: "auth", Name: "verifications_total",
