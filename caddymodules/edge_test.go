@@ -628,6 +628,9 @@ func TestEdgeRepoCaddyfileRoutes(t *testing.T) {
 	e.raw(t, get("/api/users/me", bearer(valid)))
 	if got := authsvc.take(); len(got) != 1 || got[0].path != "/api/users/me" {
 		t.Errorf("users route: %+v", got)
+	} else if got[0].header.Get("Authorization") != "Bearer "+valid {
+		// authsvc checks the token itself: forward_token.
+		t.Errorf("authsvc got Authorization %q", got[0].header.Get("Authorization"))
 	}
 	// A path that merely starts with "documents" is not docservice's.
 	e.raw(t, get("/api/documentsX", bearer(valid)))

@@ -207,6 +207,8 @@ func pluginEdgeConfig(authsvc *upstream, services ...*testPlugin) string {
 			issuer gatehouse
 			audience gatehouse
 			cookie gh_token
+			# The gateway decides, per manifest, whether a plugin gets it.
+			forward_token
 		}
 		gatehouse_plugin_gateway {
 			token_cookie gh_token

@@ -198,7 +198,14 @@ func TestEdgeRevocationFeedDownAtStart(t *testing.T) {
 		r := e.raw(t, get("/x", bearer(valid), "X-User-Id: forged"))
 		return r.status == 200, fmt.Sprintf("%d %q", r.status, r.body)
 	})
-	checkIdentity(t, up.take(), verifiedIdentity)
+	got := up.take()
+	checkIdentity(t, got, verifiedIdentity)
+	// Without forward_token the edge consumes the credential.
+	for _, r := range got {
+		if a := r.header.Get("Authorization"); a != "" {
+			t.Errorf("upstream got Authorization %q", a)
+		}
+	}
 }
 
 // End to end, with the repository's Caddyfile in front of the real authsvc

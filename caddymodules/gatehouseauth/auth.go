@@ -85,6 +85,13 @@ type Handler struct {
 	// them. Identity headers are still stripped. Default: false.
 	AllowPreflight bool `json:"allow_preflight,omitempty"`
 
+	// Keep the credential on the request for the upstream: the
+	// Authorization header, or the token cookie. By default the edge
+	// consumes it once verified, so upstreams get the identity headers but
+	// never a bearer token they could replay elsewhere; set this for an
+	// upstream that checks tokens itself (authsvc). Default: false.
+	ForwardToken bool `json:"forward_token,omitempty"`
+
 	// How many verified tokens to remember. Default: 10000.
 	CacheSize int `json:"cache_size,omitempty"`
 
@@ -239,8 +246,9 @@ func (c fetcherConfig) check() error {
 // Validate checks that the configuration is complete and consistent.
 func (h *Handler) Validate() error {
 	if h.StripOnly {
-		if h.JWKSURL != "" || h.JWKSFile != "" || h.Issuer != "" || h.Audience != "" || h.Cookie != "" || h.AllowPreflight || h.RevocationsURL != "" {
-			return errors.New("strip_only takes no token settings (jwks_url, jwks_file, issuer, audience, cookie, allow_preflight, revocations_url)")
+		if h.JWKSURL != "" || h.JWKSFile != "" || h.Issuer != "" || h.Audience != "" || h.Cookie != "" || h.AllowPreflight ||
+			h.RevocationsURL != "" || h.ForwardToken {
+			return errors.New("strip_only takes no token settings (jwks_url, jwks_file, issuer, audience, cookie, allow_preflight, revocations_url, forward_token)")
 		}
 		return nil
 	}
@@ -309,7 +317,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return next.ServeHTTP(w, r)
 	}
 
-	token, reason := h.tokenFrom(r)
+	token, fromCookie, reason := h.tokenFrom(r)
 	if reason != "" {
 		return h.refuse(w, reason, errNotAuthenticated)
 	}
@@ -343,6 +351,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 	}
 
+	if !h.ForwardToken {
+		if fromCookie {
+			removeCookie(r.Header, h.Cookie)
+		} else {
+			delete(r.Header, "Authorization")
+		}
+	}
+
 	// One allocation for the three values; each slice is capped at one
 	// element so that a later append (request_header +X-User-Id) copies
 	// instead of overwriting its neighbour.
@@ -370,27 +386,27 @@ func (h *Handler) refuse(w http.ResponseWriter, reason string, msg clientMessage
 // the request is ambiguous (two Authorization headers, two cookies of our
 // name): guessing which one the client "meant" is how two components end
 // up checking different tokens.
-func (h *Handler) tokenFrom(r *http.Request) (token, reason string) {
+func (h *Handler) tokenFrom(r *http.Request) (token string, fromCookie bool, reason string) {
 	switch auth := r.Header["Authorization"]; len(auth) {
 	case 0:
 	case 1:
 		scheme, tok, ok := strings.Cut(auth[0], " ")
 		if !ok || !strings.EqualFold(scheme, "Bearer") {
-			return "", "missing_token"
+			return "", false, "missing_token"
 		}
 		tok = strings.TrimLeft(tok, " ")
 		// "Bearer a, Bearer b" is two credentials folded into one line.
 		// IndexByte (vectorised) rather than ContainsAny: this runs on
 		// every request over ~1 KiB of token.
 		if tok == "" || strings.IndexByte(tok, ',') >= 0 || strings.IndexByte(tok, ' ') >= 0 || strings.IndexByte(tok, '\t') >= 0 {
-			return "", "malformed"
+			return "", false, "malformed"
 		}
-		return tok, ""
+		return tok, false, ""
 	default:
-		return "", "ambiguous_token"
+		return "", false, "ambiguous_token"
 	}
 	if h.Cookie == "" {
-		return "", "missing_token"
+		return "", false, "missing_token"
 	}
 	var found string
 	n := 0
@@ -400,11 +416,11 @@ func (h *Handler) tokenFrom(r *http.Request) (token, reason string) {
 	}
 	switch {
 	case n == 0 || found == "":
-		return "", "missing_token"
+		return "", false, "missing_token"
 	case n > 1:
-		return "", "ambiguous_token"
+		return "", false, "ambiguous_token"
 	}
-	return found, ""
+	return found, true, ""
 }
 
 // authenticate returns the identity a token grants, from the cache when

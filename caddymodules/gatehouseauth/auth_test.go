@@ -3,8 +3,10 @@ package gatehouseauth
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -413,4 +415,78 @@ func BenchmarkServeHTTPCached(b *testing.B) {
 			}
 		}
 	})
+}
+
+// By default the edge consumes the credential it verified: the upstream
+// gets the identity, not a bearer token it could replay. forward_token
+// keeps it, for upstreams that check tokens themselves (authsvc).
+func TestTokenConsumedUnlessForwarded(t *testing.T) {
+	var clock atomic.Int64
+	now := time.Now()
+	clock.Store(now.UnixNano())
+	tok := sign(t, testKey(t, 0), validClaims(now))
+	const cookie = "__Host-gatehouse_at"
+	for _, forward := range []bool{false, true} {
+		h := testHandler(t, &clock, func(h *Handler) { h.Cookie = cookie; h.ForwardToken = forward })
+		t.Run(fmt.Sprintf("forward_token=%v", forward), func(t *testing.T) {
+			r := httptest.NewRequest("GET", "http://edge/x", nil)
+			r.Header.Set("Authorization", "Bearer "+tok)
+			r.Header.Add("Cookie", cookie+"=other-junk; theme=dark")
+			out := serve(h, r)
+			if !out.reached {
+				t.Fatalf("refused: %v", out.err)
+			}
+			if got := out.seen.Get("Authorization"); (got != "") != forward {
+				t.Errorf("Authorization %q reached the upstream", got)
+			}
+			// Only the credential used is consumed: a cookie of our name
+			// beside a header token is not the token and stays.
+			if got := out.seen["Cookie"]; len(got) != 1 || got[0] != cookie+"=other-junk; theme=dark" {
+				t.Errorf("Cookie = %q", got)
+			}
+
+			r = httptest.NewRequest("GET", "http://edge/x", nil)
+			r.Header.Add("Cookie", "a=1; "+cookie+"="+tok)
+			r.Header.Add("Cookie", "b=2")
+			out = serve(h, r)
+			if !out.reached {
+				t.Fatalf("cookie token refused: %v", out.err)
+			}
+			want := []string{"a=1", "b=2"}
+			if forward {
+				want = []string{"a=1; " + cookie + "=" + tok, "b=2"}
+			}
+			if got := out.seen["Cookie"]; !slices.Equal(got, want) {
+				t.Errorf("Cookie = %q, want %q", got, want)
+			}
+
+			r = httptest.NewRequest("GET", "http://edge/x", nil)
+			r.Header.Set("Cookie", cookie+"="+tok)
+			out = serve(h, r)
+			if _, ok := out.seen["Cookie"]; ok == !forward {
+				t.Errorf("Cookie header = %q", out.seen["Cookie"])
+			}
+		})
+	}
+}
+
+func TestRemoveCookie(t *testing.T) {
+	for _, tt := range []struct {
+		in   []string
+		want []string // nil: header removed
+	}{
+		{[]string{"at=x"}, nil},
+		{[]string{"at=x; b=2"}, []string{"b=2"}},
+		{[]string{"a=1;at=x;  c=3"}, []string{"a=1; c=3"}},
+		{[]string{"at=x", "a=1"}, []string{"a=1"}},
+		{[]string{"AT=x; atx=1; at"}, []string{"AT=x; atx=1"}},
+		{[]string{"a=1"}, []string{"a=1"}},
+	} {
+		h := http.Header{"Cookie": tt.in}
+		removeCookie(h, "at")
+		got, ok := h["Cookie"]
+		if tt.want == nil && ok || !slices.Equal(got, tt.want) {
+			t.Errorf("%q: %q (present %v), want %q", tt.in, got, ok, tt.want)
+		}
+	}
 }

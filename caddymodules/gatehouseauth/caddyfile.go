@@ -33,6 +33,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		cookie    <name>         # optional second token source
 //		strip_header <name...>   # optional, repeatable; "X-Tenant-*" is a prefix
 //		allow_preflight          # let CORS preflights through without a token
+//		forward_token            # keep the token on the request for the upstream
 //		cache_size <n>           # verified tokens remembered; default 10000
 //		jwks_refresh_interval <duration>      # default 5m
 //		jwks_unknown_kid_interval <duration>  # default 10s
@@ -83,14 +84,17 @@ func (a *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			a.StripHeaders = append(a.StripHeaders, names...)
-		case "strip_only", "allow_preflight":
+		case "strip_only", "allow_preflight", "forward_token":
 			if d.NextArg() {
 				return d.ArgErr()
 			}
-			if opt == "strip_only" {
+			switch opt {
+			case "strip_only":
 				a.StripOnly = true
-			} else {
+			case "allow_preflight":
 				a.AllowPreflight = true
+			default:
+				a.ForwardToken = true
 			}
 		case "cache_size":
 			var v string
