@@ -1,8 +1,9 @@
 // Command bench-edge measures what gatehouse_auth costs at the edge, in one
-// run: it builds Gatehouse's Caddy, starts it with three sites in front of
+// run: it builds Gatehouse's Caddy, starts it with four sites in front of
 // the same tiny upstream (plain reverse_proxy; the same, with a client that
 // also sends the X-User-* headers; the same behind gatehouse_auth with keys
-// from a JWKS file and a revocation feed of 2,000 entries), loads them in rotation with internal/loadgen and
+// from a JWKS file and a revocation feed of 2,000 entries; the same with
+// forward_token), loads them in rotation with internal/loadgen and
 // prints median throughput and latency, the ratios, Caddy's CPU time per
 // request, and the cost of a cache miss (every request a new valid token).
 // It prints figures, never pass or fail (`make bench-edge`).
@@ -143,8 +144,8 @@ func run(ctx context.Context, rounds int, duration time.Duration, concurrency, m
 	go up.Serve(upLn)
 	defer up.Close()
 
-	var plainPort, headersPort, guardedPort, adminPort string
-	for _, p := range []*string{&plainPort, &headersPort, &guardedPort, &adminPort} {
+	var plainPort, headersPort, guardedPort, forwardPort, adminPort string
+	for _, p := range []*string{&plainPort, &headersPort, &guardedPort, &forwardPort, &adminPort} {
 		if *p, err = benchutil.FreePort(); err != nil {
 			return err
 		}
@@ -176,7 +177,20 @@ func run(ctx context.Context, rounds int, duration time.Duration, concurrency, m
 		header_up Host guarded
 	}
 }
-`, adminPort, plainPort, upLn.Addr(), headersPort, upLn.Addr(), guardedPort, jwksPath, upLn.Addr(), upLn.Addr())
+:%s {
+	gatehouse_auth {
+		jwks_file %s
+		issuer gatehouse
+		audience gatehouse
+		revocations_url http://%s/internal/revocations
+		forward_token
+	}
+	reverse_proxy %s {
+		header_up Host guarded
+	}
+}
+`, adminPort, plainPort, upLn.Addr(), headersPort, upLn.Addr(), guardedPort, jwksPath, upLn.Addr(), upLn.Addr(),
+		forwardPort, jwksPath, upLn.Addr(), upLn.Addr())
 	cfgPath := filepath.Join(tmp, "Caddyfile")
 	if err := os.WriteFile(cfgPath, []byte(caddyfile), 0o600); err != nil {
 		return err
@@ -197,7 +211,7 @@ func run(ctx context.Context, rounds int, duration time.Duration, concurrency, m
 		_ = caddy.Process.Signal(os.Interrupt)
 		_ = caddy.Wait()
 	}()
-	for _, p := range []string{plainPort, headersPort, guardedPort} {
+	for _, p := range []string{plainPort, headersPort, guardedPort, forwardPort} {
 		if err := benchutil.WaitTCP("127.0.0.1:"+p, 30*time.Second); err != nil {
 			logData, _ := os.ReadFile(caddyLog.Name())
 			return fmt.Errorf("caddy did not start: %w\n%s", err, logData)
@@ -258,6 +272,9 @@ func run(ctx context.Context, rounds int, duration time.Duration, concurrency, m
 	if _, err := load(guardedPort, []string{token}, 2000); err != nil {
 		return fmt.Errorf("warm-up guarded: %w", err)
 	}
+	if _, err := load(forwardPort, []string{token}, 2000); err != nil {
+		return fmt.Errorf("warm-up guarded with forward_token: %w", err)
+	}
 
 	// Three variants of the same route: plain reverse_proxy and
 	// gatehouse_auth get the same client request (token included);
@@ -265,12 +282,14 @@ func run(ctx context.Context, rounds int, duration time.Duration, concurrency, m
 	// client also sends the three X-User-* headers, forwards to the
 	// upstream the same headers the guarded route sends: guarded/that is
 	// what stripping, verifying and setting cost, apart from carrying three
-	// more headers through Caddy and the upstream.
-	var plain, headers, guarded []loadgen.Result
+	// more headers through Caddy and the upstream. A fourth is the guarded
+	// route with forward_token (the token also goes upstream, as on the
+	// repository's authsvc route).
+	var plain, headers, guarded, forward []loadgen.Result
 	for r := range rounds {
 		// Rotate the order, so drift on a shared machine hits all alike.
-		order := []string{"plain", "headers", "guarded"}
-		for i := 0; i < r%3; i++ {
+		order := []string{"plain", "headers", "guarded", "forward"}
+		for i := 0; i < r%len(order); i++ {
 			order = append(order[1:], order[0])
 		}
 		for _, which := range order {
@@ -283,6 +302,9 @@ func run(ctx context.Context, rounds int, duration time.Duration, concurrency, m
 			case "headers":
 				res, err = load(headersPort, []string{token}, 0)
 				headers = append(headers, res)
+			case "forward":
+				res, err = load(forwardPort, []string{token}, 0)
+				forward = append(forward, res)
 			default:
 				var prof <-chan error
 				if profilePath != "" && r == 0 {
@@ -311,7 +333,7 @@ func run(ctx context.Context, rounds int, duration time.Duration, concurrency, m
 	log.Printf("cache-miss run   %v", missRes)
 	verifyCost := measureVerify(key, token)
 
-	p, hd, g := loadgen.Median(plain), loadgen.Median(headers), loadgen.Median(guarded)
+	p, hd, g, fw := loadgen.Median(plain), loadgen.Median(headers), loadgen.Median(guarded), loadgen.Median(forward)
 	fmt.Println()
 	placement := "load generator, Caddy and upstream share the CPUs"
 	if pinCaddy >= 0 {
@@ -326,6 +348,7 @@ func run(ctx context.Context, rounds int, duration time.Duration, concurrency, m
 	row("plain reverse_proxy, same request (median)", p.RPS, p.P50, p.P99)
 	row("plain reverse_proxy, client also sends X-User-* (median)", hd.RPS, hd.P50, hd.P99)
 	row("gatehouse_auth, cached token (median)", g.RPS, g.P50, g.P99)
+	row("gatehouse_auth forward_token, cached token (median)", fw.RPS, fw.P50, fw.P99)
 	row("gatehouse_auth, every token new (misses)", missRes.RPS, missRes.P50, missRes.P99)
 	// Rounds are paired (the variants run back to back), so the median of
 	// per-round ratios is less exposed to drift than the ratio of medians.
@@ -339,12 +362,14 @@ func run(ctx context.Context, rounds int, duration time.Duration, concurrency, m
 	}
 	fmt.Printf("guarded / plain:         %.1f%% (ratio of medians), %.1f%% (median of per-round ratios); target >= 95%%\n",
 		100*g.RPS/p.RPS, perRound(guarded, plain))
+	fmt.Printf("guarded forward_token / plain: %.1f%% (ratio of medians), %.1f%% (median of per-round ratios)\n",
+		100*fw.RPS/p.RPS, perRound(forward, plain))
 	fmt.Printf("guarded / plain+identity: %.1f%% (ratio of medians), %.1f%% (median of per-round ratios): same upstream headers, so the guard's own cost\n",
 		100*g.RPS/hd.RPS, perRound(guarded, headers))
 	fmt.Printf("plain+identity / plain:   %.1f%%: what three more headers through Caddy and the upstream cost\n", 100*hd.RPS/p.RPS)
-	cp, ch, cg := medianDur(caddyCPU[plainPort]), medianDur(caddyCPU[headersPort]), medianDur(caddyCPU[guardedPort])
-	fmt.Printf("Caddy CPU per request (median of rounds): plain %v, plain+identity %v, guarded %v; guarded costs %+.1f%% vs plain\n",
-		cp.Round(100*time.Nanosecond), ch.Round(100*time.Nanosecond), cg.Round(100*time.Nanosecond), 100*(float64(cg)/float64(cp)-1))
+	cp, ch, cg, cf := medianDur(caddyCPU[plainPort]), medianDur(caddyCPU[headersPort]), medianDur(caddyCPU[guardedPort]), medianDur(caddyCPU[forwardPort])
+	fmt.Printf("Caddy CPU per request (median of rounds): plain %v, plain+identity %v, guarded %v, guarded forward_token %v; guarded costs %+.1f%% vs plain\n",
+		cp.Round(100*time.Nanosecond), ch.Round(100*time.Nanosecond), cg.Round(100*time.Nanosecond), cf.Round(100*time.Nanosecond), 100*(float64(cg)/float64(cp)-1))
 	fmt.Printf("cache-miss throughput vs cached: %.1f%%; RSA-2048 verification alone: %v per token (in-process, one core)\n",
 		100*missRes.RPS/g.RPS, verifyCost.Round(time.Microsecond))
 	fmt.Printf("command: %s\n", commandLine())
