@@ -367,10 +367,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	r.Header[HeaderUserRole] = vals[1:2:2]
 	r.Header[HeaderUserGroups] = vals[2:3:3]
 	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
-		repl.Set("http.auth.user.id", id.userID)
-		repl.Set("http.auth.user.role", id.role)
-		repl.Set("http.auth.user.groups", id.groups)
-		repl.Set("http.auth.user.sid", id.sessionID)
+		repl.Set("http.auth.user.id", id.placeholders[0])
+		repl.Set("http.auth.user.role", id.placeholders[1])
+		repl.Set("http.auth.user.groups", id.placeholders[2])
+		repl.Set("http.auth.user.sid", id.placeholders[3])
 	}
 	return next.ServeHTTP(w, r)
 }
@@ -481,6 +481,7 @@ func (h *Handler) authenticate(ctx context.Context, token string) (*identity, er
 	if claims.IssuedAt != nil {
 		e.id.issuedAt = int64(*claims.IssuedAt)
 	}
+	e.id.box()
 	if h.cache != nil {
 		h.cache.put(&key, e, now)
 	}

@@ -25,6 +25,15 @@ type identity struct {
 	// issuedAt is the token's iat (unix seconds; noIssuedAt without one),
 	// for the revocation feed's per-user cut-offs.
 	issuedAt int64
+	// placeholders holds userID, role, groups and sessionID already
+	// converted to interface values: a string stored in an `any` is a heap
+	// allocation, and the replacer wants `any`, on every request.
+	placeholders [4]any
+}
+
+// box fills id.placeholders; call it once the strings are final.
+func (id *identity) box() {
+	id.placeholders = [4]any{id.userID, id.role, id.groups, id.sessionID}
 }
 
 // cacheEntry is one verified token.
