@@ -81,8 +81,8 @@ func (s *Service) Handler() http.Handler {
 	h := s.handle
 	user, admin := s.requireUser, s.requireAdmin
 
-	mux.Handle("GET /health", h(httpx.Health))
-	mux.Handle("GET /ready", h(httpx.Ready(s.pool)))
+	mux.Handle("GET /health", httpx.Quiet(h(httpx.Health)))
+	mux.Handle("GET /ready", httpx.Quiet(h(httpx.Ready(s.pool))))
 	mux.Handle("GET /.well-known/jwks.json", h(s.getJWKS))
 
 	mux.Handle("POST /api/auth/register", h(s.register))
@@ -90,7 +90,7 @@ func (s *Service) Handler() http.Handler {
 	mux.Handle("POST /api/auth/logout", user(s.logout))
 
 	// Private: for the edge only, which never routes /internal/*.
-	mux.Handle("GET /internal/revocations", h(s.getRevocations))
+	mux.Handle("GET /internal/revocations", httpx.Quiet(h(s.getRevocations)))
 
 	mux.Handle("GET /api/users/me", user(s.getMe))
 	mux.Handle("GET /api/users/me/preferences", user(s.getPreferences))

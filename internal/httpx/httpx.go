@@ -184,7 +184,23 @@ func jsonType(kind string) string {
 
 type ctxKey int
 
-const requestIDKey ctxKey = iota
+const (
+	requestIDKey ctxKey = iota
+	quietKey
+)
+
+// Quiet marks h's successful requests as routine: Middleware logs them at
+// debug level instead of info. For what machines poll every second or so
+// (the edge's revocation feed, health checks), which would otherwise bury
+// the log; failures are still logged at info or above.
+func Quiet(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if q, ok := r.Context().Value(quietKey).(*bool); ok {
+			*q = true
+		}
+		h.ServeHTTP(w, r)
+	})
+}
 
 // RequestID is the id of the request in ctx ("" outside a request).
 func RequestID(ctx context.Context) string {
@@ -204,7 +220,9 @@ func Middleware(next http.Handler) http.Handler {
 			_, _ = rand.Read(b[:])
 			id = hex.EncodeToString(b[:])
 		}
-		r = r.WithContext(context.WithValue(r.Context(), requestIDKey, id))
+		quiet := new(bool)
+		ctx := context.WithValue(r.Context(), requestIDKey, id)
+		r = r.WithContext(context.WithValue(ctx, quietKey, quiet))
 		w.Header().Set("X-Request-Id", id)
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 		defer func() {
@@ -218,7 +236,11 @@ func Middleware(next http.Handler) http.Handler {
 					slog.ErrorContext(r.Context(), "panic after response started", "request_id", id, "panic", p)
 				}
 			}
-			slog.InfoContext(r.Context(), "request", "request_id", id, "method", r.Method, "path", r.URL.Path,
+			level := slog.LevelInfo
+			if *quiet && rec.status < 400 {
+				level = slog.LevelDebug
+			}
+			slog.Log(r.Context(), level, "request", "request_id", id, "method", r.Method, "path", r.URL.Path,
 				"status", rec.status, "duration_ms", float64(time.Since(start).Microseconds())/1000)
 		}()
 		next.ServeHTTP(rec, r)

@@ -1,11 +1,13 @@
 package httpx
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -310,5 +312,42 @@ func TestInvalid(t *testing.T) {
 	cause := errors.New("root")
 	if err := (&Error{Status: 500, Cause: cause}); !errors.Is(err, cause) || !strings.Contains(err.Error(), "root") {
 		t.Errorf("Error does not wrap its cause: %v", err)
+	}
+}
+
+// Quiet requests that succeed are logged at debug level; when they fail,
+// and for every other request, at info or above.
+func TestQuietLogging(t *testing.T) {
+	var buf bytes.Buffer
+	prev := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	defer slog.SetDefault(prev)
+
+	mux := http.NewServeMux()
+	mux.Handle("GET /poll", Quiet(Handle(func(w http.ResponseWriter, r *http.Request) error {
+		if r.URL.Query().Get("fail") != "" {
+			return Errorf(http.StatusServiceUnavailable, "down")
+		}
+		return nil
+	})))
+	mux.Handle("GET /other", Handle(func(w http.ResponseWriter, r *http.Request) error { return nil }))
+	srv := httptest.NewServer(Middleware(mux))
+	defer srv.Close()
+	for path, want := range map[string]string{"/poll": "level=DEBUG", "/poll?fail=1": "level=INFO", "/other": "level=INFO"} {
+		buf.Reset()
+		res, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		var line string
+		for l := range strings.SplitSeq(buf.String(), "\n") {
+			if strings.Contains(l, "msg=request ") {
+				line = l
+			}
+		}
+		if !strings.HasPrefix(strings.SplitN(line, " ", 2)[1], want) {
+			t.Errorf("%s logged %q, want %s", path, line, want)
+		}
 	}
 }
