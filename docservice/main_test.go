@@ -240,6 +240,12 @@ func sample(t *testing.T, name string) []byte {
 // makePDF builds a small valid PDF with a title and n pages; pad adds a
 // content stream of that many spaces (a valid, empty page content).
 func makePDF(title string, pages int, pad int) []byte {
+	return makePDFStream(title, pages, bytes.Repeat([]byte(" "), pad))
+}
+
+// makePDFStream is makePDF with the pages' content stream given: any
+// bytes, as a stream's length is in its dictionary.
+func makePDFStream(title string, pages int, stream []byte) []byte {
 	var b bytes.Buffer
 	var offs []int
 	obj := func(s string) {
@@ -258,7 +264,7 @@ func makePDF(title string, pages int, pad int) []byte {
 	for range pages {
 		obj(fmt.Sprintf("<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents %d 0 R >>", contents))
 	}
-	obj(fmt.Sprintf("<< /Length %d >>\nstream\n%s\nendstream", pad, strings.Repeat(" ", pad)))
+	obj(fmt.Sprintf("<< /Length %d >>\nstream\n%s\nendstream", len(stream), stream))
 	xref := b.Len()
 	fmt.Fprintf(&b, "xref\n0 %d\n0000000000 65535 f \n", len(offs)+1)
 	for _, o := range offs {

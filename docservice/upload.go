@@ -1,21 +1,19 @@
 package docservice
 
 import (
-	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"mime"
-	"mime/multipart"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/google/uuid"
 
+	"github.com/gatehouse/gatehouse/internal/formdata"
 	"github.com/gatehouse/gatehouse/internal/httpx"
 )
 
@@ -27,98 +25,15 @@ const (
 	// server has no overall read timeout, as a large file on a slow link
 	// may rightly take hours.
 	uploadIdleTimeout = 2 * time.Minute
-	copyBufferSize    = 1 << 20
-	bodyBufferSize    = 256 << 10
+	// bodyBufferSize is formdata's buffer: the most read from the
+	// connection, and scanned for the boundary, at once.
+	bodyBufferSize = 1 << 20
 )
 
 // writerSyncer is an upload's temporary file as the copy loop sees it.
 type writerSyncer interface {
 	io.Writer
 	Sync() error
-}
-
-var copyBuffers = sync.Pool{New: func() any { b := make([]byte, copyBufferSize); return &b }}
-
-// chunkBuffers is how many copy buffers one upload cycles through: one
-// being filled, the others queued for or in the writer.
-const chunkBuffers = 3
-
-// chunk is a filled prefix of a pooled buffer.
-type chunk struct {
-	buf *[]byte
-	n   int
-}
-
-// chunkWriter writes chunks to w on its own goroutine. After a write
-// error it drops further chunks and reports the error from write and stop.
-type chunkWriter struct {
-	w       io.Writer
-	free    chan *[]byte
-	filled  chan chunk
-	done    chan error
-	failed  chan struct{} // closed on the first write error
-	err     error         // the first write error, set before failed is closed
-	held    []*[]byte
-	stopped bool
-	result  error
-}
-
-func startChunkWriter(w io.Writer) *chunkWriter {
-	c := &chunkWriter{w: w, free: make(chan *[]byte, chunkBuffers), filled: make(chan chunk, chunkBuffers),
-		done: make(chan error, 1), failed: make(chan struct{})}
-	for range chunkBuffers {
-		b := copyBuffers.Get().(*[]byte)
-		c.held = append(c.held, b)
-		c.free <- b
-	}
-	go func() {
-		var err error
-		for ch := range c.filled {
-			if err == nil {
-				if _, err = c.w.Write((*ch.buf)[:ch.n]); err != nil {
-					c.err = err
-					close(c.failed)
-				}
-			}
-			c.free <- ch.buf
-		}
-		c.done <- err
-	}()
-	return c
-}
-
-// buffer returns a free buffer, waiting for the writer if need be.
-func (c *chunkWriter) buffer() *[]byte { return <-c.free }
-
-// write queues the first n bytes of buf (from buffer) for writing; n may be
-// 0 to hand the buffer back.
-func (c *chunkWriter) write(buf *[]byte, n int) error {
-	select {
-	case <-c.failed:
-		c.free <- buf
-		return c.err
-	default:
-	}
-	if n == 0 {
-		c.free <- buf
-		return nil
-	}
-	c.filled <- chunk{buf, n}
-	return nil
-}
-
-// stop waits for queued chunks to be written and returns the first write
-// error. It may be called more than once.
-func (c *chunkWriter) stop() error {
-	if !c.stopped {
-		c.stopped = true
-		close(c.filled)
-		c.result = <-c.done
-		for _, b := range c.held {
-			copyBuffers.Put(b)
-		}
-	}
-	return c.result
 }
 
 // uploadResponse is a document plus whether it was already stored.
@@ -155,17 +70,16 @@ func (s *Service) uploadDocument(w http.ResponseWriter, r *http.Request) (err er
 	if r.ContentLength > limit+multipartSlack {
 		return tooLarge(limit)
 	}
-	// multipart reads in 4 KiB steps; a larger buffer underneath turns
-	// those into few large reads from the connection (far fewer syscalls).
-	r.Body = &idleReader{
-		r:  bufio.NewReaderSize(http.MaxBytesReader(w, r.Body, limit+multipartSlack), bodyBufferSize),
-		c:  r.Body,
-		rc: http.NewResponseController(w),
-	}
-	mr, err := r.MultipartReader()
+	boundary, err := formdata.Boundary(r.Header.Get("Content-Type"))
 	if err != nil {
 		return httpx.Errorf(http.StatusUnsupportedMediaType, "expected a multipart/form-data body with a file field")
 	}
+	// mime/multipart reads through a 4 KiB buffer of its own; formdata
+	// reads, scans for the boundary and copies out per 1 MiB.
+	mr := formdata.NewReader(&idleReader{
+		r:  http.MaxBytesReader(w, r.Body, limit+multipartSlack),
+		rc: http.NewResponseController(w),
+	}, boundary, bodyBufferSize)
 
 	var up *received
 	defer func() {
@@ -268,7 +182,7 @@ func (s *Service) uploadDocument(w http.ResponseWriter, r *http.Request) (err er
 
 // receive streams one file part to a new temporary file, hashing and
 // counting. The caller removes the temporary file (up.tmp) in all cases.
-func (s *Service) receive(part *multipart.Part, limit int64) (*received, error) {
+func (s *Service) receive(part *formdata.Part, limit int64) (*received, error) {
 	// Unlike part.FileName(), keep what the client sent, for
 	// original_filename; the stored name is made from its last element.
 	name := part.FileName()
@@ -280,29 +194,32 @@ func (s *Service) receive(part *multipart.Part, limit int64) (*received, error) 
 		return nil, storeError(err, "document")
 	}
 	up := &received{tmp: tmp, name: name}
-	var out writerSyncer = f
+	var out writerSyncer = newDirectFile(f)
 	if s.wrapTemp != nil {
-		out = s.wrapTemp(f)
+		out = s.wrapTemp(out)
 	}
 	h := sha256.New()
 	err = func() error {
 		defer f.Close()
-		// Two stages: this goroutine reads, checks and hashes; a writer
-		// goroutine writes the previous chunks, so disk writes overlap the
-		// network and the hashing.
-		w := startChunkWriter(out)
+		// This goroutine reads, checks and counts; the chunks are hashed
+		// and written on goroutines of their own, so that the network,
+		// SHA-256 and the disk overlap.
+		w := startPipeline(
+			func(b []byte) error { h.Write(b); return nil },
+			func(b []byte) error { _, err := out.Write(b); return err },
+		)
 		defer w.stop()
 		first := true
 		for {
 			bp := w.buffer()
 			buf := *bp
-			n, rerr := io.ReadFull(part, buf)
+			n, rerr := fill(part, buf)
 			if n > 0 {
 				if first {
 					first = false
 					off := pdfHeaderOffset(buf[:n])
 					if off < 0 {
-						w.write(bp, 0)
+						_ = w.send(bp, 0)
 						return &httpx.Error{Status: http.StatusUnsupportedMediaType, Code: "not_a_pdf",
 							Detail: "not a PDF: no %PDF- header in the first 1024 bytes"}
 					}
@@ -310,15 +227,14 @@ func (s *Service) receive(part *multipart.Part, limit int64) (*received, error) 
 				}
 				up.size += int64(n)
 				if up.size > limit {
-					w.write(bp, 0)
+					_ = w.send(bp, 0)
 					return tooLarge(limit)
 				}
-				h.Write(buf[:n])
 			}
-			if err := w.write(bp, n); err != nil {
+			if err := w.send(bp, n); err != nil {
 				return storeError(err, "document")
 			}
-			if errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF) {
+			if rerr == io.EOF {
 				break
 			}
 			if rerr != nil {
@@ -344,6 +260,21 @@ func (s *Service) receive(part *multipart.Part, limit int64) (*received, error) 
 	}
 	up.sha256 = hex.EncodeToString(h.Sum(nil))
 	return up, nil
+}
+
+// fill reads from r until buf is full or r ends, and returns io.EOF
+// (only) when r ended at its end: a part cut short is an error, never a
+// complete file.
+func fill(r io.Reader, buf []byte) (int, error) {
+	n := 0
+	for n < len(buf) {
+		m, err := r.Read(buf[n:])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 // inspect runs the structural check on a received upload.
@@ -411,7 +342,6 @@ func cleanOriginal(name string) string {
 // client stalls for uploadIdleTimeout.
 type idleReader struct {
 	r  io.Reader
-	c  io.Closer
 	rc *http.ResponseController
 }
 
@@ -419,5 +349,3 @@ func (i *idleReader) Read(p []byte) (int, error) {
 	_ = i.rc.SetReadDeadline(time.Now().Add(uploadIdleTimeout))
 	return i.r.Read(p)
 }
-
-func (i *idleReader) Close() error { return i.c.Close() }
