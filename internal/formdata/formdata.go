@@ -4,12 +4,15 @@
 // mime/multipart reads through a fixed 4 KiB buffer of its own, whatever
 // reader it is given, so a large file part costs a boundary scan, a buffer
 // refill and a copy per 4 KiB: for a 1 GiB upload that was a quarter of
-// docservice's CPU. This reader scans and refills per buffer (1 MiB in
-// docservice), and otherwise accepts what mime/multipart accepts: the same
-// delimiter rules (transport padding, "\n" instead of "\r\n" line ends when
-// the first delimiter line uses it, a preamble, an epilogue, a body that
-// ends after the final delimiter without a line end), part headers parsed
-// by net/textproto, quoted-printable parts decoded. Its tests compare it
+// docservice's CPU. This reader reads up to a buffer (1 MiB in docservice)
+// at once, and a large Read of a part goes from the source straight into
+// the caller's slice and is scanned for the delimiter there, so a file
+// part is not copied once more in memory. Otherwise it accepts what
+// mime/multipart accepts: the same delimiter rules (transport padding,
+// "\n" instead of "\r\n" line ends when the first delimiter line uses it,
+// a preamble, an epilogue, a body that ends after the final delimiter
+// without a line end), part headers parsed by net/textproto,
+// quoted-printable parts decoded. Its tests compare it
 // with mime/multipart on many bodies.
 //
 // It owns parsing only: it never buffers more than its buffer, and limits
@@ -56,7 +59,7 @@ func Boundary(contentType string) (string, error) {
 
 // Reader is a multipart body being read part by part.
 type Reader struct {
-	br *bufio.Reader
+	b buffer
 	// nl is "\r\n", or "\n" once the first delimiter line ends so.
 	nl []byte
 	// delim is nl + "--" + boundary: what ends a part's body.
@@ -76,28 +79,11 @@ func NewReader(r io.Reader, boundary string, bufSize int) *Reader {
 	delim := []byte("\r\n--" + boundary)
 	bufSize = max(bufSize, 4096, 2*len(delim)+64)
 	return &Reader{
-		br:    bufio.NewReaderSize(&stickyReader{r: r}, bufSize),
+		b:     buffer{src: r, buf: make([]byte, bufSize)},
 		nl:    delim[:2],
 		delim: delim,
 		dash:  delim[2:],
 	}
-}
-
-// stickyReader keeps returning the first error of r: bufio.Reader reports
-// an error once and would call Read again, which an io.Reader need not
-// answer sensibly after an error.
-type stickyReader struct {
-	r   io.Reader
-	err error
-}
-
-func (s *stickyReader) Read(p []byte) (int, error) {
-	if s.err != nil {
-		return 0, s.err
-	}
-	n, err := s.r.Read(p)
-	s.err = err
-	return n, err
 }
 
 // NextPart skips the rest of the current part and returns the next one,
@@ -119,7 +105,7 @@ func (r *Reader) NextPart() (*Part, error) {
 	}
 	expectPart := false
 	for {
-		line, err := r.br.ReadSlice('\n')
+		line, err := r.b.readLine()
 		if errors.Is(err, io.EOF) && r.isFinal(line) {
 			// "--boundary--" at the very end, without a line end.
 			r.done = true
@@ -192,11 +178,8 @@ func (r *Reader) isFinal(line []byte) bool {
 func (r *Reader) newPart() (*Part, error) {
 	var block []byte
 	for {
-		line, err := r.br.ReadSlice('\n')
+		line, err := r.b.readLine()
 		if err != nil {
-			if errors.Is(err, bufio.ErrBufferFull) {
-				err = errors.New("line too long")
-			}
 			return nil, fmt.Errorf("formdata: read part header: %w", unexpected(err))
 		}
 		if len(block)+len(line) > MaxHeaderBytes {
@@ -237,7 +220,7 @@ type Part struct {
 
 	mr *Reader
 	r  io.Reader
-	// avail is how many bytes at the front of mr.br are known to be body.
+	// avail is how many of the buffer's unread bytes are known to be body.
 	avail int
 	// started is whether any body has been returned (a part may start
 	// with "--boundary" directly, without a line end before it).
@@ -290,24 +273,53 @@ type rawPart struct{ p *Part }
 
 func (p *Part) raw() io.Reader { return rawPart{p} }
 
-func (rp rawPart) Read(b []byte) (int, error) {
+// directMin is the smallest read that goes straight into the caller's
+// slice; smaller ones are served from the buffer.
+const directMin = 4096
+
+func (rp rawPart) Read(dst []byte) (int, error) {
 	p := rp.p
-	br := p.mr.br
+	b := &p.mr.b
+	if len(dst) == 0 {
+		return 0, nil
+	}
 	for p.avail == 0 && p.err == nil {
-		buffered, _ := br.Peek(br.Buffered())
+		buffered := b.unreadBytes()
 		p.avail, p.err = p.scan(buffered, p.readErr)
-		if p.avail == 0 && p.err == nil {
-			// Undecided: the buffer is empty or holds only what may be
-			// the start of a delimiter. Read more.
-			if _, p.readErr = br.Peek(len(buffered) + 1); errors.Is(p.readErr, io.EOF) {
-				p.readErr = io.ErrUnexpectedEOF
+		if p.avail > 0 || p.err != nil {
+			break
+		}
+		// Undecided: the buffer is empty or holds only what may be the
+		// start of a delimiter.
+		if b.err == nil && len(dst) >= max(directMin, 2*len(buffered)) {
+			// A large read: into dst directly, then scan it there, and
+			// put back what is not (yet) known to be body.
+			data := dst[:b.readInto(dst)]
+			n, err := p.scan(data, nil)
+			b.unread(data[n:])
+			p.err = err
+			if n == 0 {
+				// Still undecided, or a delimiter right away. If the
+				// read failed, the buffered path below finds out.
+				continue
+			}
+			p.started = true
+			return n, p.err
+		}
+		// A small read (a form field): fill the buffer only as far as
+		// this read needs, so the next large read can go direct.
+		if !b.fill(max(len(dst)+len(p.mr.delim)+2, directMin)) {
+			p.readErr = unexpected(b.err)
+			if p.readErr == nil {
+				p.readErr = errLineTooLong // cannot happen: the buffer holds a delimiter twice
 			}
 		}
 	}
 	if p.avail == 0 {
 		return 0, p.err
 	}
-	n, _ := br.Read(b[:min(len(b), p.avail)])
+	n := copy(dst, b.unreadBytes()[:p.avail])
+	b.discard(n)
 	p.avail -= n
 	p.started = true
 	if p.avail == 0 && p.err != nil {

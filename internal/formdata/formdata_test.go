@@ -47,12 +47,13 @@ func collect(next func() (anyPart, map[string][]string, error)) outcome {
 			o.End = "error"
 			return o
 		}
-		// Read with odd sizes, to cross every internal boundary.
+		// Read with odd sizes, small (served from the buffer) and large
+		// (straight into buf), to cross every internal boundary.
 		var body bytes.Buffer
-		buf := make([]byte, 777)
+		buf := make([]byte, 70000)
 		var rerr error
-		for {
-			n, err := p.Read(buf)
+		for i := 0; ; i++ {
+			n, err := p.Read(buf[:readSizes[i%len(readSizes)]])
 			body.Write(buf[:n])
 			if err != nil {
 				if !errors.Is(err, io.EOF) {
@@ -67,6 +68,8 @@ func collect(next func() (anyPart, map[string][]string, error)) outcome {
 	o.End = "too many parts"
 	return o
 }
+
+var readSizes = []int{777, 70000, 1, 4096, 5000, 9000, 65536}
 
 func readStd(body []byte, boundary string) outcome {
 	mr := multipart.NewReader(iotest.HalfReader(bytes.NewReader(body)), boundary)
