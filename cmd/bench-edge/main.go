@@ -3,8 +3,9 @@
 // the same tiny upstream (plain reverse_proxy; the same, with a client that
 // also sends the X-User-* headers; the same behind gatehouse_auth with keys
 // from a JWKS file and a revocation feed of 2,000 entries; the same with
-// forward_token), loads them in rotation with internal/loadgen and
-// prints median throughput and latency, the ratios, Caddy's CPU time per
+// forward_token), loads them in rotation with internal/loadgen (the plain
+// and guarded sites also with a browser's request headers) and prints
+// median throughput and latency, the ratios, Caddy's CPU time per
 // request, and the cost of a cache miss (every request a new valid token).
 // It prints figures, never pass or fail (`make bench-edge`).
 package main
@@ -218,7 +219,7 @@ func run(ctx context.Context, rounds int, duration time.Duration, concurrency, m
 		}
 	}
 
-	// Caddy's own CPU time per request, per site: what the edge costs,
+	// Caddy's own CPU time per request, per variant: what the edge costs,
 	// apart from the load generator and the upstream sharing the cores.
 	caddyCPU := map[string][]time.Duration{}
 	// identity is what gatehouse_auth sets for the bench token; the
@@ -229,8 +230,12 @@ func run(ctx context.Context, rounds int, duration time.Duration, concurrency, m
 		"X-User-Role":   {"user"},
 		"X-User-Groups": {"doc-service-admin"},
 	}
-	load := func(port string, tokens []string, requests int) (loadgen.Result, error) {
-		url := "http://127.0.0.1:" + port + "/"
+	type variant struct {
+		name, port string
+		extra      http.Header // headers the client sends besides the token
+	}
+	load := func(v variant, tokens []string, requests int) (loadgen.Result, error) {
+		url := "http://127.0.0.1:" + v.port + "/"
 		o := loadgen.Options{
 			Concurrency: concurrency,
 			Request: func(i int) (*http.Request, error) {
@@ -238,13 +243,9 @@ func run(ctx context.Context, rounds int, duration time.Duration, concurrency, m
 				if err != nil {
 					return nil, err
 				}
-				if tokens != nil {
-					req.Header.Set("Authorization", "Bearer "+tokens[i%len(tokens)])
-				}
-				if port == headersPort {
-					for k, v := range identity {
-						req.Header[k] = v
-					}
+				req.Header.Set("Authorization", "Bearer "+tokens[i%len(tokens)])
+				for k, vals := range v.extra {
+					req.Header[k] = vals
 				}
 				return req, nil
 			},
@@ -257,7 +258,7 @@ func run(ctx context.Context, rounds int, duration time.Duration, concurrency, m
 		cpu0 := processCPU(caddy.Process.Pid)
 		res, err := loadgen.Run(ctx, o)
 		if res.Requests > 0 {
-			caddyCPU[port] = append(caddyCPU[port], (processCPU(caddy.Process.Pid)-cpu0)/time.Duration(res.Requests))
+			caddyCPU[v.name] = append(caddyCPU[v.name], (processCPU(caddy.Process.Pid)-cpu0)/time.Duration(res.Requests))
 		}
 		if err == nil && res.Errors > 0 {
 			err = fmt.Errorf("%d errors, first: %v", res.Errors, res.FirstError)
@@ -265,75 +266,61 @@ func run(ctx context.Context, rounds int, duration time.Duration, concurrency, m
 		return res, err
 	}
 
-	// Warm both paths (connections, the token cache, Go's runtime).
-	if _, err := load(plainPort, []string{token}, 2000); err != nil {
-		return fmt.Errorf("warm-up plain: %w", err)
+	// Variants of the same route. plain and guarded get the same client
+	// request (token included, Go's minimal client headers): guarded/plain
+	// is the whole price. plain+identity is plain reverse_proxy whose
+	// client also sends the three X-User-* headers, so its upstream request
+	// carries the headers the guarded route sends: guarded/that is what
+	// stripping, verifying and setting cost, apart from carrying three more
+	// headers through Caddy and the upstream. forward is the guarded route
+	// with forward_token (the token also goes upstream, as on the
+	// repository's authsvc route). The browser pair repeats plain and
+	// guarded with the headers a browser sends with an SPA's API call.
+	variants := []variant{
+		{"plain", plainPort, nil},
+		{"plain+identity", headersPort, identity},
+		{"guarded", guardedPort, nil},
+		{"forward", forwardPort, nil},
+		{"plain, browser", plainPort, browserHeaders},
+		{"guarded, browser", guardedPort, browserHeaders},
 	}
-	if _, err := load(guardedPort, []string{token}, 2000); err != nil {
-		return fmt.Errorf("warm-up guarded: %w", err)
+	// Warm every path (connections, the token cache, Go's runtime).
+	for _, v := range variants {
+		if _, err := load(v, []string{token}, 2000); err != nil {
+			return fmt.Errorf("warm-up %s: %w", v.name, err)
+		}
 	}
-	if _, err := load(forwardPort, []string{token}, 2000); err != nil {
-		return fmt.Errorf("warm-up guarded with forward_token: %w", err)
-	}
-
-	// Three variants of the same route: plain reverse_proxy and
-	// gatehouse_auth get the same client request (token included);
-	// guarded/plain is the whole price. A third, plain reverse_proxy whose
-	// client also sends the three X-User-* headers, forwards to the
-	// upstream the same headers the guarded route sends: guarded/that is
-	// what stripping, verifying and setting cost, apart from carrying three
-	// more headers through Caddy and the upstream. A fourth is the guarded
-	// route with forward_token (the token also goes upstream, as on the
-	// repository's authsvc route).
-	var plain, headers, guarded, forward []loadgen.Result
+	results := map[string][]loadgen.Result{}
 	for r := range rounds {
 		// Rotate the order, so drift on a shared machine hits all alike.
-		order := []string{"plain", "headers", "guarded", "forward"}
-		for i := 0; i < r%len(order); i++ {
-			order = append(order[1:], order[0])
-		}
-		for _, which := range order {
-			var res loadgen.Result
-			var err error
-			switch which {
-			case "plain":
-				res, err = load(plainPort, []string{token}, 0)
-				plain = append(plain, res)
-			case "headers":
-				res, err = load(headersPort, []string{token}, 0)
-				headers = append(headers, res)
-			case "forward":
-				res, err = load(forwardPort, []string{token}, 0)
-				forward = append(forward, res)
-			default:
-				var prof <-chan error
-				if profilePath != "" && r == 0 {
-					prof = profileCaddy("127.0.0.1:"+adminPort, max(duration-time.Second, time.Second))
+		for i := range variants {
+			v := variants[(i+r)%len(variants)]
+			var prof <-chan error
+			if profilePath != "" && r == 0 && v.name == "guarded" {
+				prof = profileCaddy("127.0.0.1:"+adminPort, max(duration-time.Second, time.Second))
+			}
+			res, err := load(v, []string{token}, 0)
+			if prof != nil {
+				if perr := <-prof; perr != nil {
+					log.Printf("cpu profile: %v", perr)
+				} else {
+					log.Printf("wrote Caddy's CPU profile to %s", profilePath)
 				}
-				res, err = load(guardedPort, []string{token}, 0)
-				if prof != nil {
-					if perr := <-prof; perr != nil {
-						log.Printf("cpu profile: %v", perr)
-					} else {
-						log.Printf("wrote Caddy's CPU profile to %s", profilePath)
-					}
-				}
-				guarded = append(guarded, res)
 			}
 			if err != nil {
-				return fmt.Errorf("%s round %d: %w", which, r+1, err)
+				return fmt.Errorf("%s round %d: %w", v.name, r+1, err)
 			}
-			log.Printf("round %d %-7s %v", r+1, which, res)
+			results[v.name] = append(results[v.name], res)
+			log.Printf("round %d %-16s %v", r+1, v.name, res)
 		}
 	}
-	missRes, err := load(guardedPort, missTokens, len(missTokens))
+	missRes, err := load(variants[2], missTokens, len(missTokens))
 	if err != nil {
 		return fmt.Errorf("cache-miss run: %w", err)
 	}
 	log.Printf("cache-miss run   %v", missRes)
 	verifyCost := measureVerify(key, token)
 
-	p, hd, g, fw := loadgen.Median(plain), loadgen.Median(headers), loadgen.Median(guarded), loadgen.Median(forward)
 	fmt.Println()
 	placement := "load generator, Caddy and upstream share the CPUs"
 	if pinCaddy >= 0 {
@@ -341,39 +328,66 @@ func run(ctx context.Context, rounds int, duration time.Duration, concurrency, m
 	}
 	fmt.Printf("Edge benchmark: %d rounds x %v per variant, %d connections (%s)\n",
 		rounds, duration, concurrency, placement)
-	fmt.Printf("%-58s %10s %10s %10s\n", "", "req/s", "p50", "p99")
-	row := func(name string, rps float64, p50, p99 time.Duration) {
-		fmt.Printf("%-58s %10.0f %10v %10v\n", name, rps, p50.Round(time.Microsecond), p99.Round(time.Microsecond))
+	fmt.Printf("%-58s %10s %10s %10s %12s\n", "", "req/s", "p50", "p99", "Caddy CPU")
+	row := func(name string, res loadgen.Result, cpu time.Duration) {
+		c := "-"
+		if cpu > 0 {
+			c = fmt.Sprintf("%.1fµs", float64(cpu)/float64(time.Microsecond))
+		}
+		fmt.Printf("%-58s %10.0f %10v %10v %12s\n", name, res.RPS, res.P50.Round(time.Microsecond), res.P99.Round(time.Microsecond), c)
 	}
-	row("plain reverse_proxy, same request (median)", p.RPS, p.P50, p.P99)
-	row("plain reverse_proxy, client also sends X-User-* (median)", hd.RPS, hd.P50, hd.P99)
-	row("gatehouse_auth, cached token (median)", g.RPS, g.P50, g.P99)
-	row("gatehouse_auth forward_token, cached token (median)", fw.RPS, fw.P50, fw.P99)
-	row("gatehouse_auth, every token new (misses)", missRes.RPS, missRes.P50, missRes.P99)
+	labels := map[string]string{
+		"plain":            "plain reverse_proxy",
+		"plain+identity":   "plain reverse_proxy, client also sends X-User-*",
+		"guarded":          "gatehouse_auth, cached token",
+		"forward":          "gatehouse_auth forward_token, cached token",
+		"plain, browser":   "plain reverse_proxy, browser headers",
+		"guarded, browser": "gatehouse_auth, cached token, browser headers",
+	}
+	for _, v := range variants {
+		row(labels[v.name]+" (median)", loadgen.Median(results[v.name]), medianDur(caddyCPU[v.name]))
+	}
+	row("gatehouse_auth, every token new (misses)", missRes, 0)
 	// Rounds are paired (the variants run back to back), so the median of
 	// per-round ratios is less exposed to drift than the ratio of medians.
-	perRound := func(a, b []loadgen.Result) float64 {
-		ratios := make([]float64, len(a))
-		for i := range a {
-			ratios[i] = a[i].RPS / b[i].RPS
+	ratio := func(a, b string) (ofMedians, perRound float64) {
+		ra, rb := results[a], results[b]
+		ratios := make([]float64, len(ra))
+		for i := range ra {
+			ratios[i] = ra[i].RPS / rb[i].RPS
 		}
 		slices.Sort(ratios)
-		return 100 * ratios[len(ratios)/2]
+		return 100 * loadgen.Median(ra).RPS / loadgen.Median(rb).RPS, 100 * ratios[len(ratios)/2]
 	}
-	fmt.Printf("guarded / plain:         %.1f%% (ratio of medians), %.1f%% (median of per-round ratios); target >= 95%%\n",
-		100*g.RPS/p.RPS, perRound(guarded, plain))
-	fmt.Printf("guarded forward_token / plain: %.1f%% (ratio of medians), %.1f%% (median of per-round ratios)\n",
-		100*fw.RPS/p.RPS, perRound(forward, plain))
-	fmt.Printf("guarded / plain+identity: %.1f%% (ratio of medians), %.1f%% (median of per-round ratios): same upstream headers, so the guard's own cost\n",
-		100*g.RPS/hd.RPS, perRound(guarded, headers))
-	fmt.Printf("plain+identity / plain:   %.1f%%: what three more headers through Caddy and the upstream cost\n", 100*hd.RPS/p.RPS)
-	cp, ch, cg, cf := medianDur(caddyCPU[plainPort]), medianDur(caddyCPU[headersPort]), medianDur(caddyCPU[guardedPort]), medianDur(caddyCPU[forwardPort])
-	fmt.Printf("Caddy CPU per request (median of rounds): plain %v, plain+identity %v, guarded %v, guarded forward_token %v; guarded costs %+.1f%% vs plain\n",
-		cp.Round(100*time.Nanosecond), ch.Round(100*time.Nanosecond), cg.Round(100*time.Nanosecond), cf.Round(100*time.Nanosecond), 100*(float64(cg)/float64(cp)-1))
+	for _, c := range []struct{ a, b, what string }{
+		{"guarded", "plain", "target >= 95%"},
+		{"guarded, browser", "plain, browser", "the same with a browser's request headers"},
+		{"forward", "plain", "forward_token: the token goes upstream too"},
+		{"guarded", "plain+identity", "same upstream headers: the guard's own cost"},
+		{"plain+identity", "plain", "what three more headers through Caddy and the upstream cost"},
+	} {
+		m, pr := ratio(c.a, c.b)
+		fmt.Printf("%-34s %5.1f%% median of per-round ratios, %5.1f%% ratio of medians: %s\n", c.a+" / "+c.b+":", pr, m, c.what)
+	}
 	fmt.Printf("cache-miss throughput vs cached: %.1f%%; RSA-2048 verification alone: %v per token (in-process, one core)\n",
-		100*missRes.RPS/g.RPS, verifyCost.Round(time.Microsecond))
+		100*missRes.RPS/loadgen.Median(results["guarded"]).RPS, verifyCost.Round(time.Microsecond))
 	fmt.Printf("command: %s\n", commandLine())
 	return nil
+}
+
+// browserHeaders are what a browser sends with an SPA's API call (besides
+// the token), so that one pair of variants sees a realistic header count.
+var browserHeaders = http.Header{
+	"User-Agent":      {"Mozilla/5.0 (X11; Linux x86_64; rv:132.0) Gecko/20100101 Firefox/132.0"},
+	"Accept":          {"application/json, text/plain, */*"},
+	"Accept-Language": {"en-GB,en;q=0.7,de;q=0.3"},
+	"Accept-Encoding": {"gzip, deflate, br, zstd"},
+	"Referer":         {"https://gatehouse.example.com/documents"},
+	"Sec-Fetch-Dest":  {"empty"},
+	"Sec-Fetch-Mode":  {"cors"},
+	"Sec-Fetch-Site":  {"same-origin"},
+	"Priority":        {"u=0"},
+	"Cookie":          {"theme=dark; sidebar=collapsed"},
 }
 
 // revocationFeed is a feed document with n user cut-offs and n ended
