@@ -326,7 +326,6 @@ func TestGroups(t *testing.T) {
 
 	// Members.
 	u1, u2 := newUser(t, "user"), newUser(t, "user")
-	u1Tok := env.token(t, u1)
 	var withMember Group
 	do("POST", gPath+"/members/"+u1.ID.String(), nil).expect(t, http.StatusCreated).Decode(t, &withMember)
 	if withMember.MemberCount != 1 || len(withMember.Members) != 1 || withMember.Members[0].UserID != u1.ID ||
@@ -428,7 +427,7 @@ func TestGroups(t *testing.T) {
 	}
 
 	// Delete cascades memberships: u1's groups lose it.
-	u1Tok = env.token(t, u1)
+	u1Tok := env.token(t, u1)
 	var me struct {
 		Groups []string `json:"groups"`
 	}

@@ -289,11 +289,12 @@ func TestEdgeRevocationEndToEnd(t *testing.T) {
 		return login(t, call, email, password)
 	}
 	userTok := register("revoked-user@example.com")
-	adminTok := register("revoking-admin@example.com")
+	register("revoking-admin@example.com")
 	if _, err := pool.Exec(ctx, `UPDATE auth.users SET role = 'admin' WHERE email = 'revoking-admin@example.com'`); err != nil {
 		t.Fatal(err)
 	}
-	adminTok = login(t, call, "revoking-admin@example.com", password)
+	// Promoted after login: a fresh token carries the admin role.
+	adminTok := login(t, call, "revoking-admin@example.com", password)
 
 	docs := func(token string) (bool, string) {
 		st, b := call(http.MethodGet, "/api/documents", token, nil)
