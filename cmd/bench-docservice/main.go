@@ -2,7 +2,11 @@
 // bench-docservice`): a 1 GiB PDF uploaded directly to docservice and
 // through Caddy, each next to a `cp` (and a `cp` + fsync) of the same file
 // on the same disk and an upload to a server that discards the body, with
-// the CPU time and peak memory (VmHWM) of docservice and Caddy. It prints
+// the CPU time and peak memory (VmHWM) of docservice and Caddy; then
+// documents small enough for the full pdfcpu parse (15 MiB, many pages
+// and objects, see documents.go), one, three in a row and four at once,
+// where that parse rather than the upload path sets docservice's peak
+// memory (-rows big or docs runs one half). It prints
 // figures; it never passes or fails. Targets (issue 5): peak RSS under
 // 64 MiB each, throughput at least half of cp's; both ratios (to cp and to
 // cp + fsync) are printed, README.md says which one the target is judged by.
@@ -52,15 +56,21 @@ func main() {
 	caddyBin := flag.String("caddy", filepath.Join("bin", "caddy"), "the Caddy binary for the edge row")
 	keep := flag.Bool("keep", false, "keep .data/bench-docservice afterwards (for inspection)")
 	docBin := flag.String("docservice", "", "the docservice binary to measure (default: built from this checkout)")
-	runs := flag.Int("runs", 3, "uploads per row (the row shows the median)")
+	runs := flag.Int("runs", 3, "uploads (document rows: batches) per row (the row shows the median)")
+	docMB := flag.Int("doc-mb", 15, "size of each PDF of the document rows in MiB (files up to 16 MiB get the full pdfcpu parse)")
+	rows := flag.String("rows", "all", "which rows: all, big (the large upload) or docs (the document rows)")
 	flag.Parse()
-	if err := run(int64(*sizeMB)<<20, *caddyBin, *docBin, max(*runs, 1), *keep); err != nil {
+	if *rows != "all" && *rows != "big" && *rows != "docs" {
+		fmt.Fprintln(os.Stderr, "bench-docservice: -rows must be all, big or docs")
+		os.Exit(2)
+	}
+	if err := run(int64(*sizeMB)<<20, int64(*docMB)<<20, *rows, *caddyBin, *docBin, max(*runs, 1), *keep); err != nil {
 		fmt.Fprintln(os.Stderr, "bench-docservice:", err)
 		os.Exit(1)
 	}
 }
 
-func run(size int64, caddyBin, docBin string, runs int, keep bool) error {
+func run(size, docSize int64, rows, caddyBin, docBin string, runs int, keep bool) error {
 	work, err := filepath.Abs(filepath.Join(".data", "bench-docservice"))
 	if err != nil {
 		return err
@@ -73,6 +83,100 @@ func run(size int64, caddyBin, docBin string, runs int, keep bool) error {
 		defer os.RemoveAll(work)
 	}
 
+	dbURL, cleanupDB, err := benchutil.Database("bench_docservice")
+	if err != nil {
+		return err
+	}
+	defer cleanupDB()
+	bin := docBin
+	if bin == "" {
+		if bin, err = buildDocservice(work); err != nil {
+			return err
+		}
+	}
+	ds := &docservice{bin: bin, dbURL: dbURL, work: work}
+	limitMB := max(size, docSize)>>20 + 16
+	if err := ds.configure(limitMB); err != nil {
+		return err
+	}
+	if rows != "docs" {
+		if err := bigRows(ds, size, caddyBin, runs); err != nil {
+			return err
+		}
+	}
+	if rows != "big" {
+		if err := docRows(ds, docSize, runs); err != nil {
+			return err
+		}
+	}
+	fmt.Printf(`
+Uploads: median of %d; cp: best of 3. CPU is the process's user + system
+time per upload (mean), RSS its peak (VmHWM) over the row's uploads.
+Targets (issue 5): peak RSS < 64 MiB each; throughput ≥ 50%% of cp. An upload
+fsyncs the file and its folder before it is recorded, so "cp + fsync" is the
+like-for-like copy; which of the two ratios the target is judged by is
+decided in README.md (performance).
+`, runs)
+	return nil
+}
+
+// docservice starts docservice processes of one binary on one database
+// and storage tree.
+type docservice struct {
+	bin, dbURL, work string
+	n                int // processes started, for log names
+}
+
+func (d *docservice) storage() string   { return filepath.Join(d.work, "storage") }
+func (d *docservice) configDir() string { return filepath.Join(d.work, "config") }
+
+// configure sets the upload limit every process gets.
+func (d *docservice) configure(limitMB int64) error {
+	if err := os.MkdirAll(d.configDir(), 0o750); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(d.configDir(), "doc-service.json"),
+		[]byte(fmt.Sprintf(`{"max_pdf_size_mb": %d}`, limitMB)), 0o600)
+}
+
+// start runs a new docservice process and waits until it serves; stop
+// ends it.
+func (d *docservice) start() (cmd *exec.Cmd, addr string, stop func(), err error) {
+	addr, err = benchutil.FreeAddr()
+	if err != nil {
+		return nil, "", nil, err
+	}
+	d.n++
+	cmd = exec.Command(d.bin, "serve")
+	cmd.Env = append(os.Environ(), "DATABASE_URL="+d.dbURL, "DOCSERVICE_ADDR="+addr, "DATA_DIR="+d.work,
+		"STORAGE_DIR="+d.storage(), "APP_CONFIG_DIR="+d.configDir(), "WATCH_DIR="+filepath.Join(d.work, "watch"))
+	logf, _ := os.Create(filepath.Join(d.work, fmt.Sprintf("docservice-%d.log", d.n)))
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return nil, "", nil, fmt.Errorf("start docservice: %w", err)
+	}
+	stop = func() { _ = cmd.Process.Signal(os.Interrupt); _ = cmd.Wait(); logf.Close() }
+	if err := benchutil.WaitHTTP("http://"+addr+"/health", nil, 30*time.Second); err != nil {
+		stop()
+		return nil, "", nil, fmt.Errorf("docservice: %w (log: %s)", err, logf.Name())
+	}
+	return cmd, addr, stop, nil
+}
+
+// printHeader and printRow lay out the table every row goes into.
+func printHeader() {
+	fmt.Printf("\n%-40s %8s %8s %10s %10s %10s %10s\n", "path", "time", "MB/s", "doc CPU", "doc RSS", "Caddy CPU", "Caddy RSS")
+}
+
+func printRow(name string, bytes int64, d time.Duration, doc, caddy procUse) {
+	fmt.Printf("%-40s %7.2fs %8.0f %10s %10s %10s %10s\n", name, d.Seconds(), float64(bytes)/1e6/d.Seconds(),
+		doc.cpuString(), doc.rssString(), caddy.cpuString(), caddy.rssString())
+}
+
+// bigRows measures one large upload, directly and through Caddy, next to
+// cp, cp + fsync and the HTTP floor.
+func bigRows(ds *docservice, size int64, caddyBin string, runs int) error {
+	work := ds.work
 	src := filepath.Join(work, "source.pdf")
 	fmt.Printf("docservice upload benchmark: a %d MiB PDF, files under %s\n", size>>20, work)
 	if err := writeBigPDF(src, size); err != nil {
@@ -101,48 +205,15 @@ func run(size int64, caddyBin, docBin string, runs int, keep bool) error {
 		return err
 	}
 
-	dbURL, cleanupDB, err := benchutil.Database("bench_docservice")
+	doc, docAddr, stopDoc, err := ds.start()
 	if err != nil {
 		return err
 	}
-	defer cleanupDB()
+	defer stopDoc()
+	storage := ds.storage()
 
-	bin := docBin
-	if bin == "" {
-		if bin, err = buildDocservice(work); err != nil {
-			return err
-		}
-	}
-	docAddr, err := benchutil.FreeAddr()
-	if err != nil {
-		return err
-	}
-	cfgDir := filepath.Join(work, "config")
-	_ = os.MkdirAll(cfgDir, 0o750)
-	limitMB := size>>20 + 16
-	if err := os.WriteFile(filepath.Join(cfgDir, "doc-service.json"),
-		[]byte(fmt.Sprintf(`{"max_pdf_size_mb": %d}`, limitMB)), 0o600); err != nil {
-		return err
-	}
-	storage := filepath.Join(work, "storage")
-	doc := exec.Command(bin, "serve")
-	doc.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "DOCSERVICE_ADDR="+docAddr, "DATA_DIR="+work,
-		"STORAGE_DIR="+storage, "APP_CONFIG_DIR="+cfgDir, "WATCH_DIR="+filepath.Join(work, "watch"))
-	logf, _ := os.Create(filepath.Join(work, "docservice.log"))
-	doc.Stdout, doc.Stderr = logf, logf
-	if err := doc.Start(); err != nil {
-		return fmt.Errorf("start docservice: %w", err)
-	}
-	defer func() { _ = doc.Process.Signal(os.Interrupt); _ = doc.Wait() }()
-	if err := benchutil.WaitHTTP("http://"+docAddr+"/health", nil, 30*time.Second); err != nil {
-		return fmt.Errorf("docservice: %w (log: %s)", err, logf.Name())
-	}
-
-	fmt.Printf("\n%-36s %8s %8s %10s %10s %10s %10s\n", "path", "time", "MB/s", "doc CPU", "doc RSS", "Caddy CPU", "Caddy RSS")
-	row := func(name string, d time.Duration, doc, caddy procUse) {
-		fmt.Printf("%-36s %7.2fs %8.0f %10s %10s %10s %10s\n", name, d.Seconds(), float64(size)/1e6/d.Seconds(),
-			doc.cpuString(), doc.rssString(), caddy.cpuString(), caddy.rssString())
-	}
+	printHeader()
+	row := func(name string, d time.Duration, doc, caddy procUse) { printRow(name, size, d, doc, caddy) }
 	row("cp (same disk)", cpTime, procUse{}, procUse{})
 	row("cp + fsync (same disk)", cpSyncTime, procUse{}, procUse{})
 	row("HTTP upload to a discarding server", floorTime, procUse{}, procUse{})
@@ -157,7 +228,7 @@ func run(size int64, caddyBin, docBin string, runs int, keep bool) error {
 	// Through the edge.
 	var edgeTime time.Duration
 	if _, err := os.Stat(caddyBin); err != nil {
-		fmt.Printf("%-36s skipped: %s not found (build it with `make build` once cmd/caddy is in place)\n",
+		fmt.Printf("%-40s skipped: %s not found (build it with `make build` once cmd/caddy is in place)\n",
 			"POST /api/documents, via Caddy", caddyBin)
 	} else {
 		edgeAddr, err := benchutil.FreeAddr()
@@ -216,14 +287,6 @@ http://%s {
 	if edgeTime > 0 {
 		ratios("via Caddy", edgeTime)
 	}
-	fmt.Printf(`
-Uploads: median of %d; cp: best of 3. CPU is the process's user + system
-time per upload (mean), RSS its peak (VmHWM) over the row's uploads.
-Targets (issue 5): peak RSS < 64 MiB each; throughput ≥ 50%% of cp. An upload
-fsyncs the file and its folder before it is recorded, so "cp + fsync" is the
-like-for-like copy; which of the two ratios the target is judged by is
-decided in README.md (performance).
-`, runs)
 	return nil
 }
 
@@ -516,13 +579,19 @@ func resetPeak(pid int) {
 }
 
 // peakRSSKB is a process's VmHWM in KiB, 0 when unknown.
-func peakRSSKB(pid int) int64 {
+func peakRSSKB(pid int) int64 { return procStatusKB(pid, "VmHWM:") }
+
+// rssKB is a process's VmRSS in KiB, 0 when unknown.
+func rssKB(pid int) int64 { return procStatusKB(pid, "VmRSS:") }
+
+// procStatusKB reads a field in kB of /proc/<pid>/status.
+func procStatusKB(pid int, field string) int64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+		if v, ok := strings.CutPrefix(line, field); ok {
 			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
 			return kb
 		}
