@@ -41,12 +41,14 @@ func (s *Service) Handler() http.Handler {
 	h := httpx.Handle
 	user, manager, admin := requireUser, requireManager, requireAdmin
 
-	mux.Handle("GET /health", h(httpx.Health))
+	// Quiet: the edge polls /health and /plugin/manifest, whose
+	// successes are logged at debug level rather than bury the log.
+	mux.Handle("GET /health", httpx.Quiet(h(httpx.Health)))
 	mux.Handle("GET /ready", h(httpx.Ready(s.pool)))
 
 	// The plugin contract (private: the edge calls these after its own
 	// access check, and docservice checks again).
-	mux.Handle("GET /plugin/manifest", h(s.getManifest))
+	mux.Handle("GET /plugin/manifest", httpx.Quiet(h(s.getManifest)))
 	mux.Handle("GET /plugin/settings", manager(s.getSettings))
 	mux.Handle("PATCH /plugin/settings", manager(s.patchSettings))
 
