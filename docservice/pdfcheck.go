@@ -21,12 +21,59 @@ import (
 // gateway's prefix), and so do we.
 const headerWindow = 1024
 
-// fullCheckMaxBytes is the largest file parsed completely with pdfcpu.
-// pdfcpu loads every stream of a file into memory, so a full parse costs
-// about the file's size in RAM; above this size docservice checks the
-// structure that frames the file (header, trailer, cross-reference
-// section) instead, keeping memory flat whatever the upload size.
-const fullCheckMaxBytes = 16 << 20
+const (
+	// fullCheckMaxBytes is the largest file parsed completely with
+	// pdfcpu. pdfcpu loads every stream of a file into memory, so a full
+	// parse costs at least the file's size in RAM; above this size
+	// docservice checks the structure that frames the file (header,
+	// trailer, cross-reference section) instead, keeping memory flat
+	// whatever the upload size.
+	fullCheckMaxBytes = 16 << 20
+	// fullCheckBudget is the most a full parse may cost by
+	// fullCheckCost; costlier files, even small ones, get the frame
+	// check, without page count and title. It is what keeps docservice
+	// under its 64 MiB RSS target together with one parse at a time
+	// (parseSlots) and the runtime's memory limit (cmd/docservice).
+	// Measured with bench-docservice's document rows: a 15 MiB file of
+	// 350 image pages (1 000 objects, cost 19 MiB) is parsed; one of
+	// 2 800 text pages (8 300 objects, cost 47 MiB, 32 MiB measured) is
+	// not: parsed, it took docservice to 60–66 MiB even with the memory
+	// limit (16 MiB files), 74–87 MiB without. Text-heavy files up to
+	// about 7 MiB are still parsed.
+	fullCheckBudget = 24 << 20
+	// objectCost is what pdfcpu keeps per object besides the stream
+	// bytes: a copy of the bytes it read to find the object's end, which
+	// its parsed names point into, the dictionary and the table entry.
+	// Measured (live heap after ReadWithContext): 2.2 KiB per object for
+	// text pages, 4.5 KiB for image pages; rounded to 4 KiB.
+	objectCost = 4 << 10
+)
+
+// fullCheckCost estimates the memory a full pdfcpu parse of a file of
+// size bytes with the given number of objects holds at its peak.
+func fullCheckCost(size int64, objects int) int64 {
+	return size + int64(objects)*objectCost
+}
+
+// parseSlots bounds the full parses running at once: each holds its
+// file's streams and objects in memory (up to fullCheckBudget), so
+// uploads that arrive together take turns rather than add up.
+type parseSlots chan struct{}
+
+func newParseSlots(n int) parseSlots { return make(parseSlots, n) }
+
+// acquire waits for a slot, or gives up when ctx ends (the client went
+// away, the server shuts down); release returns the slot.
+func (s parseSlots) acquire(ctx context.Context) error {
+	select {
+	case s <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s parseSlots) release() { <-s }
 
 func init() {
 	// pdfcpu would otherwise create a configuration directory in $HOME on
@@ -67,10 +114,26 @@ func pdfHeaderOffset(head []byte) int {
 // checkPDF checks the structure of the PDF in f (size bytes, header found
 // at headerOff) and reads its page count and title. Encrypted files are
 // accepted as opaque: their cross-reference structure was read, their
-// content cannot be without the password.
-func checkPDF(ctx context.Context, f io.ReadSeeker, size int64, headerOff int) (pdfInfo, error) {
+// content cannot be without the password. Full parses take a slot of
+// slots first.
+func checkPDF(ctx context.Context, f io.ReadSeeker, size int64, headerOff int, slots parseSlots) (pdfInfo, error) {
+	info, objects, err := checkPDFFrame(f, size, headerOff)
 	if size > fullCheckMaxBytes {
-		return checkPDFFrame(f, size, headerOff)
+		return info, err
+	}
+	// The trailer's /Size (how many objects the file has) tells what a
+	// full parse would cost before it starts. A small file whose frame
+	// does not read (a wrong startxref offset, say) may still be one
+	// pdfcpu repairs: it gets the full parse, as every small file did.
+	if err == nil && fullCheckCost(size, objects) > fullCheckBudget {
+		return info, nil
+	}
+	if err := slots.acquire(ctx); err != nil {
+		return pdfInfo{}, err
+	}
+	defer slots.release()
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return pdfInfo{}, err
 	}
 	return checkPDFFull(ctx, f)
 }
@@ -161,28 +224,29 @@ var (
 	objHeadRE   = regexp.MustCompile(`^\s*\d+\s+\d+\s+obj\b`)
 )
 
-// checkPDFFrame checks a large file with bounded memory: the last
+// checkPDFFrame checks a file with bounded memory: the last
 // cross-reference section must be where the final startxref says, and its
 // trailer (classic or cross-reference stream) must name a catalog. That
 // catches truncated and non-PDF files; page count and title are left
-// unknown. The trailer's /Encrypt marks encrypted files.
-func checkPDFFrame(f io.ReadSeeker, size int64, headerOff int) (pdfInfo, error) {
+// unknown. The trailer's /Encrypt marks encrypted files. It also returns
+// the trailer's /Size, the number of objects (0 when absent).
+func checkPDFFrame(f io.ReadSeeker, size int64, headerOff int) (pdfInfo, int, error) {
 	var info pdfInfo
 	tail := make([]byte, min(size, tailWindow))
 	if _, err := f.Seek(size-int64(len(tail)), io.SeekStart); err != nil {
-		return info, err
+		return info, 0, err
 	}
 	if _, err := io.ReadFull(f, tail); err != nil {
-		return info, err
+		return info, 0, err
 	}
 	ms := startxrefRE.FindAllSubmatchIndex(tail, -1)
 	if len(ms) == 0 {
-		return info, notPDF("not a complete PDF: no startxref/%%%%EOF at the end (truncated?)")
+		return info, 0, notPDF("not a complete PDF: no startxref/%%%%EOF at the end (truncated?)")
 	}
 	m := ms[len(ms)-1]
 	off, err := strconv.ParseInt(string(tail[m[2]:m[3]]), 10, 64)
 	if err != nil {
-		return info, notPDF("not a complete PDF: bad startxref")
+		return info, 0, notPDF("not a complete PDF: bad startxref")
 	}
 	// Offsets count from the header when junk precedes it.
 	var section []byte
@@ -192,10 +256,10 @@ func checkPDFFrame(f io.ReadSeeker, size int64, headerOff int) (pdfInfo, error) 
 		}
 		buf := make([]byte, min(4096, size-o))
 		if _, err := f.Seek(o, io.SeekStart); err != nil {
-			return info, err
+			return info, 0, err
 		}
 		if _, err := io.ReadFull(f, buf); err != nil {
-			return info, err
+			return info, 0, err
 		}
 		if bytes.HasPrefix(bytes.TrimLeft(buf, " \r\n\t"), []byte("xref")) || objHeadRE.Match(buf) {
 			section = buf
@@ -206,7 +270,7 @@ func checkPDFFrame(f io.ReadSeeker, size int64, headerOff int) (pdfInfo, error) 
 		}
 	}
 	if section == nil {
-		return info, notPDF("not a complete PDF: startxref does not point at a cross-reference section")
+		return info, 0, notPDF("not a complete PDF: startxref does not point at a cross-reference section")
 	}
 	var dictSrc string
 	if objHeadRE.Match(section) {
@@ -214,7 +278,7 @@ func checkPDFFrame(f io.ReadSeeker, size int64, headerOff int) (pdfInfo, error) 
 		s := string(section)
 		i, j := strings.Index(s, "obj"), strings.Index(s, "stream")
 		if j < 0 || j < i {
-			return info, notPDF("not a complete PDF: damaged cross-reference stream")
+			return info, 0, notPDF("not a complete PDF: damaged cross-reference stream")
 		}
 		dictSrc = s[i+3 : j]
 	} else {
@@ -222,25 +286,31 @@ func checkPDFFrame(f io.ReadSeeker, size int64, headerOff int) (pdfInfo, error) 
 		s := string(tail[:m[0]])
 		i := strings.LastIndex(s, "trailer")
 		if i < 0 {
-			return info, notPDF("not a complete PDF: no trailer")
+			return info, 0, notPDF("not a complete PDF: no trailer")
 		}
 		dictSrc = s[i+len("trailer"):]
 	}
 	o, err := model.ParseObjectContext(context.Background(), &dictSrc, 0, 16)
 	if err != nil {
-		return info, notPDF("not a complete PDF: damaged trailer")
+		return info, 0, notPDF("not a complete PDF: damaged trailer")
 	}
 	d, ok := o.(types.Dict)
 	if !ok {
-		return info, notPDF("not a complete PDF: damaged trailer")
+		return info, 0, notPDF("not a complete PDF: damaged trailer")
 	}
 	if _, ok := d.Find("Root"); !ok {
 		if _, prev := d.Find("Prev"); !prev {
-			return info, notPDF("not a complete PDF: the trailer names no document catalog")
+			return info, 0, notPDF("not a complete PDF: the trailer names no document catalog")
 		}
 	}
 	if _, ok := d.Find("Encrypt"); ok {
 		info.Encrypted = true
 	}
-	return info, nil
+	objects := 0
+	if n, ok := d.Find("Size"); ok {
+		if n, ok := n.(types.Integer); ok && n > 0 {
+			objects = int(n)
+		}
+	}
+	return info, objects, nil
 }

@@ -3,12 +3,17 @@ package docservice
 import (
 	"bytes"
 	"context"
+	"errors"
+	"regexp"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 func TestMakePDFIsValid(t *testing.T) {
 	pdf := makePDF("Hello", 2, 10)
-	info, err := checkPDF(context.Background(), bytes.NewReader(pdf), int64(len(pdf)), 0)
+	info, err := checkPDF(context.Background(), bytes.NewReader(pdf), int64(len(pdf)), 0, newParseSlots(1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -20,7 +25,7 @@ func TestMakePDFIsValid(t *testing.T) {
 // Large files get the bounded frame check: valid ones pass, cut ones fail.
 func TestCheckPDFFrame(t *testing.T) {
 	pdf := makePDF("Big", 1, fullCheckMaxBytes+1000)
-	info, err := checkPDF(context.Background(), bytes.NewReader(pdf), int64(len(pdf)), 0)
+	info, err := checkPDF(context.Background(), bytes.NewReader(pdf), int64(len(pdf)), 0, newParseSlots(1))
 	if err != nil {
 		t.Fatalf("valid large PDF refused: %v", err)
 	}
@@ -29,21 +34,118 @@ func TestCheckPDFFrame(t *testing.T) {
 	}
 	// Junk before the header shifts every offset; still accepted.
 	junk := append([]byte("\xef\xbb\xbfjunk"), pdf...)
-	if _, err := checkPDF(context.Background(), bytes.NewReader(junk), int64(len(junk)), 7); err != nil {
+	if _, err := checkPDF(context.Background(), bytes.NewReader(junk), int64(len(junk)), 7, newParseSlots(1)); err != nil {
 		t.Fatalf("large PDF with junk before the header refused: %v", err)
 	}
 	cut := pdf[:len(pdf)-200]
-	if _, err := checkPDF(context.Background(), bytes.NewReader(cut), int64(len(cut)), 0); err == nil {
+	if _, err := checkPDF(context.Background(), bytes.NewReader(cut), int64(len(cut)), 0, newParseSlots(1)); err == nil {
 		t.Fatal("truncated large PDF accepted")
 	}
 	enc := bytes.Replace(pdf, []byte("/Info 3 0 R >>\nstartxref"), []byte("/Info 3 0 R /Encrypt 3 0 R >>\nstartxref"), 1)
 	// The startxref offset is unchanged (the trailer follows the table).
-	info, err = checkPDF(context.Background(), bytes.NewReader(enc), int64(len(enc)), 0)
+	info, err = checkPDF(context.Background(), bytes.NewReader(enc), int64(len(enc)), 0, newParseSlots(1))
 	if err != nil || !info.Encrypted {
 		t.Fatalf("encrypted large PDF: info %+v, err %v", info, err)
 	}
 	notPDF := append([]byte("%PDF-1.4\n"), bytes.Repeat([]byte{0}, fullCheckMaxBytes+10)...)
-	if _, err := checkPDF(context.Background(), bytes.NewReader(notPDF), int64(len(notPDF)), 0); err == nil {
+	if _, err := checkPDF(context.Background(), bytes.NewReader(notPDF), int64(len(notPDF)), 0, newParseSlots(1)); err == nil {
 		t.Fatal("a PDF header followed by zeros was accepted")
+	}
+}
+
+// parseSlots admits at most its size of parses at once, and a waiter
+// gives up as soon as its context ends.
+func TestParseSlotsBound(t *testing.T) {
+	const n = 2
+	slots := newParseSlots(n)
+	var running, most atomic.Int32
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Go(func() {
+			if err := slots.acquire(context.Background()); err != nil {
+				t.Error(err)
+				return
+			}
+			defer slots.release()
+			now := running.Add(1)
+			for m := most.Load(); now > m && !most.CompareAndSwap(m, now); m = most.Load() {
+			}
+			time.Sleep(2 * time.Millisecond)
+			running.Add(-1)
+		})
+	}
+	wg.Wait()
+	if m := most.Load(); m != n {
+		t.Fatalf("%d parses ran at once, want at most (and here exactly) %d", m, n)
+	}
+
+	for range n {
+		if err := slots.acquire(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if err := slots.acquire(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("waiter with an expiring context: %v", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("the waiter gave up after %v", d)
+	}
+	gone, stop := context.WithCancel(context.Background())
+	stop()
+	if err := slots.acquire(gone); !errors.Is(err, context.Canceled) {
+		t.Fatalf("waiter with a cancelled context: %v", err)
+	}
+	slots.release()
+	if err := slots.acquire(context.Background()); err != nil {
+		t.Fatalf("a released slot is not free again: %v", err)
+	}
+}
+
+// checkPDF parses small, cheap files fully, one slot at a time, and gives
+// files whose parse would cost more than fullCheckBudget (by their
+// object count) the bounded frame check, without waiting for a slot.
+func TestCheckPDFCost(t *testing.T) {
+	busy := newParseSlots(1)
+	busy <- struct{}{} // a parse is running
+
+	pdf := makePDF("Cheap", 2, 10)
+	gone, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := checkPDF(gone, bytes.NewReader(pdf), int64(len(pdf)), 0, busy); !errors.Is(err, context.Canceled) {
+		t.Fatalf("a full parse did not wait for the busy slot, or the waiter ignored its context: %v", err)
+	}
+
+	// The same file claiming as many objects as a long text document.
+	many := regexp.MustCompile(`/Size \d+ `).ReplaceAll(pdf, []byte("/Size 9000 "))
+	if bytes.Equal(many, pdf) {
+		t.Fatal("test PDF has no /Size")
+	}
+	if fullCheckCost(int64(len(many)), 9000) <= fullCheckBudget {
+		t.Fatal("9000 objects are within the budget; raise the test's count")
+	}
+	info, err := checkPDF(gone, bytes.NewReader(many), int64(len(many)), 0, busy)
+	if err != nil {
+		t.Fatalf("costly small PDF: %v", err)
+	}
+	if info.Pages != nil || info.Title != nil {
+		t.Fatalf("costly small PDF was parsed fully: %+v", info)
+	}
+	cut := many[:len(many)-30]
+	if _, err := checkPDF(gone, bytes.NewReader(cut), int64(len(cut)), 0, busy); !errors.Is(err, context.Canceled) {
+		// A frame that does not read means a full parse (pdfcpu may
+		// repair the file), which waits for the slot.
+		t.Fatalf("truncated small PDF: %v", err)
+	}
+
+	<-busy
+	info, err = checkPDF(context.Background(), bytes.NewReader(pdf), int64(len(pdf)), 0, busy)
+	if err != nil || info.Pages == nil || *info.Pages != 2 {
+		t.Fatalf("cheap PDF: info %+v, err %v", info, err)
+	}
+	if len(busy) != 0 {
+		t.Fatal("the parse did not release its slot")
 	}
 }

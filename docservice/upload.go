@@ -284,15 +284,7 @@ func (s *Service) inspect(r *http.Request, up *received) (pdfInfo, error) {
 		return pdfInfo{}, err
 	}
 	defer f.Close()
-	if up.size <= fullCheckMaxBytes {
-		select {
-		case s.checkSem <- struct{}{}:
-			defer func() { <-s.checkSem }()
-		case <-r.Context().Done():
-			return pdfInfo{}, r.Context().Err()
-		}
-	}
-	info, err := checkPDF(r.Context(), f, up.size, up.headerOff)
+	info, err := checkPDF(r.Context(), f, up.size, up.headerOff, s.parseSlots)
 	var np *errNotPDF
 	if errors.As(err, &np) {
 		return info, &httpx.Error{Status: http.StatusUnsupportedMediaType, Code: "not_a_pdf", Detail: "not a valid PDF: " + np.reason,

@@ -2,6 +2,7 @@ package docservice
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -395,5 +396,49 @@ func TestCleanTempAtStart(t *testing.T) {
 	}
 	if _, err := os.Stat(fresh); err != nil {
 		t.Fatal("a live upload's temporary file was removed")
+	}
+}
+
+// An upload waits for the parse slot while another parse runs, gives up
+// when its client does (nothing kept), and goes through once the slot is
+// free.
+func TestUploadWaitsForParseSlot(t *testing.T) {
+	e := newEnv(t)
+	u := newUser()
+	for range cap(e.svc.parseSlots) {
+		e.svc.parseSlots <- struct{}{} // parses running
+	}
+	pdf := makePDF("Waiting", 3, 10)
+	body, ct := multipartBody(t, "waiting.pdf", pdf, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "POST", e.srv.URL+"/api/documents", body)
+	req.Header.Set("Content-Type", ct)
+	u.set(req.Header)
+	res, err := e.srv.Client().Do(req)
+	if err == nil {
+		res.Body.Close()
+		t.Fatalf("upload answered %d while every parse slot was taken", res.StatusCode)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(e.tempFiles()) > 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if left := e.tempFiles(); len(left) > 0 {
+		t.Fatalf("the waiting upload did not give up with its client: temporary files %v", left)
+	}
+	if files := e.storedFiles(); len(files) > 0 {
+		t.Fatalf("files stored: %v", files)
+	}
+
+	for range cap(e.svc.parseSlots) {
+		<-e.svc.parseSlots
+	}
+	d := e.mustUpload(u, "waiting.pdf", pdf, nil)
+	if d["page_count"] != float64(3) {
+		t.Fatalf("page_count = %v", d["page_count"])
+	}
+	if len(e.svc.parseSlots) != 0 {
+		t.Fatal("the upload kept its parse slot")
 	}
 }
