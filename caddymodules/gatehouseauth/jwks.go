@@ -189,8 +189,8 @@ var fetchers = caddy.NewUsagePool()
 // (run) does every fetch: periodic ones, and those requested when a token
 // names a kid the set lacks. Requests only read an atomic pointer.
 type jwksFetcher struct {
+	background
 	cfg    fetcherConfig
-	client *http.Client
 	logger *zap.Logger
 	now    func() time.Time
 
@@ -198,9 +198,6 @@ type jwksFetcher struct {
 	// nextAttempt is when the loop will fetch next (unix nanoseconds), for
 	// Retry-After.
 	nextAttempt atomic.Int64
-	// firstDone is closed once the first fetch has finished, successful or
-	// not: requests arriving at startup wait for it rather than fail.
-	firstDone chan struct{}
 
 	// kick asks the loop for an immediate refresh; the channel sent is
 	// closed when that refresh is over.
@@ -216,41 +213,22 @@ type jwksFetcher struct {
 	// Owned by the loop.
 	etag     string
 	failures int
-
-	cancel context.CancelFunc
-	done   chan struct{}
 }
 
 func newJWKSFetcher(cfg fetcherConfig, logger *zap.Logger) *jwksFetcher {
 	return &jwksFetcher{
-		cfg:       cfg,
-		client:    privateClient(cfg.Timeout),
-		logger:    logger,
-		now:       time.Now,
-		firstDone: make(chan struct{}),
-		kick:      make(chan chan struct{}, 1),
-		done:      make(chan struct{}),
+		background: newBackground(cfg.Timeout),
+		cfg:        cfg,
+		logger:     logger,
+		now:        time.Now,
+		kick:       make(chan chan struct{}, 1),
 	}
 }
 
 // start launches the loop; Destruct ends it.
-func (f *jwksFetcher) start() {
-	ctx, cancel := context.WithCancel(context.Background())
-	f.cancel = cancel
-	go f.run(ctx)
-}
-
-// Destruct stops the loop and waits for it, so no goroutine or connection
-// outlives the last config that used this fetcher.
-func (f *jwksFetcher) Destruct() error {
-	f.cancel()
-	<-f.done
-	f.client.CloseIdleConnections()
-	return nil
-}
+func (f *jwksFetcher) start() { f.background.start(f.run) }
 
 func (f *jwksFetcher) run(ctx context.Context) {
-	defer close(f.done)
 	first := true
 	timer := time.NewTimer(0)
 	defer timer.Stop()

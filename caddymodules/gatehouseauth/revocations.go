@@ -130,8 +130,8 @@ var followers = caddy.NewUsagePool()
 // every successful fetch replaces the whole list and a missed poll loses
 // nothing.
 type revocationFollower struct {
+	background
 	cfg    revocationConfig
-	client *http.Client
 	logger *zap.Logger
 	now    func() time.Time
 
@@ -139,46 +139,25 @@ type revocationFollower struct {
 	// nextAttempt is when the loop will fetch next (unix nanoseconds), for
 	// Retry-After.
 	nextAttempt atomic.Int64
-	// firstDone is closed when the first fetch has finished, successful or
-	// not: requests arriving at startup wait for it rather than fail.
-	firstDone chan struct{}
 
 	// Owned by the loop.
 	etag     string
 	failures int
-
-	cancel context.CancelFunc
-	done   chan struct{}
 }
 
 func newRevocationFollower(cfg revocationConfig, logger *zap.Logger) *revocationFollower {
 	return &revocationFollower{
-		cfg:       cfg,
-		client:    privateClient(revocationsTimeout),
-		logger:    logger,
-		now:       time.Now,
-		firstDone: make(chan struct{}),
-		done:      make(chan struct{}),
+		background: newBackground(revocationsTimeout),
+		cfg:        cfg,
+		logger:     logger,
+		now:        time.Now,
 	}
 }
 
-func (f *revocationFollower) start() {
-	ctx, cancel := context.WithCancel(context.Background())
-	f.cancel = cancel
-	go f.run(ctx)
-}
-
-// Destruct stops the loop and waits for it: no goroutine or connection
-// outlives the last config that used this follower.
-func (f *revocationFollower) Destruct() error {
-	f.cancel()
-	<-f.done
-	f.client.CloseIdleConnections()
-	return nil
-}
+// start launches the loop; Destruct ends it.
+func (f *revocationFollower) start() { f.background.start(f.run) }
 
 func (f *revocationFollower) run(ctx context.Context) {
-	defer close(f.done)
 	first := true
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -305,6 +284,41 @@ func (f *revocationFollower) current(ctx context.Context) *revocationSet {
 func (f *revocationFollower) retryAfter() time.Duration {
 	d := time.Duration(f.nextAttempt.Load() - f.now().UnixNano())
 	return min(max(d, time.Second), time.Minute)
+}
+
+// background is what the JWKS fetcher and the revocation follower share:
+// one loop goroutine, started by start and stopped (and waited for) by
+// Destruct, so that no goroutine or connection outlives the last config
+// that used it; an HTTP client for a fixed upstream of ours; and
+// firstDone, which the loop closes when its first fetch has finished,
+// successful or not, so that requests arriving at startup wait for it
+// rather than fail.
+type background struct {
+	client    *http.Client
+	firstDone chan struct{}
+	cancel    context.CancelFunc
+	done      chan struct{}
+}
+
+func newBackground(timeout time.Duration) background {
+	return background{client: privateClient(timeout), firstDone: make(chan struct{}), done: make(chan struct{})}
+}
+
+func (b *background) start(run func(ctx context.Context)) {
+	ctx, cancel := context.WithCancel(context.Background())
+	b.cancel = cancel
+	go func() {
+		defer close(b.done)
+		run(ctx)
+	}()
+}
+
+// Destruct stops the loop and waits for it.
+func (b *background) Destruct() error {
+	b.cancel()
+	<-b.done
+	b.client.CloseIdleConnections()
+	return nil
 }
 
 // privateClient is an HTTP client for a fixed upstream of ours (JWKS,
