@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"math"
 	"regexp"
 	"sync"
 	"sync/atomic"
@@ -147,5 +148,55 @@ func TestCheckPDFCost(t *testing.T) {
 	}
 	if len(busy) != 0 {
 		t.Fatal("the parse did not release its slot")
+	}
+}
+
+// A file that understates its object count (its trailer's /Size) is
+// judged by the objects it really holds, counted in the file: plain ones
+// and those packed into object streams.
+func TestCheckPDFUnderstatedObjects(t *testing.T) {
+	busy := newParseSlots(1)
+	busy <- struct{}{} // a full parse would wait, and give up on gone
+	gone, cancel := context.WithCancel(context.Background())
+	cancel()
+
+	many := makePDF("Many", 9000, 0)
+	liar := regexp.MustCompile(`/Size \d+ `).ReplaceAll(many, []byte("/Size 10 "))
+	if bytes.Equal(liar, many) {
+		t.Fatal("test PDF has no /Size")
+	}
+	if n, err := countObjects(bytes.NewReader(liar), int64(len(liar))); err != nil || n < 9000 {
+		t.Fatalf("countObjects = %d, %v; want at least 9000", n, err)
+	}
+	info, err := checkPDF(gone, bytes.NewReader(liar), int64(len(liar)), 0, busy)
+	if err != nil || info.Pages != nil {
+		t.Fatalf("understated PDF: info %+v, err %v; want the bounded check", info, err)
+	}
+
+	// Damaged as well (cut before its trailer): too costly to repair, so
+	// refused, not parsed.
+	cut := liar[:len(liar)-40]
+	if _, err := checkPDF(gone, bytes.NewReader(cut), int64(len(cut)), 0, busy); err == nil || errors.Is(err, context.Canceled) {
+		t.Fatalf("damaged costly PDF: %v; want the frame check's refusal", err)
+	}
+
+	// Counting: keywords cut by the read window, endobj, object streams.
+	for _, tc := range []struct {
+		name string
+		data []byte
+		want int
+	}{
+		{"plain", []byte("%PDF-1.7\n1 0 obj<<>>endobj\n2 0 obj\n<<>>\nendobj\n"), 2},
+		// The first read is 1 KiB + 256 KiB: this "obj" straddles its end.
+		{"across the window", append(bytes.Repeat([]byte("x"), 1024+256<<10-6), []byte(" 3 0 obj<<>>endobj 4 0 obj")...), 2},
+		{"object stream across the window", append(bytes.Repeat([]byte("x"), 1024+256<<10-20),
+			[]byte(" 5 0 obj<</Type /ObjStm /N 5000 /First 10>>stream")...), 5001},
+		{"object stream", []byte("5 0 obj<</Type /ObjStm /N 5000 /First 10>>stream\nendstream endobj"), 5001},
+		{"object stream, /N first", []byte("5 0 obj<</N 700/Type/ObjStm>>stream\nendstream endobj"), 701},
+		{"absurd /N", []byte("5 0 obj<</Type/ObjStm/N 99999999999999999999>>"), 1 + math.MaxInt32},
+	} {
+		if n, err := countObjects(bytes.NewReader(tc.data), int64(len(tc.data))); err != nil || n != tc.want {
+			t.Errorf("%s: %d, %v; want %d", tc.name, n, err, tc.want)
+		}
 	}
 }
