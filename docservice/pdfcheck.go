@@ -56,16 +56,31 @@ func fullCheckCost(size int64, objects int) int64 {
 	return size + int64(objects)*objectCost
 }
 
-// parseSlots bounds the full parses running at once: each holds its
-// file's streams and objects in memory (up to fullCheckBudget), so
-// uploads that arrive together take turns rather than add up.
-type parseSlots chan struct{}
+// slots is a counting semaphore. parseSlots bounds the full parses
+// running at once: each holds its file's streams and objects in memory
+// (up to fullCheckBudget), so uploads that arrive together take turns
+// rather than add up. chunkSlots bounds the upload chunks in use
+// (pipeline.go).
+type slots chan struct{}
 
-func newParseSlots(n int) parseSlots { return make(parseSlots, n) }
+// parseSlots is kept as the name the parse code and its tests use.
+type parseSlots = slots
+
+func newParseSlots(n int) parseSlots { return make(slots, n) }
+
+// tryAcquire takes a slot if one is free, without waiting.
+func (s slots) tryAcquire() bool {
+	select {
+	case s <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
 
 // acquire waits for a slot, or gives up when ctx ends (the client went
 // away, the server shuts down); release returns the slot.
-func (s parseSlots) acquire(ctx context.Context) error {
+func (s slots) acquire(ctx context.Context) error {
 	select {
 	case s <- struct{}{}:
 		return nil
@@ -74,7 +89,7 @@ func (s parseSlots) acquire(ctx context.Context) error {
 	}
 }
 
-func (s parseSlots) release() { <-s }
+func (s slots) release() { <-s }
 
 func init() {
 	// pdfcpu would otherwise create a configuration directory in $HOME on

@@ -1,6 +1,7 @@
 package docservice
 
 import (
+	"context"
 	"sync"
 	"unsafe"
 )
@@ -8,10 +9,17 @@ import (
 const (
 	// chunkSize is what an upload is hashed and written in.
 	chunkSize = 1 << 20
-	// chunkBuffers is how many chunks one upload cycles through: one
-	// being filled, one being hashed, one being written and one spare to
-	// absorb a stall of either stage (4 MiB per upload).
+	// chunkBuffers is how many chunks one upload cycles through when they
+	// are to be had: one being filled, one being hashed, one being written
+	// and one spare to absorb a stall of either stage (4 MiB per upload).
 	chunkBuffers = 4
+	// uploadChunks bounds the chunks all uploads together hold (16 MiB),
+	// so that concurrent uploads cannot add up past docservice's memory
+	// target: an upload waits for its first chunk and takes up to
+	// chunkBuffers-1 more only if they are free. Many uploads at once then
+	// run with one chunk each, without overlap, rather than with more
+	// memory; one slow upload holds one chunk.
+	uploadChunks = 16
 	// directAlign is what O_DIRECT needs of a write's buffer address,
 	// length and file offset (directio_linux.go): the logical block size
 	// of every disk in common use (512 or 4096) divides it.
@@ -44,13 +52,23 @@ type pipeline struct {
 	once    sync.Once
 	err     error // the first error, set before failed is closed
 	held    []*[]byte
+	budget  slots // where held's chunks are counted
 	stopped bool
 }
 
-func startPipeline(stages ...func([]byte) error) *pipeline {
+// startPipeline takes one chunk from budget, waiting for it as long as
+// ctx lasts, and up to chunkBuffers-1 more that are free at once.
+func startPipeline(ctx context.Context, budget slots, stages ...func([]byte) error) (*pipeline, error) {
+	if err := budget.acquire(ctx); err != nil {
+		return nil, err
+	}
+	n := 1
+	for n < chunkBuffers && budget.tryAcquire() {
+		n++
+	}
 	p := &pipeline{free: make(chan *[]byte, chunkBuffers), in: make(chan chunk, chunkBuffers),
-		done: make(chan struct{}), failed: make(chan struct{})}
-	for range chunkBuffers {
+		done: make(chan struct{}), failed: make(chan struct{}), budget: budget}
+	for range n {
 		b := chunkPool.Get().(*[]byte)
 		p.held = append(p.held, b)
 		p.free <- b
@@ -85,7 +103,7 @@ func startPipeline(stages ...func([]byte) error) *pipeline {
 		}(in)
 		in = out
 	}
-	return p
+	return p, nil
 }
 
 func (p *pipeline) fail(err error) {
@@ -124,6 +142,7 @@ func (p *pipeline) stop() error {
 		<-p.done
 		for _, b := range p.held {
 			chunkPool.Put(b)
+			p.budget.release()
 		}
 	}
 	select {

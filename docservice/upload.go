@@ -1,6 +1,7 @@
 package docservice
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -103,7 +104,7 @@ func (s *Service) uploadDocument(w http.ResponseWriter, r *http.Request) (err er
 			if up != nil {
 				return httpx.Errorf(http.StatusBadRequest, "send one file per upload")
 			}
-			up, err = s.receive(part, limit)
+			up, err = s.receive(r.Context(), part, limit)
 			if err != nil {
 				return err
 			}
@@ -182,7 +183,7 @@ func (s *Service) uploadDocument(w http.ResponseWriter, r *http.Request) (err er
 
 // receive streams one file part to a new temporary file, hashing and
 // counting. The caller removes the temporary file (up.tmp) in all cases.
-func (s *Service) receive(part *formdata.Part, limit int64) (*received, error) {
+func (s *Service) receive(ctx context.Context, part *formdata.Part, limit int64) (*received, error) {
 	// Unlike part.FileName(), keep what the client sent, for
 	// original_filename; the stored name is made from its last element.
 	name := part.FileName()
@@ -204,10 +205,15 @@ func (s *Service) receive(part *formdata.Part, limit int64) (*received, error) {
 		// This goroutine reads, checks and counts; the chunks are hashed
 		// and written on goroutines of their own, so that the network,
 		// SHA-256 and the disk overlap.
-		w := startPipeline(
+		w, err := startPipeline(ctx, s.chunkSlots,
 			func(b []byte) error { h.Write(b); return nil },
 			func(b []byte) error { _, err := out.Write(b); return err },
 		)
+		if err != nil {
+			// The client went away (or the server is stopping) while
+			// every chunk was in use by other uploads.
+			return err
+		}
 		defer w.stop()
 		first := true
 		for {
