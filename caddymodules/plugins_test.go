@@ -907,3 +907,39 @@ func TestCaddyBinaryListsPluginModules(t *testing.T) {
 		}
 	}
 }
+
+// A route with forward_credentials behind a gatehouse_auth without
+// forward_token: the token was consumed at the edge, so the plugin gets
+// none, and the operator is told once in the log.
+func TestPluginsForwardCredentialsNeedsForwardToken(t *testing.T) {
+	t.Parallel()
+	authsvc := newUpstream(t, jwks(t, key(t, 0)))
+	wiki := newTestPlugin(t, "wiki", pluginManifest("wiki",
+		"access", map[string]any{"allow_superuser": false, "required_groups": []string{"editors"}},
+		"routes", []any{map[string]any{"prefix": "/api/wiki", "access": "authenticated", "forward_credentials": true}}))
+	cfg := pluginEdgeConfig(authsvc, wiki)
+	if !strings.Contains(cfg, "\t\t\tforward_token\n") {
+		t.Fatal("pluginEdgeConfig no longer sets forward_token; update this test")
+	}
+	cfg = strings.Replace(cfg, "\t\t\tforward_token\n", "", 1)
+	e := startEdge(t, writeConfig(t, "", cfg), nil)
+	waitHealthy(t, e, "wiki")
+	editor := memberToken(t, "editors")
+	eventually(t, "wiki route", func() (bool, string) {
+		r := e.do(t, "GET", "/api/wiki/page", editor, "")
+		return r.status == 200, fmt.Sprintf("%d %q", r.status, r.body)
+	})
+	e.do(t, "GET", "/api/wiki/other", editor, "")
+	got := wiki.take()
+	if len(got) < 2 {
+		t.Fatalf("wiki saw %d requests", len(got))
+	}
+	for _, r := range got {
+		if a := r.header.Get("Authorization"); a != "" {
+			t.Errorf("wiki got Authorization %q", a)
+		}
+	}
+	if n := strings.Count(e.logs.String(), "set forward_token on it"); n != 1 {
+		t.Errorf("misconfiguration warning logged %d times, want once", n)
+	}
+}

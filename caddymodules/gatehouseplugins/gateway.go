@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"sync"
 	"strings"
 	"time"
 
@@ -48,6 +49,9 @@ type Gateway struct {
 	app     *App
 	proxies map[string]*reverseproxy.Handler // by service id
 	logger  *zap.Logger
+	// noTokenWarned makes the forward_credentials misconfiguration
+	// warning (see proxyRoute) appear once per config, not per request.
+	noTokenWarned *sync.Once
 }
 
 // CaddyModule returns the Caddy module information.
@@ -62,6 +66,7 @@ func (Gateway) CaddyModule() caddy.ModuleInfo {
 // has none) and sets up a reverse proxy per registered service.
 func (g *Gateway) Provision(ctx caddy.Context) error {
 	g.logger = ctx.Logger()
+	g.noTokenWarned = new(sync.Once)
 	appIface, err := ctx.App("gatehouse_plugins")
 	if err != nil {
 		return err
@@ -246,6 +251,14 @@ func (g *Gateway) proxyRoute(w http.ResponseWriter, r *http.Request, next caddyh
 	}
 	if !rt.ForwardCredentials {
 		g.dropCredentials(r)
+	} else if r.Header.Get("Authorization") == "" && (g.TokenCookie == "" || len(r.CookiesNamed(g.TokenCookie)) == 0) {
+		// The request was authenticated, so it had a token: the
+		// gatehouse_auth in front consumed it (no forward_token), and the
+		// plugin gets none although its manifest asks. Say so once.
+		g.noTokenWarned.Do(func() {
+			g.logger.Warn("a plugin route has forward_credentials, but gatehouse_auth removed the token before the gateway; set forward_token on it",
+				zap.String("service", svc.ID), zap.String("prefix", rt.Prefix))
+		})
 	}
 	id.setHeaders(r.Header)
 	return g.proxies[svc.ID].ServeHTTP(w, r, next)
