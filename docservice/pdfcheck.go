@@ -135,7 +135,7 @@ func pdfHeaderOffset(head []byte) int {
 func checkPDF(ctx context.Context, f io.ReadSeeker, size int64, headerOff int, slots parseSlots) (pdfInfo, error) {
 	info, objects, err := checkPDFFrame(f, size, headerOff)
 	if size > fullCheckMaxBytes {
-		return info, err
+		return withOutline(f, size, headerOff, info, err)
 	}
 	// The trailer's /Size (how many objects the file has) tells what a
 	// full parse would cost before it starts, unless the file understates
@@ -150,7 +150,7 @@ func checkPDF(ctx context.Context, f io.ReadSeeker, size int64, headerOff int, s
 		// Too costly to parse: the frame check's verdict stands. That
 		// refuses a damaged file here, one pdfcpu might have repaired;
 		// repairing it would cost more memory than docservice allows.
-		return info, err
+		return withOutline(f, size, headerOff, info, err)
 	}
 	// A small, cheap file whose frame does not read (a wrong startxref
 	// offset, say) may be one pdfcpu repairs: it gets the full parse.
@@ -240,6 +240,30 @@ func infoTitle(ctx *model.Context) string {
 		return strings.TrimSpace(s)
 	}
 	return ""
+}
+
+// withOutline adds the page count and title readOutline finds to the
+// result of a frame check that passed, for a file not encrypted (its
+// strings, the title among them, are ciphertext).
+func withOutline(f io.ReadSeeker, size int64, headerOff int, info pdfInfo, err error) (pdfInfo, error) {
+	ra, ok := f.(io.ReaderAt)
+	if err != nil || info.Encrypted || !ok {
+		return info, err
+	}
+	tail := make([]byte, min(size, tailWindow))
+	if _, rerr := ra.ReadAt(tail, size-int64(len(tail))); rerr != nil && rerr != io.EOF {
+		return info, nil
+	}
+	ms := startxrefRE.FindAllSubmatch(tail, -1)
+	if len(ms) == 0 {
+		return info, nil
+	}
+	off, perr := strconv.ParseInt(string(ms[len(ms)-1][1]), 10, 64)
+	if perr != nil {
+		return info, nil
+	}
+	info.Pages, info.Title = readOutline(ra, size, int64(headerOff), off)
+	return info, nil
 }
 
 // countObjects counts the objects a PDF holds, whatever its trailer says:

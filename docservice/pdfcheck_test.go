@@ -30,13 +30,18 @@ func TestCheckPDFFrame(t *testing.T) {
 	if err != nil {
 		t.Fatalf("valid large PDF refused: %v", err)
 	}
-	if info.Pages != nil || info.Encrypted {
+	// Page count and title come from the outline reader.
+	if info.Pages == nil || *info.Pages != 1 || info.Title == nil || *info.Title != "Big" || info.Encrypted {
 		t.Fatalf("info = %+v", info)
 	}
-	// Junk before the header shifts every offset; still accepted.
+	// Junk before the header shifts every offset; still accepted, and read.
 	junk := append([]byte("\xef\xbb\xbfjunk"), pdf...)
-	if _, err := checkPDF(context.Background(), bytes.NewReader(junk), int64(len(junk)), 7, newParseSlots(1)); err != nil {
+	info, err = checkPDF(context.Background(), bytes.NewReader(junk), int64(len(junk)), 7, newParseSlots(1))
+	if err != nil {
 		t.Fatalf("large PDF with junk before the header refused: %v", err)
+	}
+	if info.Pages == nil || *info.Pages != 1 {
+		t.Fatalf("junk before the header: info = %+v", info)
 	}
 	cut := pdf[:len(pdf)-200]
 	if _, err := checkPDF(context.Background(), bytes.NewReader(cut), int64(len(cut)), 0, newParseSlots(1)); err == nil {
@@ -127,12 +132,14 @@ func TestCheckPDFCost(t *testing.T) {
 	if fullCheckCost(int64(len(many)), 9000) <= fullCheckBudget {
 		t.Fatal("9000 objects are within the budget; raise the test's count")
 	}
+	// No error under the busy slot and a gone context: the bounded check
+	// ran, not a full parse; the outline reader still found the metadata.
 	info, err := checkPDF(gone, bytes.NewReader(many), int64(len(many)), 0, busy)
 	if err != nil {
 		t.Fatalf("costly small PDF: %v", err)
 	}
-	if info.Pages != nil || info.Title != nil {
-		t.Fatalf("costly small PDF was parsed fully: %+v", info)
+	if info.Pages == nil || *info.Pages != 2 || info.Title == nil || *info.Title != "Cheap" {
+		t.Fatalf("costly small PDF: %+v", info)
 	}
 	cut := many[:len(many)-30]
 	if _, err := checkPDF(gone, bytes.NewReader(cut), int64(len(cut)), 0, busy); !errors.Is(err, context.Canceled) {
@@ -169,8 +176,8 @@ func TestCheckPDFUnderstatedObjects(t *testing.T) {
 		t.Fatalf("countObjects = %d, %v; want at least 9000", n, err)
 	}
 	info, err := checkPDF(gone, bytes.NewReader(liar), int64(len(liar)), 0, busy)
-	if err != nil || info.Pages != nil {
-		t.Fatalf("understated PDF: info %+v, err %v; want the bounded check", info, err)
+	if err != nil || info.Pages == nil || *info.Pages != 9000 {
+		t.Fatalf("understated PDF: info %+v, err %v; want the bounded check (and its page count)", info, err)
 	}
 
 	// Damaged as well (cut before its trailer): too costly to repair, so

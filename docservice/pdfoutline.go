@@ -1,0 +1,525 @@
+package docservice
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+
+	"github.com/pdfcpu/pdfcpu/pkg/pdfcpu/model"
+	"github.com/pdfcpu/pdfcpu/pkg/pdfcpu/types"
+)
+
+// The files that get only the bounded frame check (too large or too
+// costly for a full pdfcpu parse) still deserve a page count and a title.
+// Both sit in a handful of small objects: the trailer names the catalog
+// and the document information; the catalog names the page tree, whose
+// root holds /Count. outlineReader reads just those, through the
+// cross-reference sections (classic tables and streams, following /Prev)
+// and object streams, with every read and every decoded stream bounded,
+// so its memory does not grow with the file. pdfcpu parses the objects'
+// text; it has no way to read a file partially itself.
+//
+// It is best effort: whatever it cannot read stays unknown (null), and a
+// file it cannot read is not refused for that.
+
+const (
+	// outlineWindow is the most read to parse one object or trailer.
+	outlineWindow = 64 << 10
+	// outlineMaxDecoded bounds a decoded cross-reference or object stream.
+	outlineMaxDecoded = 8 << 20
+	// outlineMaxSections bounds the /Prev chain (incremental updates).
+	outlineMaxSections = 64
+	// outlineMaxXRefBytes bounds one classic cross-reference table
+	// (20 bytes an entry: about 400 000 objects).
+	outlineMaxXRefBytes = 8 << 20
+)
+
+type xrefEntry struct {
+	inStream bool  // compressed: object index idx of object stream off
+	off      int64 // file offset, or the object stream's number
+	idx      int
+}
+
+type outlineReader struct {
+	f       io.ReaderAt
+	size    int64
+	base    int64 // added to offsets when junk precedes %PDF- (see readAt)
+	xref    map[int]xrefEntry
+	trailer types.Dict
+	streams map[int][]string // decoded object streams: objects' text by index
+}
+
+// readOutline returns the page count and title of the PDF in f, as far as
+// it can tell; startxref is the offset the file's last startxref names.
+func readOutline(f io.ReaderAt, size, headerOff, startxref int64) (pages *int, title *string) {
+	r := &outlineReader{f: f, size: size, base: headerOff, xref: map[int]xrefEntry{}, streams: map[int][]string{}}
+	if err := r.readXRef(startxref); err != nil || r.trailer == nil {
+		return nil, nil
+	}
+	if cat, err := r.dict(r.trailer["Root"]); err == nil {
+		if root, err := r.dict(cat["Pages"]); err == nil {
+			if n, ok := root["Count"].(types.Integer); ok && n >= 0 {
+				v := int(n)
+				pages = &v
+			}
+		}
+	}
+	if info, err := r.dict(r.trailer["Info"]); err == nil {
+		var s string
+		var err error
+		switch t := info["Title"].(type) {
+		case types.StringLiteral:
+			s, err = types.StringLiteralToString(t)
+		case types.HexLiteral:
+			s, err = types.HexLiteralToString(t)
+		default:
+			err = errors.New("no title")
+		}
+		if err == nil && s != "" {
+			title = &s
+		}
+	}
+	return pages, title
+}
+
+// window reads up to n bytes at off.
+func (r *outlineReader) window(off int64, n int) ([]byte, error) {
+	if off < 0 || off >= r.size {
+		return nil, fmt.Errorf("offset %d outside the file", off)
+	}
+	buf := make([]byte, min(int64(n), r.size-off))
+	m, err := r.f.ReadAt(buf, off)
+	if m == len(buf) {
+		err = nil
+	}
+	return buf[:m], err
+}
+
+// at finds what starts at a cross-reference offset: offsets count from
+// the start of the file, or, in files with junk before %PDF-, often from
+// the header. want says what must be there.
+func (r *outlineReader) at(off int64, n int, want func([]byte) bool) ([]byte, int64, error) {
+	for _, o := range []int64{off, off + r.base} {
+		b, err := r.window(o, n)
+		if err == nil && want(b) {
+			return b, o, nil
+		}
+		if r.base == 0 {
+			break
+		}
+	}
+	return nil, 0, fmt.Errorf("nothing expected at offset %d", off)
+}
+
+func (r *outlineReader) readXRef(off int64) error {
+	seen := map[int64]bool{}
+	for range outlineMaxSections {
+		if seen[off] {
+			return nil // a /Prev loop: what was read is all there is
+		}
+		seen[off] = true
+		b, o, err := r.at(off, outlineWindow, func(b []byte) bool {
+			t := bytes.TrimLeft(b, " \t\r\n\f\x00")
+			return bytes.HasPrefix(t, []byte("xref")) || objHeadRE.Match(t)
+		})
+		if err != nil {
+			return err
+		}
+		var trailer types.Dict
+		if t := bytes.TrimLeft(b, " \t\r\n\f\x00"); bytes.HasPrefix(t, []byte("xref")) {
+			trailer, err = r.readTable(o + int64(len(b)-len(t)))
+			if err == nil {
+				// A hybrid file's compressed objects are listed in the
+				// stream its trailer names.
+				if x, ok := trailer["XRefStm"].(types.Integer); ok {
+					_, _ = r.readStreamSection(int64(x))
+				}
+			}
+		} else {
+			trailer, err = r.readStreamSection(off)
+		}
+		if err != nil {
+			if r.trailer != nil {
+				return nil // an older section is damaged: keep the newer ones
+			}
+			return err
+		}
+		if r.trailer == nil {
+			r.trailer = trailer
+		}
+		prev, ok := trailer["Prev"].(types.Integer)
+		if !ok {
+			return nil
+		}
+		off = int64(prev)
+	}
+	return nil
+}
+
+// add records an entry unless a later section (read first) has one.
+func (r *outlineReader) add(n int, e xrefEntry) {
+	if _, ok := r.xref[n]; !ok {
+		r.xref[n] = e
+	}
+}
+
+// readTable reads a classic section ("xref", subsections of 20-byte
+// entries, "trailer" and its dictionary) starting at off.
+func (r *outlineReader) readTable(off int64) (types.Dict, error) {
+	sr := io.NewSectionReader(r.f, off, min(r.size-off, outlineMaxXRefBytes))
+	br := newLineReader(sr)
+	if l, err := br.line(); err != nil || string(bytes.TrimSpace(l)) != "xref" {
+		return nil, errors.New("no xref keyword")
+	}
+	for {
+		l, err := br.line()
+		if err != nil {
+			return nil, err
+		}
+		l = bytes.TrimSpace(l)
+		if bytes.HasPrefix(l, []byte("trailer")) {
+			rest := string(l[len("trailer"):]) + br.rest(4096)
+			o, err := model.ParseObjectContext(context.Background(), &rest, 0, 16)
+			if err != nil {
+				return nil, err
+			}
+			d, ok := o.(types.Dict)
+			if !ok {
+				return nil, errors.New("trailer is not a dictionary")
+			}
+			return d, nil
+		}
+		f := bytes.Fields(l)
+		if len(f) != 2 {
+			return nil, fmt.Errorf("bad subsection header %q", l)
+		}
+		start, err1 := strconv.Atoi(string(f[0]))
+		count, err2 := strconv.Atoi(string(f[1]))
+		if err1 != nil || err2 != nil || start < 0 || count < 0 || count > outlineMaxXRefBytes/20 {
+			return nil, fmt.Errorf("bad subsection header %q", l)
+		}
+		for i := range count {
+			e, err := br.entry()
+			if err != nil {
+				return nil, err
+			}
+			f := bytes.Fields(e)
+			if len(f) != 3 || len(f[2]) != 1 {
+				return nil, fmt.Errorf("bad entry %q", e)
+			}
+			if f[2][0] != 'n' {
+				continue
+			}
+			o, err := strconv.ParseInt(string(f[0]), 10, 64)
+			if err != nil {
+				return nil, err
+			}
+			r.add(start+i, xrefEntry{off: o})
+		}
+	}
+}
+
+// readStreamSection reads a cross-reference stream at off; its dictionary
+// is the section's trailer.
+func (r *outlineReader) readStreamSection(off int64) (types.Dict, error) {
+	d, content, err := r.streamObject(off)
+	if err != nil {
+		return nil, err
+	}
+	w, ok := d["W"].(types.Array)
+	if !ok || len(w) != 3 {
+		return nil, errors.New("xref stream without /W")
+	}
+	var widths [3]int
+	for i, v := range w {
+		n, ok := v.(types.Integer)
+		if !ok || n < 0 || n > 8 {
+			return nil, errors.New("bad /W")
+		}
+		widths[i] = int(n)
+	}
+	size, _ := d["Size"].(types.Integer)
+	index := []int{0, int(size)}
+	if a, ok := d["Index"].(types.Array); ok {
+		index = index[:0]
+		for _, v := range a {
+			n, ok := v.(types.Integer)
+			if !ok || n < 0 {
+				return nil, errors.New("bad /Index")
+			}
+			index = append(index, int(n))
+		}
+		if len(index)%2 != 0 {
+			return nil, errors.New("bad /Index")
+		}
+	}
+	rowLen := widths[0] + widths[1] + widths[2]
+	if rowLen == 0 {
+		return nil, errors.New("bad /W")
+	}
+	field := func(b []byte) int64 {
+		var buf [8]byte
+		copy(buf[8-len(b):], b)
+		return int64(binary.BigEndian.Uint64(buf[:]))
+	}
+	row := 0
+	for k := 0; k < len(index); k += 2 {
+		for i := range index[k+1] {
+			if (row+1)*rowLen > len(content) {
+				return d, nil // a short stream: keep what it lists
+			}
+			e := content[row*rowLen : (row+1)*rowLen]
+			row++
+			typ := int64(1) // the default when /W's first width is 0
+			if widths[0] > 0 {
+				typ = field(e[:widths[0]])
+			}
+			f2, f3 := field(e[widths[0]:widths[0]+widths[1]]), field(e[widths[0]+widths[1]:])
+			switch typ {
+			case 1:
+				r.add(index[k]+i, xrefEntry{off: f2})
+			case 2:
+				r.add(index[k]+i, xrefEntry{inStream: true, off: f2, idx: int(f3)})
+			}
+		}
+	}
+	return d, nil
+}
+
+// objectText returns the text of the object whose header ("N G obj")
+// is at off, up to its stream or endobj, what follows in the window, and
+// that part's file offset.
+//
+// A window that holds no end is read again, larger (a flat page tree's
+// /Kids can run to hundreds of kilobytes), up to outlineMaxDecoded.
+func (r *outlineReader) objectText(off int64) (text string, after []byte, afterOff int64, err error) {
+	for n := outlineWindow; ; n *= 8 {
+		b, o, err := r.at(off, n, func(b []byte) bool { return objHeadRE.Match(b) })
+		if err != nil {
+			return "", nil, 0, err
+		}
+		i := bytes.Index(b, []byte("obj")) + 3
+		body := b[i:]
+		end := -1
+		for _, kw := range []string{"endobj", "stream"} {
+			if j := bytes.Index(body, []byte(kw)); j >= 0 && (end < 0 || j < end) {
+				end = j
+			}
+		}
+		if end >= 0 {
+			return string(body[:end]), body[end:], o + int64(i+end), nil
+		}
+		if len(b) < n || n >= outlineMaxDecoded {
+			return "", nil, 0, errors.New("object without an end")
+		}
+	}
+}
+
+// streamObject reads the stream object at off: its dictionary and its
+// decoded content (FlateDecode, with predictors, or no filter).
+func (r *outlineReader) streamObject(off int64) (types.Dict, []byte, error) {
+	text, after, afterOff, err := r.objectText(off)
+	if err != nil {
+		return nil, nil, err
+	}
+	o, err := model.ParseObjectContext(context.Background(), &text, 0, 16)
+	if err != nil {
+		return nil, nil, err
+	}
+	d, ok := o.(types.Dict)
+	if !ok || !bytes.HasPrefix(after, []byte("stream")) {
+		return nil, nil, errors.New("not a stream")
+	}
+	length, ok := d["Length"].(types.Integer)
+	if !ok || length < 0 || int64(length) > outlineMaxDecoded {
+		return nil, nil, errors.New("stream without a usable direct /Length")
+	}
+	// The data starts after "stream" and its end of line.
+	start := len("stream")
+	if start < len(after) && after[start] == '\r' {
+		start++
+	}
+	if start < len(after) && after[start] == '\n' {
+		start++
+	}
+	dataOff := afterOff + int64(start)
+	raw := make([]byte, int(length))
+	if n, err := r.f.ReadAt(raw, dataOff); n < len(raw) {
+		return nil, nil, fmt.Errorf("short stream: %w", err)
+	}
+	switch f := d["Filter"].(type) {
+	case nil:
+		return d, raw, nil
+	case types.Name:
+		if f != "FlateDecode" {
+			return nil, nil, fmt.Errorf("filter %s", f)
+		}
+	default:
+		return nil, nil, errors.New("filter pipeline")
+	}
+	var parms types.Dict
+	if p, ok := d["DecodeParms"].(types.Dict); ok {
+		parms = p
+	}
+	sd := types.NewStreamDict(d, dataOff, nil, nil, []types.PDFFilter{{Name: "FlateDecode", DecodeParms: parms}})
+	sd.Raw = raw
+	if err := sd.DecodeWithLimit(outlineMaxDecoded); err != nil {
+		return nil, nil, err
+	}
+	return d, sd.Content, nil
+}
+
+// dict resolves o (an indirect reference, or a dictionary itself) to a
+// dictionary.
+func (r *outlineReader) dict(o types.Object) (types.Dict, error) {
+	for range 8 { // a reference to a reference, at most a few deep
+		switch v := o.(type) {
+		case types.Dict:
+			return v, nil
+		case types.IndirectRef:
+			var err error
+			if o, err = r.object(v.ObjectNumber.Value()); err != nil {
+				return nil, err
+			}
+		default:
+			return nil, errors.New("not a dictionary")
+		}
+	}
+	return nil, errors.New("reference chain too long")
+}
+
+// object reads object n, from the file or from its object stream.
+func (r *outlineReader) object(n int) (types.Object, error) {
+	e, ok := r.xref[n]
+	if !ok {
+		return nil, fmt.Errorf("object %d not in the cross-reference", n)
+	}
+	var text string
+	if e.inStream {
+		objs, err := r.objectStream(int(e.off))
+		if err != nil {
+			return nil, err
+		}
+		if e.idx < 0 || e.idx >= len(objs) {
+			return nil, errors.New("index outside the object stream")
+		}
+		text = objs[e.idx]
+	} else {
+		var err error
+		if text, _, _, err = r.objectText(e.off); err != nil {
+			return nil, err
+		}
+	}
+	return model.ParseObjectContext(context.Background(), &text, 0, 16)
+}
+
+// objectStream decodes object stream n into its objects' text.
+func (r *outlineReader) objectStream(n int) ([]string, error) {
+	if objs, ok := r.streams[n]; ok {
+		return objs, nil
+	}
+	e, ok := r.xref[n]
+	if !ok || e.inStream {
+		return nil, errors.New("object stream not found")
+	}
+	d, content, err := r.streamObject(e.off)
+	if err != nil {
+		return nil, err
+	}
+	count, ok1 := d["N"].(types.Integer)
+	first, ok2 := d["First"].(types.Integer)
+	if !ok1 || !ok2 || count < 0 || first < 0 || int(first) > len(content) {
+		return nil, errors.New("bad object stream")
+	}
+	head := bytes.Fields(content[:first])
+	if len(head) < 2*int(count) {
+		return nil, errors.New("short object stream header")
+	}
+	offs := make([]int, count+1)
+	for i := range int(count) {
+		v, err := strconv.Atoi(string(head[2*i+1]))
+		if err != nil || v < 0 || int(first)+v > len(content) {
+			return nil, errors.New("bad object stream offset")
+		}
+		offs[i] = int(first) + v
+	}
+	offs[count] = len(content)
+	objs := make([]string, count)
+	for i := range objs {
+		if offs[i+1] < offs[i] {
+			return nil, errors.New("object stream offsets out of order")
+		}
+		objs[i] = string(content[offs[i]:offs[i+1]])
+	}
+	r.streams[n] = objs
+	return objs, nil
+}
+
+// lineReader reads a classic cross-reference table: lines, fixed 20-byte
+// entries, and the rest.
+type lineReader struct {
+	r   io.Reader
+	buf []byte
+}
+
+func newLineReader(r io.Reader) *lineReader { return &lineReader{r: r} }
+
+func (l *lineReader) fill(n int) {
+	for len(l.buf) < n {
+		chunk := make([]byte, 32<<10)
+		m, err := l.r.Read(chunk)
+		l.buf = append(l.buf, chunk[:m]...)
+		if err != nil {
+			return
+		}
+	}
+}
+
+// line returns the next non-empty line (ends: \r, \n or both).
+func (l *lineReader) line() ([]byte, error) {
+	for {
+		l.fill(256)
+		if len(l.buf) == 0 {
+			return nil, io.ErrUnexpectedEOF
+		}
+		i := bytes.IndexAny(l.buf, "\r\n")
+		if i < 0 {
+			i = len(l.buf)
+		}
+		line := l.buf[:i]
+		j := i
+		for j < len(l.buf) && (l.buf[j] == '\r' || l.buf[j] == '\n') {
+			j++
+		}
+		l.buf = l.buf[j:]
+		if len(bytes.TrimSpace(line)) > 0 {
+			return line, nil
+		}
+	}
+}
+
+// entry returns the next entry: "nnnnnnnnnn ggggg n", 18 bytes; the
+// two bytes of line end that make it 20 are skipped, whatever they are.
+func (l *lineReader) entry() ([]byte, error) {
+	l.fill(20)
+	for len(l.buf) > 0 && (l.buf[0] == '\r' || l.buf[0] == '\n' || l.buf[0] == ' ') {
+		l.buf = l.buf[1:]
+		l.fill(20)
+	}
+	if len(l.buf) < 18 {
+		return nil, io.ErrUnexpectedEOF
+	}
+	e := l.buf[:18]
+	l.buf = l.buf[18:]
+	return e, nil
+}
+
+// rest returns up to n more bytes as text.
+func (l *lineReader) rest(n int) string {
+	l.fill(n)
+	return string(l.buf[:min(n, len(l.buf))])
+}

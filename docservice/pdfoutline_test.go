@@ -1,0 +1,143 @@
+package docservice
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/pdfcpu/pdfcpu/pkg/api"
+	"github.com/pdfcpu/pdfcpu/pkg/pdfcpu/model"
+)
+
+// outlineOf runs the outline reader on a whole file, as checkPDF does.
+func outlineOf(t *testing.T, pdf []byte, headerOff int) pdfInfo {
+	t.Helper()
+	info, err := withOutline(bytes.NewReader(pdf), int64(len(pdf)), headerOff, pdfInfo{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info
+}
+
+// The outline reader finds what a full pdfcpu parse finds, in a classic
+// cross-reference table and, once pdfcpu has rewritten the file, in a
+// cross-reference stream with the catalog, page tree and info packed into
+// object streams; and after an incremental update that moves them.
+func TestOutlineReader(t *testing.T) {
+	classic := makePDF("Classic title", 7, 10)
+	var packed bytes.Buffer
+	conf := model.NewDefaultConfiguration()
+	conf.WriteObjectStream, conf.WriteXRefStream = true, true
+	if err := api.Optimize(bytes.NewReader(classic), &packed, conf); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(packed.Bytes(), []byte("/ObjStm")) || !bytes.Contains(packed.Bytes(), []byte("/XRef")) {
+		t.Fatal("pdfcpu wrote no object stream or xref stream; the test needs both")
+	}
+	for name, pdf := range map[string][]byte{"classic": classic, "xref and object streams": packed.Bytes()} {
+		full, err := checkPDFFull(context.Background(), bytes.NewReader(pdf))
+		if err != nil {
+			t.Fatalf("%s: full parse: %v", name, err)
+		}
+		got := outlineOf(t, pdf, 0)
+		if got.Pages == nil || full.Pages == nil || *got.Pages != *full.Pages || *got.Pages != 7 {
+			t.Errorf("%s: pages %v, full parse %v", name, deref(got.Pages), deref(full.Pages))
+		}
+		if got.Title == nil || *got.Title != "Classic title" {
+			t.Errorf("%s: title %v", name, deref(got.Title))
+		}
+	}
+
+	// An incremental update: a new info object and a /Prev chain.
+	upd := append([]byte{}, classic...)
+	prev := bytes.LastIndex(upd, []byte("startxref"))
+	prevOff := strings.TrimSpace(strings.Split(string(upd[prev+len("startxref"):]), "%%EOF")[0])
+	infoOff := len(upd)
+	upd = append(upd, []byte("99 0 obj\n<< /Title <FEFF0055007000640061007400650064> >>\nendobj\n")...)
+	xrefOff := len(upd)
+	upd = append(upd, []byte("xref\n99 1\n"+pad10(infoOff)+" 00000 n \ntrailer\n<< /Size 100 /Root 1 0 R /Info 99 0 R /Prev "+prevOff+" >>\nstartxref\n"+itoa(xrefOff)+"\n%%EOF\n")...)
+	got := outlineOf(t, upd, 0)
+	if got.Title == nil || *got.Title != "Updated" || got.Pages == nil || *got.Pages != 7 {
+		t.Errorf("incremental update: pages %v title %v", deref(got.Pages), deref(got.Title))
+	}
+
+	// Junk before the header: offsets count from the header.
+	junk := append([]byte("JUNK!!"), classic...)
+	if got := outlineOf(t, junk, 6); got.Pages == nil || *got.Pages != 7 {
+		t.Errorf("junk before the header: pages %v", deref(got.Pages))
+	}
+
+	// What it cannot read stays unknown; nothing fails.
+	for name, bad := range map[string][]byte{
+		"no catalog object": bytes.Replace(classic, []byte("1 0 obj"), []byte("1 0 xbj"), 1),
+		"looping /Prev":     bytes.Replace(classic, []byte("/Root 1 0 R"), []byte("/Prev 0 /Root 1 0 R"), 1),
+		"cut":               classic[:len(classic)/2],
+	} {
+		got := outlineOf(t, bad, 0)
+		if name == "no catalog object" && got.Pages != nil {
+			t.Errorf("%s: pages %v", name, deref(got.Pages))
+		}
+	}
+}
+
+func deref[T any](p *T) any {
+	if p == nil {
+		return nil
+	}
+	return *p
+}
+
+func pad10(n int) string {
+	s := itoa(n)
+	return strings.Repeat("0", 10-len(s)) + s
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+// On the real-world samples, the outline reader agrees with pdfcpu's full
+// parse wherever both read the file; it never claims a count the full
+// parse contradicts.
+func TestOutlineReaderSamples(t *testing.T) {
+	files, err := filepath.Glob("testdata/pdfs/*.pdf")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no samples: %v", err)
+	}
+	agreed := 0
+	for _, path := range files {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		off := pdfHeaderOffset(data)
+		if off < 0 {
+			continue
+		}
+		full, ferr := checkPDFFull(context.Background(), bytes.NewReader(data))
+		frame, _, gerr := checkPDFFrame(bytes.NewReader(data), int64(len(data)), off)
+		if ferr != nil || gerr != nil || full.Encrypted || frame.Encrypted {
+			continue
+		}
+		got := outlineOf(t, data, off)
+		if full.Pages == nil {
+			// A file pdfcpu keeps but cannot validate: nothing to compare.
+			t.Logf("%s: pages %v, full parse none", filepath.Base(path), deref(got.Pages))
+			continue
+		}
+		if got.Pages == nil || *got.Pages != *full.Pages {
+			t.Errorf("%s: pages %v, full parse %v", filepath.Base(path), deref(got.Pages), deref(full.Pages))
+			continue
+		}
+		if got.Title != nil && full.Title != nil && *got.Title != *full.Title {
+			t.Logf("%s: title %q, full parse %q (the full parse also reads XMP)", filepath.Base(path), *got.Title, *full.Title)
+		}
+		agreed++
+	}
+	if agreed < 5 {
+		t.Errorf("only %d samples compared", agreed)
+	}
+	t.Logf("%d samples agree", agreed)
+}
