@@ -50,13 +50,12 @@ type outlineReader struct {
 	base    int64 // added to offsets when junk precedes %PDF- (see readAt)
 	xref    map[int]xrefEntry
 	trailer types.Dict
-	streams map[int][]string // decoded object streams: objects' text by index
 }
 
 // readOutline returns the page count and title of the PDF in f, as far as
 // it can tell; startxref is the offset the file's last startxref names.
 func readOutline(f io.ReaderAt, size, headerOff, startxref int64) (pages *int, title *string) {
-	r := &outlineReader{f: f, size: size, base: headerOff, xref: map[int]xrefEntry{}, streams: map[int][]string{}}
+	r := &outlineReader{f: f, size: size, base: headerOff, xref: map[int]xrefEntry{}}
 	if err := r.readXRef(startxref); err != nil || r.trailer == nil {
 		return nil, nil
 	}
@@ -182,7 +181,9 @@ func (r *outlineReader) readTable(off int64) (types.Dict, error) {
 		}
 		l = bytes.TrimSpace(l)
 		if bytes.HasPrefix(l, []byte("trailer")) {
-			rest := string(l[len("trailer"):]) + br.rest(4096)
+			// Copied before rest reads on: l points into the reader's buffer.
+			rest := string(l[len("trailer"):])
+			rest += br.rest(4096)
 			o, err := model.ParseObjectContext(context.Background(), &rest, 0, 16)
 			if err != nil {
 				return nil, err
@@ -400,14 +401,10 @@ func (r *outlineReader) object(n int) (types.Object, error) {
 	}
 	var text string
 	if e.inStream {
-		objs, err := r.objectStream(int(e.off))
-		if err != nil {
+		var err error
+		if text, err = r.objectInStream(int(e.off), e.idx); err != nil {
 			return nil, err
 		}
-		if e.idx < 0 || e.idx >= len(objs) {
-			return nil, errors.New("index outside the object stream")
-		}
-		text = objs[e.idx]
 	} else {
 		var err error
 		if text, _, _, err = r.objectText(e.off); err != nil {
@@ -417,62 +414,90 @@ func (r *outlineReader) object(n int) (types.Object, error) {
 	return model.ParseObjectContext(context.Background(), &text, 0, 16)
 }
 
-// objectStream decodes object stream n into its objects' text.
-func (r *outlineReader) objectStream(n int) ([]string, error) {
-	if objs, ok := r.streams[n]; ok {
-		return objs, nil
-	}
+// objectInStream returns the text of object idx of object stream n. Only
+// the header pairs up to idx+1 are scanned: a crafted header of millions
+// of pairs costs a scan, not a slice of millions of fields. Nothing is
+// cached; the outline needs two or three objects.
+func (r *outlineReader) objectInStream(n, idx int) (string, error) {
 	e, ok := r.xref[n]
 	if !ok || e.inStream {
-		return nil, errors.New("object stream not found")
+		return "", errors.New("object stream not found")
 	}
 	d, content, err := r.streamObject(e.off)
 	if err != nil {
-		return nil, err
+		return "", err
 	}
 	count, ok1 := d["N"].(types.Integer)
 	first, ok2 := d["First"].(types.Integer)
-	if !ok1 || !ok2 || count < 0 || first < 0 || int(first) > len(content) {
-		return nil, errors.New("bad object stream")
+	if !ok1 || !ok2 || idx < 0 || idx >= int(count) || first < 0 || int(first) > len(content) {
+		return "", errors.New("bad object stream")
 	}
-	head := bytes.Fields(content[:first])
-	if len(head) < 2*int(count) {
-		return nil, errors.New("short object stream header")
-	}
-	offs := make([]int, count+1)
-	for i := range int(count) {
-		v, err := strconv.Atoi(string(head[2*i+1]))
-		if err != nil || v < 0 || int(first)+v > len(content) {
-			return nil, errors.New("bad object stream offset")
+	head := content[:first]
+	// offset returns the offset of the i-th object, scanning on from the
+	// pair after the last one asked for.
+	pos, pair := 0, -1
+	offset := func(i int) (int, bool) {
+		var v int
+		for pair < i {
+			var fields [2][]byte
+			for k := range fields {
+				for pos < len(head) && isPDFSpace(head[pos]) {
+					pos++
+				}
+				startTok := pos
+				for pos < len(head) && !isPDFSpace(head[pos]) {
+					pos++
+				}
+				if startTok == pos {
+					return 0, false
+				}
+				fields[k] = head[startTok:pos]
+			}
+			var err error
+			if v, err = strconv.Atoi(string(fields[1])); err != nil || v < 0 || int(first)+v > len(content) {
+				return 0, false
+			}
+			pair++
 		}
-		offs[i] = int(first) + v
+		return int(first) + v, true
 	}
-	offs[count] = len(content)
-	objs := make([]string, count)
-	for i := range objs {
-		if offs[i+1] < offs[i] {
-			return nil, errors.New("object stream offsets out of order")
+	from, ok := offset(idx)
+	if !ok {
+		return "", errors.New("bad object stream header")
+	}
+	to := len(content)
+	if idx+1 < int(count) {
+		if to, ok = offset(idx + 1); !ok {
+			return "", errors.New("bad object stream header")
 		}
-		objs[i] = string(content[offs[i]:offs[i+1]])
 	}
-	r.streams[n] = objs
-	return objs, nil
+	if to < from {
+		return "", errors.New("object stream offsets out of order")
+	}
+	return string(content[from:to]), nil
 }
 
 // lineReader reads a classic cross-reference table: lines, fixed 20-byte
 // entries, and the rest.
 type lineReader struct {
-	r   io.Reader
-	buf []byte
+	r       io.Reader
+	buf     []byte // unread bytes, a suffix of store
+	store   []byte
+	scratch []byte
 }
 
-func newLineReader(r io.Reader) *lineReader { return &lineReader{r: r} }
+func newLineReader(r io.Reader) *lineReader {
+	return &lineReader{r: r, scratch: make([]byte, 32<<10)}
+}
 
 func (l *lineReader) fill(n int) {
 	for len(l.buf) < n {
-		chunk := make([]byte, 32<<10)
-		m, err := l.r.Read(chunk)
-		l.buf = append(l.buf, chunk[:m]...)
+		m, err := l.r.Read(l.scratch)
+		// Move the unread bytes to the front rather than growing store
+		// with every read: it stays about one read large.
+		l.store = append(l.store[:0], l.buf...)
+		l.store = append(l.store, l.scratch[:m]...)
+		l.buf = l.store
 		if err != nil {
 			return
 		}

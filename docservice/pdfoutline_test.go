@@ -3,8 +3,10 @@ package docservice
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -140,4 +142,56 @@ func TestOutlineReaderSamples(t *testing.T) {
 		t.Errorf("only %d samples compared", agreed)
 	}
 	t.Logf("%d samples agree", agreed)
+}
+
+// A crafted object stream whose header lists a million pairs: the catalog
+// is still found, and reading it allocates about the stream's size, not a
+// slice of every pair.
+func TestOutlineReaderObjectStreamHeaderBomb(t *testing.T) {
+	const pairs = 1 << 20
+	body := "<< /Type /Catalog /Pages 3 0 R >>"
+	// Object 1 first; the other pairs all point past it.
+	var head bytes.Buffer
+	head.WriteString("1 0")
+	next := fmt.Sprintf(" 9 %d", len(body))
+	for range pairs - 1 {
+		head.WriteString(next)
+	}
+	head.WriteString(" ")
+	stm := head.String() + body
+	var b bytes.Buffer
+	b.WriteString("%PDF-1.5\n")
+	off2 := b.Len()
+	fmt.Fprintf(&b, "2 0 obj\n<< /Type /ObjStm /N %d /First %d /Length %d >>\nstream\n%s\nendstream\nendobj\n", pairs, head.Len(), len(stm), stm)
+	off3 := b.Len()
+	b.WriteString("3 0 obj\n<< /Type /Pages /Kids [] /Count 42 >>\nendobj\n")
+	// A cross-reference stream (no filter): 1 is in object stream 2.
+	var rows bytes.Buffer
+	row := func(typ byte, f2, f3 int) {
+		rows.WriteByte(typ)
+		rows.Write([]byte{byte(f2 >> 24), byte(f2 >> 16), byte(f2 >> 8), byte(f2)})
+		rows.WriteByte(byte(f3))
+	}
+	row(0, 0, 0)
+	row(2, 2, 0)
+	row(1, off2, 0)
+	row(1, off3, 0)
+	xref := b.Len()
+	row(1, xref, 0)
+	fmt.Fprintf(&b, "4 0 obj\n<< /Type /XRef /Size 5 /W [1 4 1] /Root 1 0 R /Length %d >>\nstream\n", rows.Len())
+	b.Write(rows.Bytes())
+	fmt.Fprintf(&b, "\nendstream\nendobj\nstartxref\n%d\n%%%%EOF\n", xref)
+	pdf := b.Bytes()
+
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	got := outlineOf(t, pdf, 0)
+	runtime.ReadMemStats(&after)
+	if got.Pages == nil || *got.Pages != 42 {
+		t.Fatalf("pages %v, want 42", deref(got.Pages))
+	}
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > uint64(4*len(stm)) {
+		t.Errorf("reading the outline allocated %d bytes for a %d-byte object stream", alloc, len(stm))
+	}
 }
