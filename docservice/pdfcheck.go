@@ -133,9 +133,9 @@ func pdfHeaderOffset(head []byte) int {
 // content cannot be without the password. Full parses take a slot of
 // slots first.
 func checkPDF(ctx context.Context, f io.ReadSeeker, size int64, headerOff int, slots parseSlots) (pdfInfo, error) {
-	info, objects, err := checkPDFFrame(f, size, headerOff)
+	info, facts, err := checkPDFFrame(f, size, headerOff)
 	if size > fullCheckMaxBytes {
-		return withOutline(f, size, headerOff, info, err)
+		return withOutline(f, size, headerOff, info, facts, err)
 	}
 	// The trailer's /Size (how many objects the file has) tells what a
 	// full parse would cost before it starts, unless the file understates
@@ -146,11 +146,11 @@ func checkPDF(ctx context.Context, f io.ReadSeeker, size int64, headerOff int, s
 	if cerr != nil {
 		return pdfInfo{}, cerr
 	}
-	if fullCheckCost(size, max(objects, counted)) > fullCheckBudget {
+	if fullCheckCost(size, max(facts.objects, counted)) > fullCheckBudget {
 		// Too costly to parse: the frame check's verdict stands. That
 		// refuses a damaged file here, one pdfcpu might have repaired;
 		// repairing it would cost more memory than docservice allows.
-		return withOutline(f, size, headerOff, info, err)
+		return withOutline(f, size, headerOff, info, facts, err)
 	}
 	// A small, cheap file whose frame does not read (a wrong startxref
 	// offset, say) may be one pdfcpu repairs: it gets the full parse.
@@ -245,24 +245,12 @@ func infoTitle(ctx *model.Context) string {
 // withOutline adds the page count and title readOutline finds to the
 // result of a frame check that passed, for a file not encrypted (its
 // strings, the title among them, are ciphertext).
-func withOutline(f io.ReadSeeker, size int64, headerOff int, info pdfInfo, err error) (pdfInfo, error) {
+func withOutline(f io.ReadSeeker, size int64, headerOff int, info pdfInfo, facts frameFacts, err error) (pdfInfo, error) {
 	ra, ok := f.(io.ReaderAt)
 	if err != nil || info.Encrypted || !ok {
 		return info, err
 	}
-	tail := make([]byte, min(size, tailWindow))
-	if _, rerr := ra.ReadAt(tail, size-int64(len(tail))); rerr != nil && rerr != io.EOF {
-		return info, nil
-	}
-	ms := startxrefRE.FindAllSubmatch(tail, -1)
-	if len(ms) == 0 {
-		return info, nil
-	}
-	off, perr := strconv.ParseInt(string(ms[len(ms)-1][1]), 10, 64)
-	if perr != nil {
-		return info, nil
-	}
-	info.Pages, info.Title = readOutline(ra, size, int64(headerOff), off)
+	info.Pages, info.Title = readOutline(ra, size, int64(headerOff), facts.startxref)
 	return info, nil
 }
 
@@ -343,23 +331,30 @@ var (
 // catches truncated and non-PDF files; page count and title are left
 // unknown. The trailer's /Encrypt marks encrypted files. It also returns
 // the trailer's /Size, the number of objects (0 when absent).
-func checkPDFFrame(f io.ReadSeeker, size int64, headerOff int) (pdfInfo, int, error) {
+// frameFacts is what the frame check learned for the steps after it: the
+// trailer's object count (/Size) and the offset the last startxref names.
+type frameFacts struct {
+	objects   int
+	startxref int64
+}
+
+func checkPDFFrame(f io.ReadSeeker, size int64, headerOff int) (pdfInfo, frameFacts, error) {
 	var info pdfInfo
 	tail := make([]byte, min(size, tailWindow))
 	if _, err := f.Seek(size-int64(len(tail)), io.SeekStart); err != nil {
-		return info, 0, err
+		return info, frameFacts{}, err
 	}
 	if _, err := io.ReadFull(f, tail); err != nil {
-		return info, 0, err
+		return info, frameFacts{}, err
 	}
 	ms := startxrefRE.FindAllSubmatchIndex(tail, -1)
 	if len(ms) == 0 {
-		return info, 0, notPDF("not a complete PDF: no startxref/%%%%EOF at the end (truncated?)")
+		return info, frameFacts{}, notPDF("not a complete PDF: no startxref/%%%%EOF at the end (truncated?)")
 	}
 	m := ms[len(ms)-1]
 	off, err := strconv.ParseInt(string(tail[m[2]:m[3]]), 10, 64)
 	if err != nil {
-		return info, 0, notPDF("not a complete PDF: bad startxref")
+		return info, frameFacts{}, notPDF("not a complete PDF: bad startxref")
 	}
 	// Offsets count from the header when junk precedes it.
 	var section []byte
@@ -369,10 +364,10 @@ func checkPDFFrame(f io.ReadSeeker, size int64, headerOff int) (pdfInfo, int, er
 		}
 		buf := make([]byte, min(4096, size-o))
 		if _, err := f.Seek(o, io.SeekStart); err != nil {
-			return info, 0, err
+			return info, frameFacts{}, err
 		}
 		if _, err := io.ReadFull(f, buf); err != nil {
-			return info, 0, err
+			return info, frameFacts{}, err
 		}
 		if bytes.HasPrefix(bytes.TrimLeft(buf, " \r\n\t"), []byte("xref")) || objHeadRE.Match(buf) {
 			section = buf
@@ -383,7 +378,7 @@ func checkPDFFrame(f io.ReadSeeker, size int64, headerOff int) (pdfInfo, int, er
 		}
 	}
 	if section == nil {
-		return info, 0, notPDF("not a complete PDF: startxref does not point at a cross-reference section")
+		return info, frameFacts{}, notPDF("not a complete PDF: startxref does not point at a cross-reference section")
 	}
 	var dictSrc string
 	if objHeadRE.Match(section) {
@@ -391,7 +386,7 @@ func checkPDFFrame(f io.ReadSeeker, size int64, headerOff int) (pdfInfo, int, er
 		s := string(section)
 		i, j := strings.Index(s, "obj"), strings.Index(s, "stream")
 		if j < 0 || j < i {
-			return info, 0, notPDF("not a complete PDF: damaged cross-reference stream")
+			return info, frameFacts{}, notPDF("not a complete PDF: damaged cross-reference stream")
 		}
 		dictSrc = s[i+3 : j]
 	} else {
@@ -399,31 +394,31 @@ func checkPDFFrame(f io.ReadSeeker, size int64, headerOff int) (pdfInfo, int, er
 		s := string(tail[:m[0]])
 		i := strings.LastIndex(s, "trailer")
 		if i < 0 {
-			return info, 0, notPDF("not a complete PDF: no trailer")
+			return info, frameFacts{}, notPDF("not a complete PDF: no trailer")
 		}
 		dictSrc = s[i+len("trailer"):]
 	}
 	o, err := model.ParseObjectContext(context.Background(), &dictSrc, 0, 16)
 	if err != nil {
-		return info, 0, notPDF("not a complete PDF: damaged trailer")
+		return info, frameFacts{}, notPDF("not a complete PDF: damaged trailer")
 	}
 	d, ok := o.(types.Dict)
 	if !ok {
-		return info, 0, notPDF("not a complete PDF: damaged trailer")
+		return info, frameFacts{}, notPDF("not a complete PDF: damaged trailer")
 	}
 	if _, ok := d.Find("Root"); !ok {
 		if _, prev := d.Find("Prev"); !prev {
-			return info, 0, notPDF("not a complete PDF: the trailer names no document catalog")
+			return info, frameFacts{}, notPDF("not a complete PDF: the trailer names no document catalog")
 		}
 	}
 	if _, ok := d.Find("Encrypt"); ok {
 		info.Encrypted = true
 	}
-	objects := 0
+	facts := frameFacts{startxref: off}
 	if n, ok := d.Find("Size"); ok {
 		if n, ok := n.(types.Integer); ok && n > 0 {
-			objects = int(n)
+			facts.objects = int(n)
 		}
 	}
-	return info, objects, nil
+	return info, facts, nil
 }

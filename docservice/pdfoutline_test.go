@@ -18,7 +18,11 @@ import (
 // outlineOf runs the outline reader on a whole file, as checkPDF does.
 func outlineOf(t *testing.T, pdf []byte, headerOff int) pdfInfo {
 	t.Helper()
-	info, err := withOutline(bytes.NewReader(pdf), int64(len(pdf)), headerOff, pdfInfo{}, nil)
+	frame, facts, err := checkPDFFrame(bytes.NewReader(pdf), int64(len(pdf)), headerOff)
+	if err != nil {
+		return pdfInfo{} // what the outline reader never sees
+	}
+	info, err := withOutline(bytes.NewReader(pdf), int64(len(pdf)), headerOff, frame, facts, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
