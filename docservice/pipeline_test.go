@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
-	"net/http"
 	"testing"
 	"time"
 )
@@ -69,33 +68,8 @@ func TestPipelineOneChunk(t *testing.T) {
 func TestUploadWaitsForAChunk(t *testing.T) {
 	e := newEnv(t)
 	u := newUser()
-	for range cap(e.svc.chunkSlots) {
-		e.svc.chunkSlots <- struct{}{} // other uploads streaming
-	}
 	pdf := makePDF("Waiting", 3, 10)
-	body, ct := multipartBody(t, "waiting.pdf", pdf, nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "POST", e.srv.URL+"/api/documents", body)
-	req.Header.Set("Content-Type", ct)
-	u.set(req.Header)
-	if res, err := e.srv.Client().Do(req); err == nil {
-		res.Body.Close()
-		t.Fatalf("upload answered %d while every chunk was in use", res.StatusCode)
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for len(e.tempFiles()) > 0 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if left := e.tempFiles(); len(left) > 0 {
-		t.Fatalf("the waiting upload did not give up with its client: temporary files %v", left)
-	}
-	if files := e.storedFiles(); len(files) > 0 {
-		t.Fatalf("files stored: %v", files)
-	}
-	for range cap(e.svc.chunkSlots) {
-		<-e.svc.chunkSlots
-	}
+	e.uploadGivesUpWhileFull(t, u, pdf, e.svc.chunkSlots, "upload chunk")
 	e.mustUpload(u, "waiting.pdf", pdf, nil)
 	if len(e.svc.chunkSlots) != 0 {
 		t.Fatal("the upload kept its chunks")

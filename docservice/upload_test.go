@@ -405,20 +405,34 @@ func TestCleanTempAtStart(t *testing.T) {
 func TestUploadWaitsForParseSlot(t *testing.T) {
 	e := newEnv(t)
 	u := newUser()
-	for range cap(e.svc.parseSlots) {
-		e.svc.parseSlots <- struct{}{} // parses running
-	}
 	pdf := makePDF("Waiting", 3, 10)
+	e.uploadGivesUpWhileFull(t, u, pdf, e.svc.parseSlots, "parse slot")
+	d := e.mustUpload(u, "waiting.pdf", pdf, nil)
+	if d["page_count"] != float64(3) {
+		t.Fatalf("page_count = %v", d["page_count"])
+	}
+	if len(e.svc.parseSlots) != 0 {
+		t.Fatal("the upload kept its parse slot")
+	}
+}
+
+// uploadGivesUpWhileFull takes every slot of s, sends pdf with a client
+// that gives up after 300 ms, checks that the upload waited, gave up with
+// its client and kept nothing, and frees the slots again.
+func (e *env) uploadGivesUpWhileFull(t *testing.T, u user, pdf []byte, s slots, what string) {
+	t.Helper()
+	for range cap(s) {
+		s <- struct{}{}
+	}
 	body, ct := multipartBody(t, "waiting.pdf", pdf, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, "POST", e.srv.URL+"/api/documents", body)
 	req.Header.Set("Content-Type", ct)
 	u.set(req.Header)
-	res, err := e.srv.Client().Do(req)
-	if err == nil {
+	if res, err := e.srv.Client().Do(req); err == nil {
 		res.Body.Close()
-		t.Fatalf("upload answered %d while every parse slot was taken", res.StatusCode)
+		t.Fatalf("upload answered %d while every %s was taken", res.StatusCode, what)
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for len(e.tempFiles()) > 0 && time.Now().Before(deadline) {
@@ -430,15 +444,7 @@ func TestUploadWaitsForParseSlot(t *testing.T) {
 	if files := e.storedFiles(); len(files) > 0 {
 		t.Fatalf("files stored: %v", files)
 	}
-
-	for range cap(e.svc.parseSlots) {
-		<-e.svc.parseSlots
-	}
-	d := e.mustUpload(u, "waiting.pdf", pdf, nil)
-	if d["page_count"] != float64(3) {
-		t.Fatalf("page_count = %v", d["page_count"])
-	}
-	if len(e.svc.parseSlots) != 0 {
-		t.Fatal("the upload kept its parse slot")
+	for range cap(s) {
+		<-s
 	}
 }
