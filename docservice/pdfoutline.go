@@ -121,7 +121,8 @@ func (r *outlineReader) readXRef(off int64) error {
 			return nil // a /Prev loop: what was read is all there is
 		}
 		seen[off] = true
-		b, o, err := r.at(off, outlineWindow, func(b []byte) bool {
+		// A peek tells a table from a stream; each reader reads on itself.
+		b, o, err := r.at(off, 256, func(b []byte) bool {
 			t := bytes.TrimLeft(b, " \t\r\n\f\x00")
 			return bytes.HasPrefix(t, []byte("xref")) || objHeadRE.Match(t)
 		})
