@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"runtime/debug"
 	"strconv"
@@ -316,33 +315,17 @@ func (f *jwksFetcher) failed() time.Duration {
 // fetch GETs the key set. It returns (nil, maxAge, nil) when the server
 // answers 304 to our If-None-Match.
 func (f *jwksFetcher) fetch(ctx context.Context) (*keySet, time.Duration, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, f.cfg.URL, nil)
+	etag := ""
+	if f.keys.Load() != nil {
+		etag = f.etag
+	}
+	data, header, err := f.getDocument(ctx, f.cfg.URL, "application/jwk-set+json, application/json", etag, MaxJWKSBytes)
 	if err != nil {
 		return nil, 0, err
 	}
-	req.Header.Set("Accept", "application/jwk-set+json, application/json")
-	if f.etag != "" && f.keys.Load() != nil {
-		req.Header.Set("If-None-Match", f.etag)
-	}
-	resp, err := f.client.Do(req)
-	if err != nil {
-		return nil, 0, err
-	}
-	defer resp.Body.Close()
-	maxAge := parseMaxAge(resp.Header.Values("Cache-Control"))
-	if resp.StatusCode == http.StatusNotModified && f.keys.Load() != nil {
+	maxAge := parseMaxAge(header.Values("Cache-Control"))
+	if data == nil {
 		return nil, maxAge, nil
-	}
-	if resp.StatusCode != http.StatusOK {
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
-		return nil, 0, fmt.Errorf("GET %s: status %d", f.cfg.URL, resp.StatusCode)
-	}
-	data, err := io.ReadAll(io.LimitReader(resp.Body, MaxJWKSBytes+1))
-	if err != nil {
-		return nil, 0, fmt.Errorf("read jwks: %w", err)
-	}
-	if len(data) > MaxJWKSBytes {
-		return nil, 0, fmt.Errorf("jwks larger than %d bytes", MaxJWKSBytes)
 	}
 	ks, skipped, err := parseJWKS(data)
 	for _, s := range skipped {
@@ -351,7 +334,7 @@ func (f *jwksFetcher) fetch(ctx context.Context) (*keySet, time.Duration, error)
 	if err != nil {
 		return nil, 0, err
 	}
-	f.etag = resp.Header.Get("ETag")
+	f.etag = header.Get("ETag")
 	return ks, maxAge, nil
 }
 

@@ -232,38 +232,19 @@ func (f *revocationFollower) failed() time.Duration {
 
 // fetch GETs the feed; (nil, nil) means 304 Not Modified.
 func (f *revocationFollower) fetch(ctx context.Context) (*revocationSet, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, f.cfg.URL, nil)
-	if err != nil {
+	etag := ""
+	if f.set.Load() != nil {
+		etag = f.etag
+	}
+	data, header, err := f.getDocument(ctx, f.cfg.URL, "application/json", etag, MaxRevocationsBytes)
+	if err != nil || data == nil {
 		return nil, err
-	}
-	req.Header.Set("Accept", "application/json")
-	if f.etag != "" && f.set.Load() != nil {
-		req.Header.Set("If-None-Match", f.etag)
-	}
-	resp, err := f.client.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusNotModified && f.set.Load() != nil {
-		return nil, nil
-	}
-	if resp.StatusCode != http.StatusOK {
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
-		return nil, fmt.Errorf("GET %s: status %d", f.cfg.URL, resp.StatusCode)
-	}
-	data, err := io.ReadAll(io.LimitReader(resp.Body, MaxRevocationsBytes+1))
-	if err != nil {
-		return nil, fmt.Errorf("read revocations: %w", err)
-	}
-	if len(data) > MaxRevocationsBytes {
-		return nil, fmt.Errorf("revocations larger than %d bytes", MaxRevocationsBytes)
 	}
 	set, err := parseRevocations(data)
 	if err != nil {
 		return nil, err
 	}
-	f.etag = resp.Header.Get("ETag")
+	f.etag = header.Get("ETag")
 	return set, nil
 }
 
@@ -319,6 +300,41 @@ func (b *background) Destruct() error {
 	<-b.done
 	b.client.CloseIdleConnections()
 	return nil
+}
+
+// getDocument GETs url. With an etag it asks If-None-Match, and a 304
+// answer gives nil data and no error. Any other answer but 200, and a body
+// over limit bytes, is an error. The response header comes back for
+// Cache-Control and ETag.
+func (b *background) getDocument(ctx context.Context, url, accept, etag string, limit int64) ([]byte, http.Header, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	req.Header.Set("Accept", accept)
+	if etag != "" {
+		req.Header.Set("If-None-Match", etag)
+	}
+	resp, err := b.client.Do(req)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNotModified && etag != "" {
+		return nil, resp.Header, nil
+	}
+	if resp.StatusCode != http.StatusOK {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
+		return nil, nil, fmt.Errorf("GET %s: status %d", url, resp.StatusCode)
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err != nil {
+		return nil, nil, fmt.Errorf("read %s: %w", url, err)
+	}
+	if int64(len(data)) > limit {
+		return nil, nil, fmt.Errorf("%s: larger than %d bytes", url, limit)
+	}
+	return data, resp.Header, nil
 }
 
 // privateClient is an HTTP client for a fixed upstream of ours (JWKS,
