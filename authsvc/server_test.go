@@ -147,6 +147,18 @@ func TestDatabaseDownIs503(t *testing.T) {
 	if err := testPool.QueryRow(context.Background(), `SELECT count(*) FROM auth.users WHERE email = 'down@example.com'`).Scan(&n); err != nil || n != 0 {
 		t.Errorf("registration while the database was down left %d rows (%v)", n, err)
 	}
+	// The edge's revocation feed: a 503 (never an empty list the edge
+	// would take as "nothing is revoked"), and logout changes nothing.
+	r = e.get(t, "/internal/revocations", "")
+	r.expectError(t, http.StatusServiceUnavailable, "database unavailable")
+	if strings.Contains(string(r.Body), "users") {
+		t.Errorf("feed answered a list while the database was down: %s", r.Body)
+	}
+	e.do(t, req{Method: "POST", Path: "/api/auth/logout", Token: tok}).expectError(t, http.StatusServiceUnavailable, "database unavailable")
+	if err := testPool.QueryRow(context.Background(), `SELECT count(*) FROM auth.sessions WHERE id = $1 AND revoked_at IS NOT NULL`,
+		decodeSegment(t, tok, 1)["sid"]).Scan(&n); err != nil || n != 0 {
+		t.Errorf("logout while the database was down ended the session (%d, %v)", n, err)
+	}
 }
 
 // An error that is not the database's is still a 500 with a request id
