@@ -37,31 +37,34 @@ import (
 )
 
 func main() {
-	rounds := flag.Int("rounds", 6, "alternating rounds of plain and guarded load; medians are reported")
-	duration := flag.Duration("duration", 3*time.Second, "length of each load run")
+	rounds := flag.Int("rounds", 80, "rounds of load on every variant; medians are reported")
+	requests := flag.Int("requests", 4000, "requests per variant and round (a slice)")
+	flag.DurationVar(&profileDuration, "cpuprofile-duration", 5*time.Second, "length of each profiled run")
 	concurrency := flag.Int("concurrency", 16, "concurrent client connections")
 	misses := flag.Int("miss-tokens", 4000, "distinct tokens for the cache-miss run")
 	caddyPath := flag.String("caddy", "", "Caddy binary to use (default: build ./cmd/caddy into a temporary directory)")
 	flag.IntVar(&pinCaddy, "pin-caddy", -1, "run Caddy on this CPU only (with taskset), so that the load generator and the upstream, run on the other CPUs, do not take its time; -1: no pinning")
-	flag.StringVar(&profilePath, "cpuprofile", "", "write Caddy's CPU profile during the first guarded run to this file (inspect with go tool pprof)")
+	flag.StringVar(&profilePath, "cpuprofile", "", "write Caddy's CPU profile during each profiled variant's first run to this file, suffixed with the variant's name (inspect with go tool pprof; compare with -diff_base)")
+	flag.StringVar(&profileVariants, "cpuprofile-variants", "plain,guarded", "comma-separated variants that -cpuprofile profiles")
 	flag.Parse()
 	log.SetFlags(0)
 	log.SetPrefix("bench-edge: ")
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	if err := run(ctx, *rounds, *duration, *concurrency, *misses, *caddyPath); err != nil {
+	if err := run(ctx, *rounds, *requests, *concurrency, *misses, *caddyPath); err != nil {
 		log.Fatal(err)
 	}
 }
 
 var (
-	profilePath string
-	pinCaddy    = -1
+	profilePath, profileVariants string
+	profileDuration              time.Duration
+	pinCaddy                     = -1
 )
 
 // profileCaddy fetches a CPU profile from Caddy's admin endpoint.
-func profileCaddy(admin string, d time.Duration) <-chan error {
+func profileCaddy(admin string, d time.Duration, path string) <-chan error {
 	done := make(chan error, 1)
 	go func() {
 		resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", admin, int(d.Seconds())))
@@ -70,7 +73,7 @@ func profileCaddy(admin string, d time.Duration) <-chan error {
 			return
 		}
 		defer resp.Body.Close()
-		f, err := os.Create(profilePath)
+		f, err := os.Create(path)
 		if err != nil {
 			done <- err
 			return
@@ -84,7 +87,7 @@ func profileCaddy(admin string, d time.Duration) <-chan error {
 	return done
 }
 
-func run(ctx context.Context, rounds int, duration time.Duration, concurrency, misses int, caddyPath string) error {
+func run(ctx context.Context, rounds, slice, concurrency, misses int, caddyPath string) error {
 	tmp, err := os.MkdirTemp("", "bench-edge-")
 	if err != nil {
 		return err
@@ -219,9 +222,20 @@ func run(ctx context.Context, rounds int, duration time.Duration, concurrency, m
 		}
 	}
 
-	// Caddy's own CPU time per request, per variant: what the edge costs,
-	// apart from the load generator and the upstream sharing the cores.
-	caddyCPU := map[string][]time.Duration{}
+	// Caddy's own CPU time and requests served, per variant: what the edge
+	// costs per request, apart from the load generator and the upstream
+	// sharing the cores.
+	caddyCPU, caddyRequests := map[string]time.Duration{}, map[string]int{}
+	// Each variant keeps its client, and so its keep-alive connections,
+	// across rounds: a slice measures requests, not connection set-up.
+	clients := map[string]*http.Client{}
+	client := func(name string) *http.Client {
+		if clients[name] == nil {
+			clients[name] = &http.Client{Transport: &http.Transport{
+				MaxIdleConns: concurrency, MaxIdleConnsPerHost: concurrency, IdleConnTimeout: time.Hour}}
+		}
+		return clients[name]
+	}
 	// identity is what gatehouse_auth sets for the bench token; the
 	// plain+identity variant has the client send it, so that its upstream
 	// request carries the same headers as the guarded route's.
@@ -234,10 +248,13 @@ func run(ctx context.Context, rounds int, duration time.Duration, concurrency, m
 		name, port string
 		extra      http.Header // headers the client sends besides the token
 	}
-	load := func(v variant, tokens []string, requests int) (loadgen.Result, error) {
+	// load sends a number of requests on the variant's connections, or,
+	// with requests 0, runs for a duration on new ones.
+	load := func(v variant, tokens []string, requests int, duration time.Duration) (loadgen.Result, error) {
 		url := "http://127.0.0.1:" + v.port + "/"
 		o := loadgen.Options{
 			Concurrency: concurrency,
+			Client:      client(v.name),
 			Request: func(i int) (*http.Request, error) {
 				req, err := http.NewRequest(http.MethodGet, url, nil)
 				if err != nil {
@@ -253,13 +270,14 @@ func run(ctx context.Context, rounds int, duration time.Duration, concurrency, m
 		if requests > 0 {
 			o.Requests = requests
 		} else {
-			o.Duration = duration
+			// A run that ends on a deadline drops the requests in flight,
+			// and their connections with them.
+			o.Duration, o.Client = duration, nil
 		}
 		cpu0 := processCPU(caddy.Process.Pid)
 		res, err := loadgen.Run(ctx, o)
-		if res.Requests > 0 {
-			caddyCPU[v.name] = append(caddyCPU[v.name], (processCPU(caddy.Process.Pid)-cpu0)/time.Duration(res.Requests))
-		}
+		caddyCPU[v.name] += processCPU(caddy.Process.Pid) - cpu0
+		caddyRequests[v.name] += res.Requests
 		if err == nil && res.Errors > 0 {
 			err = fmt.Errorf("%d errors, first: %v", res.Errors, res.FirstError)
 		}
@@ -276,45 +294,67 @@ func run(ctx context.Context, rounds int, duration time.Duration, concurrency, m
 	// with forward_token (the token also goes upstream, as on the
 	// repository's authsvc route). The browser pair repeats plain and
 	// guarded with the headers a browser sends with an SPA's API call.
+	// The order puts each compared pair side by side (see the rounds).
 	variants := []variant{
 		{"plain", plainPort, nil},
-		{"plain+identity", headersPort, identity},
 		{"guarded", guardedPort, nil},
 		{"forward", forwardPort, nil},
+		{"plain+identity", headersPort, identity},
 		{"plain, browser", plainPort, browserHeaders},
 		{"guarded, browser", guardedPort, browserHeaders},
 	}
 	// Warm every path (connections, the token cache, Go's runtime).
 	for _, v := range variants {
-		if _, err := load(v, []string{token}, 2000); err != nil {
+		if _, err := load(v, []string{token}, 2000, 0); err != nil {
 			return fmt.Errorf("warm-up %s: %w", v.name, err)
 		}
 	}
+	clear(caddyCPU)
+	clear(caddyRequests)
+	log.Printf("%d rounds of %d requests per variant", rounds, slice)
 	results := map[string][]loadgen.Result{}
 	for r := range rounds {
-		// Rotate the order, so drift on a shared machine hits all alike.
+		var line strings.Builder
+		fmt.Fprintf(&line, "round %2d:", r+1)
+		// Run the variants in order in even rounds and in reverse order in
+		// odd ones (A B B A ...): the pairs compared below (plain and
+		// guarded first) run back to back, and drift on a shared machine
+		// favours neither side of a pair over the whole run.
 		for i := range variants {
-			v := variants[(i+r)%len(variants)]
-			var prof <-chan error
-			if profilePath != "" && r == 0 && v.name == "guarded" {
-				prof = profileCaddy("127.0.0.1:"+adminPort, max(duration-time.Second, time.Second))
+			v := variants[i]
+			if r%2 == 1 {
+				v = variants[len(variants)-1-i]
 			}
-			res, err := load(v, []string{token}, 0)
-			if prof != nil {
-				if perr := <-prof; perr != nil {
-					log.Printf("cpu profile: %v", perr)
-				} else {
-					log.Printf("wrote Caddy's CPU profile to %s", profilePath)
-				}
-			}
+			res, err := load(v, []string{token}, slice, 0)
 			if err != nil {
 				return fmt.Errorf("%s round %d: %w", v.name, r+1, err)
 			}
 			results[v.name] = append(results[v.name], res)
-			log.Printf("round %d %-16s %v", r+1, v.name, res)
+			fmt.Fprintf(&line, " %s %.0f/s", v.name, res.RPS)
+		}
+		log.Print(line.String())
+	}
+	cpuPerRequest := map[string]time.Duration{}
+	for name, n := range caddyRequests {
+		cpuPerRequest[name] = caddyCPU[name] / time.Duration(max(n, 1))
+	}
+	// Profiles come from runs of their own, outside the figures.
+	for _, v := range variants {
+		if profilePath == "" || !slices.Contains(strings.Split(profileVariants, ","), v.name) {
+			continue
+		}
+		path := profilePath + "." + strings.NewReplacer(", ", "-", "+", "-").Replace(v.name)
+		prof := profileCaddy("127.0.0.1:"+adminPort, max(profileDuration-time.Second, time.Second), path)
+		if _, err := load(v, []string{token}, 0, profileDuration); err != nil {
+			return fmt.Errorf("profiled run %s: %w", v.name, err)
+		}
+		if err := <-prof; err != nil {
+			log.Printf("cpu profile: %v", err)
+		} else {
+			log.Printf("wrote Caddy's CPU profile for %s to %s", v.name, path)
 		}
 	}
-	missRes, err := load(variants[2], missTokens, len(missTokens))
+	missRes, err := load(variants[1], missTokens, len(missTokens), 0)
 	if err != nil {
 		return fmt.Errorf("cache-miss run: %w", err)
 	}
@@ -326,8 +366,8 @@ func run(ctx context.Context, rounds int, duration time.Duration, concurrency, m
 	if pinCaddy >= 0 {
 		placement = fmt.Sprintf("Caddy alone on CPU %d, load generator and upstream on the %d other(s)", pinCaddy, runtime.NumCPU())
 	}
-	fmt.Printf("Edge benchmark: %d rounds x %v per variant, %d connections (%s)\n",
-		rounds, duration, concurrency, placement)
+	fmt.Printf("Edge benchmark: %d rounds x %d requests per variant, %d connections (%s)\n",
+		rounds, slice, concurrency, placement)
 	fmt.Printf("%-58s %10s %10s %10s %12s\n", "", "req/s", "p50", "p99", "Caddy CPU")
 	row := func(name string, res loadgen.Result, cpu time.Duration) {
 		c := "-"
@@ -345,19 +385,20 @@ func run(ctx context.Context, rounds int, duration time.Duration, concurrency, m
 		"guarded, browser": "gatehouse_auth, cached token, browser headers",
 	}
 	for _, v := range variants {
-		row(labels[v.name]+" (median)", loadgen.Median(results[v.name]), medianDur(caddyCPU[v.name]))
+		row(labels[v.name]+" (median)", loadgen.Median(results[v.name]), cpuPerRequest[v.name])
 	}
 	row("gatehouse_auth, every token new (misses)", missRes, 0)
 	// Rounds are paired (the variants run back to back), so the median of
 	// per-round ratios is less exposed to drift than the ratio of medians.
-	ratio := func(a, b string) (ofMedians, perRound float64) {
+	ratio := func(a, b string) (ofMedians, perRound, q1, q3 float64) {
 		ra, rb := results[a], results[b]
 		ratios := make([]float64, len(ra))
 		for i := range ra {
-			ratios[i] = ra[i].RPS / rb[i].RPS
+			ratios[i] = 100 * ra[i].RPS / rb[i].RPS
 		}
 		slices.Sort(ratios)
-		return 100 * loadgen.Median(ra).RPS / loadgen.Median(rb).RPS, 100 * ratios[len(ratios)/2]
+		n := len(ratios)
+		return 100 * loadgen.Median(ra).RPS / loadgen.Median(rb).RPS, ratios[n/2], ratios[n/4], ratios[(3*n)/4]
 	}
 	for _, c := range []struct{ a, b, what string }{
 		{"guarded", "plain", "target >= 95%"},
@@ -366,8 +407,12 @@ func run(ctx context.Context, rounds int, duration time.Duration, concurrency, m
 		{"guarded", "plain+identity", "same upstream headers: the guard's own cost"},
 		{"plain+identity", "plain", "what three more headers through Caddy and the upstream cost"},
 	} {
-		m, pr := ratio(c.a, c.b)
-		fmt.Printf("%-34s %5.1f%% median of per-round ratios, %5.1f%% ratio of medians: %s\n", c.a+" / "+c.b+":", pr, m, c.what)
+		m, pr, q1, q3 := ratio(c.a, c.b)
+		// Caddy's CPU per request, inverted, is what the throughput ratio
+		// would be if Caddy's CPU alone set the pace.
+		cpu := 100 * float64(cpuPerRequest[c.b]) / float64(cpuPerRequest[c.a])
+		fmt.Printf("%-34s %5.1f%% median of per-round ratios (quartiles %5.1f%%, %5.1f%%), %5.1f%% ratio of medians, %5.1f%% by Caddy CPU per request: %s\n",
+			c.a+" / "+c.b+":", pr, q1, q3, m, cpu, c.what)
 	}
 	fmt.Printf("cache-miss throughput vs cached: %.1f%%; RSA-2048 verification alone: %v per token (in-process, one core)\n",
 		100*missRes.RPS/loadgen.Median(results["guarded"]).RPS, verifyCost.Round(time.Microsecond))
@@ -452,7 +497,6 @@ func measureVerify(key *rsa.PrivateKey, token string) time.Duration {
 	return time.Since(start) / n
 }
 
-// median is the run with the median throughput; its latencies go with it.
 // processCPU is the user+system CPU time a process has used so far, from
 // /proc/PID/stat (clock ticks, 100 per second on Linux).
 func processCPU(pid int) time.Duration {
@@ -468,15 +512,6 @@ func processCPU(pid int) time.Duration {
 	utime, _ := strconv.ParseInt(f[11], 10, 64)
 	stime, _ := strconv.ParseInt(f[12], 10, 64)
 	return time.Duration(utime+stime) * 10 * time.Millisecond
-}
-
-func medianDur(ds []time.Duration) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[len(s)/2]
 }
 
 func commandLine() string {
