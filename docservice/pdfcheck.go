@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/pdfcpu/pdfcpu/pkg/api"
 	"github.com/pdfcpu/pdfcpu/pkg/pdfcpu"
@@ -135,7 +136,7 @@ func pdfHeaderOffset(head []byte) int {
 func checkPDF(ctx context.Context, f io.ReadSeeker, size int64, headerOff int, slots parseSlots) (pdfInfo, error) {
 	info, facts, err := checkPDFFrame(f, size, headerOff)
 	if size > fullCheckMaxBytes {
-		return withOutline(f, size, headerOff, info, facts, err)
+		return withOutline(ctx, f, size, headerOff, info, facts, err, slots)
 	}
 	// The trailer's /Size (how many objects the file has) tells what a
 	// full parse would cost before it starts, unless the file understates
@@ -150,7 +151,7 @@ func checkPDF(ctx context.Context, f io.ReadSeeker, size int64, headerOff int, s
 		// Too costly to parse: the frame check's verdict stands. That
 		// refuses a damaged file here, one pdfcpu might have repaired;
 		// repairing it would cost more memory than docservice allows.
-		return withOutline(f, size, headerOff, info, facts, err)
+		return withOutline(ctx, f, size, headerOff, info, facts, err, slots)
 	}
 	// A small, cheap file whose frame does not read (a wrong startxref
 	// offset, say) may be one pdfcpu repairs: it gets the full parse.
@@ -164,7 +165,12 @@ func checkPDF(ctx context.Context, f io.ReadSeeker, size int64, headerOff int, s
 	return checkPDFFull(ctx, f)
 }
 
+// fullParses counts the full parses started, so that tests can tell one
+// from the bounded check (both find the same page count).
+var fullParses atomic.Int64
+
 func checkPDFFull(c context.Context, f io.ReadSeeker) (info pdfInfo, err error) {
+	fullParses.Add(1)
 	defer func() {
 		// A damaged file must be a refusal, never a crash of the service.
 		if p := recover(); p != nil {
@@ -244,12 +250,18 @@ func infoTitle(ctx *model.Context) string {
 
 // withOutline adds the page count and title readOutline finds to the
 // result of a frame check that passed, for a file not encrypted (its
-// strings, the title among them, are ciphertext).
-func withOutline(f io.ReadSeeker, size int64, headerOff int, info pdfInfo, facts frameFacts, err error) (pdfInfo, error) {
+// strings, the title among them, are ciphertext). The reader inflates up
+// to two 8 MiB streams at a time, so it takes a parse slot like a full
+// parse: uploads that arrive together take turns.
+func withOutline(ctx context.Context, f io.ReadSeeker, size int64, headerOff int, info pdfInfo, facts frameFacts, err error, slots parseSlots) (pdfInfo, error) {
 	ra, ok := f.(io.ReaderAt)
 	if err != nil || info.Encrypted || !ok {
 		return info, err
 	}
+	if err := slots.acquire(ctx); err != nil {
+		return pdfInfo{}, err
+	}
+	defer slots.release()
 	info.Pages, info.Title = readOutline(ra, size, int64(headerOff), facts.startxref)
 	return info, nil
 }

@@ -132,11 +132,19 @@ func TestCheckPDFCost(t *testing.T) {
 	if fullCheckCost(int64(len(many)), 9000) <= fullCheckBudget {
 		t.Fatal("9000 objects are within the budget; raise the test's count")
 	}
-	// No error under the busy slot and a gone context: the bounded check
-	// ran, not a full parse; the outline reader still found the metadata.
-	info, err := checkPDF(gone, bytes.NewReader(many), int64(len(many)), 0, busy)
+	// The bounded check runs, not a full parse; the outline reader still
+	// finds the metadata. It waits for a slot too (it may inflate two
+	// 8 MiB streams), so under the busy slot it gives up with its client.
+	if _, err := checkPDF(gone, bytes.NewReader(many), int64(len(many)), 0, busy); !errors.Is(err, context.Canceled) {
+		t.Fatalf("the outline reader did not wait for the busy slot: %v", err)
+	}
+	parses := fullParses.Load()
+	info, err := checkPDF(context.Background(), bytes.NewReader(many), int64(len(many)), 0, newParseSlots(1))
 	if err != nil {
 		t.Fatalf("costly small PDF: %v", err)
+	}
+	if n := fullParses.Load() - parses; n != 0 {
+		t.Fatalf("costly small PDF: %d full parses, want the bounded check", n)
 	}
 	if info.Pages == nil || *info.Pages != 2 || info.Title == nil || *info.Title != "Cheap" {
 		t.Fatalf("costly small PDF: %+v", info)
@@ -175,9 +183,13 @@ func TestCheckPDFUnderstatedObjects(t *testing.T) {
 	if n, err := countObjects(bytes.NewReader(liar), int64(len(liar))); err != nil || n < 9000 {
 		t.Fatalf("countObjects = %d, %v; want at least 9000", n, err)
 	}
-	info, err := checkPDF(gone, bytes.NewReader(liar), int64(len(liar)), 0, busy)
+	parses := fullParses.Load()
+	info, err := checkPDF(context.Background(), bytes.NewReader(liar), int64(len(liar)), 0, newParseSlots(1))
 	if err != nil || info.Pages == nil || *info.Pages != 9000 {
 		t.Fatalf("understated PDF: info %+v, err %v; want the bounded check (and its page count)", info, err)
+	}
+	if n := fullParses.Load() - parses; n != 0 {
+		t.Fatalf("understated PDF: %d full parses, want the bounded check", n)
 	}
 
 	// Damaged as well (cut before its trailer): too costly to repair, so

@@ -23,6 +23,12 @@ import (
 // so its memory does not grow with the file. pdfcpu parses the objects'
 // text; it has no way to read a file partially itself.
 //
+// It never holds the cross-reference as a whole: a 12 KB file can list
+// millions of objects in one compressed stream (a map of them took 92 MiB).
+// Each lookup walks the sections again, newest first, and keeps only the
+// entries it was asked for; the walks share one budget of bytes read and
+// inflated.
+//
 // It is best effort: whatever it cannot read stays unknown (null), and a
 // file it cannot read is not refused for that.
 
@@ -36,6 +42,11 @@ const (
 	// outlineMaxXRefBytes bounds one classic cross-reference table
 	// (20 bytes an entry: about 400 000 objects).
 	outlineMaxXRefBytes = 8 << 20
+	// outlineXRefBudget bounds the cross-reference bytes read and
+	// inflated over all lookups of one file: four walks of a file with
+	// one full-size section fit; a crafted /Prev chain of big sections
+	// ends the reading (the outline stays unknown), not the server.
+	outlineXRefBudget = 64 << 20
 )
 
 type xrefEntry struct {
@@ -45,18 +56,26 @@ type xrefEntry struct {
 }
 
 type outlineReader struct {
-	f       io.ReaderAt
-	size    int64
-	base    int64 // added to offsets when junk precedes %PDF- (see readAt)
-	xref    map[int]xrefEntry
-	trailer types.Dict
+	f         io.ReaderAt
+	size      int64
+	base      int64 // added to offsets when junk precedes %PDF- (see readAt)
+	startxref int64
+	trailer   types.Dict // the newest section's
+	// found holds the entries looked up so far: a handful, whatever the
+	// number of objects the file lists.
+	found map[int]xrefEntry
+	// want is what the current walk still looks for.
+	want map[int]bool
+	// budget is what is left of outlineXRefBudget.
+	budget int64
 }
 
 // readOutline returns the page count and title of the PDF in f, as far as
 // it can tell; startxref is the offset the file's last startxref names.
 func readOutline(f io.ReaderAt, size, headerOff, startxref int64) (pages *int, title *string) {
-	r := &outlineReader{f: f, size: size, base: headerOff, xref: map[int]xrefEntry{}}
-	if err := r.readXRef(startxref); err != nil || r.trailer == nil {
+	r := &outlineReader{f: f, size: size, base: headerOff, startxref: startxref,
+		found: map[int]xrefEntry{}, budget: outlineXRefBudget}
+	if err := r.walk(); err != nil || r.trailer == nil {
 		return nil, nil
 	}
 	if cat, err := r.dict(r.trailer["Root"]); err == nil {
@@ -114,7 +133,20 @@ func (r *outlineReader) at(off int64, n int, want func([]byte) bool) ([]byte, in
 	return nil, 0, fmt.Errorf("nothing expected at offset %d", off)
 }
 
-func (r *outlineReader) readXRef(off int64) error {
+// walk reads the cross-reference sections from the newest, looking for
+// the entries of objects want, until it has them all or the chain ends.
+// With nothing wanted it reads the newest section's trailer only.
+func (r *outlineReader) walk(want ...int) error {
+	r.want = map[int]bool{}
+	for _, n := range want {
+		if _, ok := r.found[n]; !ok {
+			r.want[n] = true
+		}
+	}
+	if len(want) > 0 && len(r.want) == 0 {
+		return nil
+	}
+	off := r.startxref
 	seen := map[int64]bool{}
 	for range outlineMaxSections {
 		if seen[off] {
@@ -151,6 +183,9 @@ func (r *outlineReader) readXRef(off int64) error {
 		if r.trailer == nil {
 			r.trailer = trailer
 		}
+		if len(r.want) == 0 {
+			return nil
+		}
 		prev, ok := trailer["Prev"].(types.Integer)
 		if !ok {
 			return nil
@@ -160,17 +195,33 @@ func (r *outlineReader) readXRef(off int64) error {
 	return nil
 }
 
-// add records an entry unless a later section (read first) has one.
+// add records the entry of object n if the walk wants it and no later
+// section (read first) had one.
 func (r *outlineReader) add(n int, e xrefEntry) {
-	if _, ok := r.xref[n]; !ok {
-		r.xref[n] = e
+	if r.want[n] {
+		r.found[n] = e
+		delete(r.want, n)
 	}
+}
+
+// spend takes n bytes from the budget; false once it is spent.
+func (r *outlineReader) spend(n int64) bool {
+	r.budget -= n
+	return r.budget >= 0
 }
 
 // readTable reads a classic section ("xref", subsections of 20-byte
 // entries, "trailer" and its dictionary) starting at off.
-func (r *outlineReader) readTable(off int64) (types.Dict, error) {
-	sr := io.NewSectionReader(r.f, off, min(r.size-off, outlineMaxXRefBytes))
+func (r *outlineReader) readTable(off int64) (d types.Dict, err error) {
+	if r.budget <= 0 {
+		return nil, errors.New("cross-reference budget spent")
+	}
+	sr := io.NewSectionReader(r.f, off, min(r.size-off, outlineMaxXRefBytes, r.budget))
+	defer func() {
+		if read, _ := sr.Seek(0, io.SeekCurrent); !r.spend(read) && err == nil {
+			err = errors.New("cross-reference budget spent")
+		}
+	}()
 	br := newLineReader(sr)
 	if l, err := br.line(); err != nil || string(bytes.TrimSpace(l)) != "xref" {
 		return nil, errors.New("no xref keyword")
@@ -209,6 +260,9 @@ func (r *outlineReader) readTable(off int64) (types.Dict, error) {
 			if err != nil {
 				return nil, err
 			}
+			if !r.want[start+i] {
+				continue
+			}
 			f := bytes.Fields(e)
 			if len(f) != 3 || len(f[2]) != 1 {
 				return nil, fmt.Errorf("bad entry %q", e)
@@ -227,7 +281,24 @@ func (r *outlineReader) readTable(off int64) (types.Dict, error) {
 
 // readStreamSection reads a cross-reference stream at off; its dictionary
 // is the section's trailer.
+//
+// Its entries are only decoded when the walk wants some.
 func (r *outlineReader) readStreamSection(off int64) (types.Dict, error) {
+	if len(r.want) == 0 {
+		text, after, _, err := r.objectText(off)
+		if err != nil {
+			return nil, err
+		}
+		o, err := model.ParseObjectContext(context.Background(), &text, 0, 16)
+		if err != nil {
+			return nil, err
+		}
+		d, ok := o.(types.Dict)
+		if !ok || !bytes.HasPrefix(after, []byte("stream")) {
+			return nil, errors.New("not a stream")
+		}
+		return d, nil
+	}
 	d, content, err := r.streamObject(off)
 	if err != nil {
 		return nil, err
@@ -349,6 +420,9 @@ func (r *outlineReader) streamObject(off int64) (types.Dict, []byte, error) {
 		start++
 	}
 	dataOff := afterOff + int64(start)
+	if !r.spend(int64(length)) {
+		return nil, nil, errors.New("cross-reference budget spent")
+	}
 	raw := make([]byte, int(length))
 	if n, err := r.f.ReadAt(raw, dataOff); n < len(raw) {
 		return nil, nil, fmt.Errorf("short stream: %w", err)
@@ -372,6 +446,9 @@ func (r *outlineReader) streamObject(off int64) (types.Dict, []byte, error) {
 	if err := sd.DecodeWithLimit(outlineMaxDecoded); err != nil {
 		return nil, nil, err
 	}
+	if !r.spend(int64(len(sd.Content))) {
+		return nil, nil, errors.New("cross-reference budget spent")
+	}
 	return d, sd.Content, nil
 }
 
@@ -394,9 +471,24 @@ func (r *outlineReader) dict(o types.Object) (types.Dict, error) {
 	return nil, errors.New("reference chain too long")
 }
 
+// entry looks up object n's cross-reference entry.
+func (r *outlineReader) entry(n int) (xrefEntry, bool, error) {
+	if e, ok := r.found[n]; ok {
+		return e, true, nil
+	}
+	if err := r.walk(n); err != nil {
+		return xrefEntry{}, false, err
+	}
+	e, ok := r.found[n]
+	return e, ok, nil
+}
+
 // object reads object n, from the file or from its object stream.
 func (r *outlineReader) object(n int) (types.Object, error) {
-	e, ok := r.xref[n]
+	e, ok, err := r.entry(n)
+	if err != nil {
+		return nil, err
+	}
 	if !ok {
 		return nil, fmt.Errorf("object %d not in the cross-reference", n)
 	}
@@ -420,7 +512,10 @@ func (r *outlineReader) object(n int) (types.Object, error) {
 // of pairs costs a scan, not a slice of millions of fields. Nothing is
 // cached; the outline needs two or three objects.
 func (r *outlineReader) objectInStream(n, idx int) (string, error) {
-	e, ok := r.xref[n]
+	e, ok, err := r.entry(n)
+	if err != nil {
+		return "", err
+	}
 	if !ok || e.inStream {
 		return "", errors.New("object stream not found")
 	}

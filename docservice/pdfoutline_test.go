@@ -2,14 +2,19 @@ package docservice
 
 import (
 	"bytes"
+	"compress/zlib"
 	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
+	"runtime/metrics"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/pdfcpu/pdfcpu/pkg/api"
 	"github.com/pdfcpu/pdfcpu/pkg/pdfcpu/model"
@@ -22,7 +27,7 @@ func outlineOf(t *testing.T, pdf []byte, headerOff int) pdfInfo {
 	if err != nil {
 		return pdfInfo{} // what the outline reader never sees
 	}
-	info, err := withOutline(bytes.NewReader(pdf), int64(len(pdf)), headerOff, frame, facts, nil)
+	info, err := withOutline(context.Background(), bytes.NewReader(pdf), int64(len(pdf)), headerOff, frame, facts, nil, newParseSlots(1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,5 +202,137 @@ func TestOutlineReaderObjectStreamHeaderBomb(t *testing.T) {
 	}
 	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > uint64(4*len(stm)) {
 		t.Errorf("reading the outline allocated %d bytes for a %d-byte object stream", alloc, len(stm))
+	}
+}
+
+// craftedXRefStreamPDF is a small file whose cross-reference stream, 8 MiB
+// once inflated, lists about 1.6 million objects: the catalog, the page
+// tree and a title, and then every other number pointing at the catalog.
+// sections is how many such streams the /Prev chain holds; with
+// onlyOldest, all but the oldest list every object as free.
+func craftedXRefStreamPDF(t *testing.T, sections int, onlyOldest bool) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	b.WriteString("%PDF-1.5\n")
+	off1 := b.Len()
+	b.WriteString("1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n")
+	off2 := b.Len()
+	b.WriteString("2 0 obj\n<< /Type /Pages /Kids [] /Count 42 >>\nendobj\n")
+	off3 := b.Len()
+	b.WriteString("3 0 obj\n<< /Title (Crafted) >>\nendobj\n")
+	const rowLen = 5
+	rows := make([]byte, 0, outlineMaxDecoded)
+	row := func(typ byte, f2 int) {
+		rows = append(rows, typ, byte(f2>>24), byte(f2>>16), byte(f2>>8), byte(f2))
+	}
+	row(0, 0)
+	row(1, off1)
+	row(1, off2)
+	row(1, off3)
+	for len(rows)+rowLen <= outlineMaxDecoded {
+		row(1, off1)
+	}
+	deflate := func(b []byte) []byte {
+		var z bytes.Buffer
+		zw := zlib.NewWriter(&z)
+		if _, err := zw.Write(b); err != nil {
+			t.Fatal(err)
+		}
+		if err := zw.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return z.Bytes()
+	}
+	listed, free := deflate(rows), deflate(make([]byte, len(rows)))
+	prev := -1
+	for s := range sections {
+		z := listed
+		if onlyOldest && s > 0 {
+			z = free
+		}
+		xref := b.Len()
+		prevKey := ""
+		if prev >= 0 {
+			prevKey = fmt.Sprintf(" /Prev %d", prev)
+		}
+		fmt.Fprintf(&b, "%d 0 obj\n<< /Type /XRef /Size %d /W [1 4 0] /Root 1 0 R /Info 3 0 R%s /Filter /FlateDecode /Length %d >>\nstream\n",
+			4+s, len(rows)/rowLen, prevKey, len(z))
+		b.Write(z)
+		b.WriteString("\nendstream\nendobj\n")
+		prev = xref
+	}
+	fmt.Fprintf(&b, "startxref\n%d\n%%%%EOF\n", prev)
+	return b.Bytes()
+}
+
+// peakHeap runs f and returns the most heap it saw in use meanwhile,
+// sampled every 100 µs with the collector made eager, so that garbage
+// does not count as use.
+func peakHeap(t *testing.T, f func()) uint64 {
+	t.Helper()
+	old := debug.SetGCPercent(5)
+	defer debug.SetGCPercent(old)
+	runtime.GC()
+	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	var peak atomic.Uint64
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		tick := time.NewTicker(100 * time.Microsecond)
+		defer tick.Stop()
+		for {
+			metrics.Read(sample)
+			if v := sample[0].Value.Uint64(); v > peak.Load() {
+				peak.Store(v)
+			}
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	f()
+	close(done)
+	<-stopped
+	return peak.Load()
+}
+
+// A crafted cross-reference stream listing 1.6 million objects (a 50 KB
+// file) is read without holding an entry per object: the reader keeps
+// only the few entries it looks up.
+func TestOutlineReaderXRefStreamBomb(t *testing.T) {
+	pdf := craftedXRefStreamPDF(t, 1, false)
+	t.Logf("crafted file: %d bytes", len(pdf))
+	var got pdfInfo
+	peak := peakHeap(t, func() { got = outlineOf(t, pdf, 0) })
+	if got.Pages == nil || *got.Pages != 42 || got.Title == nil || *got.Title != "Crafted" {
+		t.Fatalf("pages %v, title %v; want 42 and Crafted", deref(got.Pages), deref(got.Title))
+	}
+	t.Logf("peak heap in use %.1f MiB", float64(peak)/(1<<20))
+	if peak > 40<<20 {
+		t.Errorf("reading the outline held %.1f MiB of heap", float64(peak)/(1<<20))
+	}
+}
+
+// A /Prev chain of twenty such streams, the objects listed only in the
+// oldest: each lookup would inflate 160 MiB. The reader stops at its
+// budget and leaves the outline unknown, with its memory still bounded.
+func TestOutlineReaderXRefChainBudget(t *testing.T) {
+	pdf := craftedXRefStreamPDF(t, 20, true)
+	var got pdfInfo
+	peak := peakHeap(t, func() { got = outlineOf(t, pdf, 0) })
+	if got.Pages != nil || got.Title != nil {
+		t.Errorf("pages %v, title %v; want both unknown once the budget is spent", deref(got.Pages), deref(got.Title))
+	}
+	t.Logf("peak heap in use %.1f MiB", float64(peak)/(1<<20))
+	if peak > 40<<20 {
+		t.Errorf("reading the outline held %.1f MiB of heap", float64(peak)/(1<<20))
+	}
+
+	// Within the budget, the same layout is read: two sections.
+	if got := outlineOf(t, craftedXRefStreamPDF(t, 2, true), 0); got.Pages == nil || *got.Pages != 42 {
+		t.Errorf("two sections: pages %v, want 42", deref(got.Pages))
 	}
 }
