@@ -3,10 +3,12 @@
 // the same tiny upstream (plain reverse_proxy; the same, with a client that
 // also sends the X-User-* headers; the same behind gatehouse_auth with keys
 // from a JWKS file and a revocation feed of 2,000 entries; the same with
-// forward_token), loads them in rotation with internal/loadgen (the plain
-// and guarded sites also with a browser's request headers) and prints
-// median throughput and latency, the ratios, Caddy's CPU time per
-// request, and the cost of a cache miss (every request a new valid token).
+// forward_token), loads them with internal/loadgen in rounds of
+// fixed-size slices on kept connections, in A B B A order (the plain and
+// guarded sites also with a browser's request headers), and prints median
+// throughput and latency, the ratios with their quartiles, Caddy's CPU
+// time per request, and the cost of a cache miss (every request a new
+// valid token).
 // It prints figures, never pass or fail (`make bench-edge`).
 package main
 
