@@ -1,7 +1,9 @@
 package docservice
 
 import (
+	"bufio"
 	"bytes"
+	"compress/zlib"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -37,6 +39,11 @@ const (
 	outlineWindow = 64 << 10
 	// outlineMaxDecoded bounds a decoded cross-reference or object stream.
 	outlineMaxDecoded = 8 << 20
+	// outlineMaxObjectText bounds the text of one object parsed: pdfcpu
+	// turns every token into a value of its own, about 9 bytes of heap
+	// per byte of text (a /Kids of a million references, 6 MB, took
+	// 55 MiB). A flat page tree's /Kids of 1 MiB lists 170 000 pages.
+	outlineMaxObjectText = 1 << 20
 	// outlineMaxSections bounds the /Prev chain (incremental updates).
 	outlineMaxSections = 64
 	// outlineMaxXRefBytes bounds one classic cross-reference table
@@ -282,26 +289,14 @@ func (r *outlineReader) readTable(off int64) (d types.Dict, err error) {
 // readStreamSection reads a cross-reference stream at off; its dictionary
 // is the section's trailer.
 //
-// Its entries are only decoded when the walk wants some.
+// Its entries are only decoded when the walk wants some, and then
+// streamed, row by row, until the walk has them: the section is never
+// held decoded (8 MiB of rows, inflated from a few kilobytes, cost more
+// than twice that in pdfcpu's buffers).
 func (r *outlineReader) readStreamSection(off int64) (types.Dict, error) {
-	if len(r.want) == 0 {
-		text, after, _, err := r.objectText(off)
-		if err != nil {
-			return nil, err
-		}
-		o, err := model.ParseObjectContext(context.Background(), &text, 0, 16)
-		if err != nil {
-			return nil, err
-		}
-		d, ok := o.(types.Dict)
-		if !ok || !bytes.HasPrefix(after, []byte("stream")) {
-			return nil, errors.New("not a stream")
-		}
-		return d, nil
-	}
-	d, content, err := r.streamObject(off)
-	if err != nil {
-		return nil, err
+	d, dataOff, length, err := r.streamHeader(off)
+	if err != nil || len(r.want) == 0 {
+		return d, err
 	}
 	w, ok := d["W"].(types.Array)
 	if !ok || len(w) != 3 {
@@ -334,19 +329,24 @@ func (r *outlineReader) readStreamSection(off int64) (types.Dict, error) {
 	if rowLen == 0 {
 		return nil, errors.New("bad /W")
 	}
+	data, err := r.streamData(d, dataOff, length)
+	if err != nil {
+		return nil, err
+	}
 	field := func(b []byte) int64 {
 		var buf [8]byte
 		copy(buf[8-len(b):], b)
 		return int64(binary.BigEndian.Uint64(buf[:]))
 	}
-	row := 0
-	for k := 0; k < len(index); k += 2 {
+	e := make([]byte, rowLen)
+	for k := 0; k < len(index) && len(r.want) > 0; k += 2 {
 		for i := range index[k+1] {
-			if (row+1)*rowLen > len(content) {
-				return d, nil // a short stream: keep what it lists
+			if len(r.want) == 0 {
+				break
 			}
-			e := content[row*rowLen : (row+1)*rowLen]
-			row++
+			if _, err := io.ReadFull(data, e); err != nil {
+				return d, nil // a short or damaged stream: keep what it lists
+			}
 			typ := int64(1) // the default when /W's first width is 0
 			if widths[0] > 0 {
 				typ = field(e[:widths[0]])
@@ -368,9 +368,9 @@ func (r *outlineReader) readStreamSection(off int64) (types.Dict, error) {
 // that part's file offset.
 //
 // A window that holds no end is read again, larger (a flat page tree's
-// /Kids can run to hundreds of kilobytes), up to outlineMaxDecoded.
+// /Kids can run to hundreds of kilobytes), up to outlineMaxObjectText.
 func (r *outlineReader) objectText(off int64) (text string, after []byte, afterOff int64, err error) {
-	for n := outlineWindow; ; n *= 8 {
+	for n := outlineWindow; ; n *= 4 {
 		b, o, err := r.at(off, n, func(b []byte) bool { return objHeadRE.Match(b) })
 		if err != nil {
 			return "", nil, 0, err
@@ -386,30 +386,30 @@ func (r *outlineReader) objectText(off int64) (text string, after []byte, afterO
 		if end >= 0 {
 			return string(body[:end]), body[end:], o + int64(i+end), nil
 		}
-		if len(b) < n || n >= outlineMaxDecoded {
+		if len(b) < n || n >= outlineMaxObjectText {
 			return "", nil, 0, errors.New("object without an end")
 		}
 	}
 }
 
-// streamObject reads the stream object at off: its dictionary and its
-// decoded content (FlateDecode, with predictors, or no filter).
-func (r *outlineReader) streamObject(off int64) (types.Dict, []byte, error) {
+// streamHeader reads the dictionary of the stream object at off, and
+// where its data starts and how long it is.
+func (r *outlineReader) streamHeader(off int64) (d types.Dict, dataOff, length int64, err error) {
 	text, after, afterOff, err := r.objectText(off)
 	if err != nil {
-		return nil, nil, err
+		return nil, 0, 0, err
 	}
 	o, err := model.ParseObjectContext(context.Background(), &text, 0, 16)
 	if err != nil {
-		return nil, nil, err
+		return nil, 0, 0, err
 	}
 	d, ok := o.(types.Dict)
 	if !ok || !bytes.HasPrefix(after, []byte("stream")) {
-		return nil, nil, errors.New("not a stream")
+		return nil, 0, 0, errors.New("not a stream")
 	}
-	length, ok := d["Length"].(types.Integer)
-	if !ok || length < 0 || int64(length) > outlineMaxDecoded {
-		return nil, nil, errors.New("stream without a usable direct /Length")
+	l, ok := d["Length"].(types.Integer)
+	if !ok || l < 0 || int64(l) > outlineMaxDecoded {
+		return nil, 0, 0, errors.New("stream without a usable direct /Length")
 	}
 	// The data starts after "stream" and its end of line.
 	start := len("stream")
@@ -419,11 +419,175 @@ func (r *outlineReader) streamObject(off int64) (types.Dict, []byte, error) {
 	if start < len(after) && after[start] == '\n' {
 		start++
 	}
-	dataOff := afterOff + int64(start)
-	if !r.spend(int64(length)) {
+	return d, afterOff + int64(start), int64(l), nil
+}
+
+// streamData streams the decoded data of a stream (FlateDecode, with
+// PNG predictors, or no filter) at constant memory, up to
+// outlineMaxDecoded bytes and within the budget.
+func (r *outlineReader) streamData(d types.Dict, dataOff, length int64) (io.Reader, error) {
+	if !r.spend(length) {
+		return nil, errors.New("cross-reference budget spent")
+	}
+	raw := bufio.NewReaderSize(io.NewSectionReader(r.f, dataOff, length), 32<<10)
+	var data io.Reader = raw
+	switch f := d["Filter"].(type) {
+	case nil:
+	case types.Name:
+		if f != "FlateDecode" {
+			return nil, fmt.Errorf("filter %s", f)
+		}
+		zr, err := zlib.NewReader(raw)
+		if err != nil {
+			return nil, err
+		}
+		data = zr
+		parms, _ := d["DecodeParms"].(types.Dict)
+		intParm := func(name string, def int) int {
+			if v, ok := parms[name].(types.Integer); ok {
+				return int(v)
+			}
+			return def
+		}
+		switch p := intParm("Predictor", 1); {
+		case p == 1:
+		case p >= 10 && p <= 15:
+			columns := intParm("Columns", 1)
+			if intParm("Colors", 1) != 1 || intParm("BitsPerComponent", 8) != 8 || columns < 1 || columns > 64 {
+				return nil, errors.New("unsupported predictor parameters")
+			}
+			data = newPNGRows(zr, columns)
+		default:
+			return nil, fmt.Errorf("predictor %d", p)
+		}
+	default:
+		return nil, errors.New("filter pipeline")
+	}
+	return &budgetReader{r: io.LimitReader(data, outlineMaxDecoded), or: r}, nil
+}
+
+// budgetReader charges what it reads to the outline reader's budget.
+type budgetReader struct {
+	r  io.Reader
+	or *outlineReader
+}
+
+func (b *budgetReader) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if !b.or.spend(int64(n)) {
+		return 0, errors.New("cross-reference budget spent")
+	}
+	return n, err
+}
+
+// pngRows undoes PNG prediction (RFC 2083 §6) on rows of one byte per
+// pixel, as cross-reference streams use it: each row is a filter type
+// byte and columns bytes, predicted from the row above.
+type pngRows struct {
+	r    io.Reader
+	raw  []byte // the row being read: filter type, then columns bytes
+	prev []byte // the last decoded row, served from pos
+	pos  int
+}
+
+func newPNGRows(r io.Reader, columns int) *pngRows {
+	return &pngRows{r: r, raw: make([]byte, 1+columns), prev: make([]byte, columns), pos: columns}
+}
+
+func (p *pngRows) Read(b []byte) (int, error) {
+	n := 0
+	for n < len(b) {
+		if p.pos == len(p.prev) {
+			if _, err := io.ReadFull(p.r, p.raw); err != nil {
+				if n > 0 {
+					return n, nil
+				}
+				if err == io.ErrUnexpectedEOF {
+					err = io.EOF // a partial last row is dropped
+				}
+				return 0, err
+			}
+			if err := unpredictRow(p.raw[0], p.raw[1:], p.prev); err != nil {
+				return n, err
+			}
+			copy(p.prev, p.raw[1:])
+			p.pos = 0
+		}
+		c := copy(b[n:], p.prev[p.pos:])
+		n += c
+		p.pos += c
+	}
+	return n, nil
+}
+
+// unpredictRow decodes row in place from its PNG filter type and the
+// decoded row above it (all zero for the first).
+func unpredictRow(filter byte, row, above []byte) error {
+	left := func(i int) byte {
+		if i == 0 {
+			return 0
+		}
+		return row[i-1]
+	}
+	switch filter {
+	case 0: // None
+	case 1: // Sub
+		for i := range row {
+			row[i] += left(i)
+		}
+	case 2: // Up
+		for i := range row {
+			row[i] += above[i]
+		}
+	case 3: // Average
+		for i := range row {
+			row[i] += byte((int(left(i)) + int(above[i])) / 2)
+		}
+	case 4: // Paeth
+		for i := range row {
+			var upLeft byte
+			if i > 0 {
+				upLeft = above[i-1]
+			}
+			row[i] += paeth(left(i), above[i], upLeft)
+		}
+	default:
+		return fmt.Errorf("PNG filter type %d", filter)
+	}
+	return nil
+}
+
+func paeth(a, b, c byte) byte {
+	p := int(a) + int(b) - int(c)
+	pa, pb, pc := abs(p-int(a)), abs(p-int(b)), abs(p-int(c))
+	switch {
+	case pa <= pb && pa <= pc:
+		return a
+	case pb <= pc:
+		return b
+	}
+	return c
+}
+
+func abs(x int) int {
+	if x < 0 {
+		return -x
+	}
+	return x
+}
+
+// streamObject reads the stream object at off: its dictionary and its
+// decoded content (FlateDecode, with predictors, or no filter), whole:
+// an object stream's header gives offsets into it.
+func (r *outlineReader) streamObject(off int64) (types.Dict, []byte, error) {
+	d, dataOff, length, err := r.streamHeader(off)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !r.spend(length) {
 		return nil, nil, errors.New("cross-reference budget spent")
 	}
-	raw := make([]byte, int(length))
+	raw := make([]byte, length)
 	if n, err := r.f.ReadAt(raw, dataOff); n < len(raw) {
 		return nil, nil, fmt.Errorf("short stream: %w", err)
 	}
@@ -569,6 +733,9 @@ func (r *outlineReader) objectInStream(n, idx int) (string, error) {
 	}
 	if to < from {
 		return "", errors.New("object stream offsets out of order")
+	}
+	if to-from > outlineMaxObjectText {
+		return "", errors.New("object too long")
 	}
 	return string(content[from:to]), nil
 }

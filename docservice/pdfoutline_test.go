@@ -5,6 +5,8 @@ import (
 	"compress/zlib"
 	"context"
 	"fmt"
+	"io"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -17,6 +19,7 @@ import (
 	"time"
 
 	"github.com/pdfcpu/pdfcpu/pkg/api"
+	"github.com/pdfcpu/pdfcpu/pkg/filter"
 	"github.com/pdfcpu/pdfcpu/pkg/pdfcpu/model"
 )
 
@@ -334,5 +337,101 @@ func TestOutlineReaderXRefChainBudget(t *testing.T) {
 	// Within the budget, the same layout is read: two sections.
 	if got := outlineOf(t, craftedXRefStreamPDF(t, 2, true), 0); got.Pages == nil || *got.Pages != 42 {
 		t.Errorf("two sections: pages %v, want 42", deref(got.Pages))
+	}
+}
+
+// The streaming PNG predictor decoder agrees with pdfcpu's (the oracle)
+// on rows encoded with every PNG filter type, in every row width a
+// cross-reference stream may use.
+func TestPNGRowsMatchPdfcpu(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, columns := range []int{1, 3, 5, 7, 20} {
+		const rows = 200
+		plain := make([]byte, rows*columns)
+		for i := range plain {
+			plain[i] = byte(rng.IntN(256))
+			if i%columns == 0 {
+				plain[i] = byte(rng.IntN(3)) // like a type field
+			}
+		}
+		// PNG-encode each row with filter type row%5 (RFC 2083 §6).
+		var enc bytes.Buffer
+		above := make([]byte, columns)
+		for r := range rows {
+			row := plain[r*columns : (r+1)*columns]
+			typ := byte(r % 5)
+			enc.WriteByte(typ)
+			for i := range row {
+				var left, upLeft byte
+				if i > 0 {
+					left, upLeft = row[i-1], above[i-1]
+				}
+				var pred byte
+				switch typ {
+				case 1:
+					pred = left
+				case 2:
+					pred = above[i]
+				case 3:
+					pred = byte((int(left) + int(above[i])) / 2)
+				case 4:
+					pred = paeth(left, above[i], upLeft)
+				}
+				enc.WriteByte(row[i] - pred)
+			}
+			above = row
+		}
+		var z bytes.Buffer
+		zw := zlib.NewWriter(&z)
+		zw.Write(enc.Bytes())
+		zw.Close()
+
+		zr, err := zlib.NewReader(bytes.NewReader(z.Bytes()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(newPNGRows(zr, columns))
+		if err != nil {
+			t.Fatalf("columns %d: %v", columns, err)
+		}
+		parms := map[string]int{"Predictor": 12, "Columns": columns}
+		fi, err := filter.NewFilter(filter.Flate, parms, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		oracle, err := fi.Decode(bytes.NewReader(z.Bytes()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, _ := io.ReadAll(oracle)
+		if !bytes.Equal(got, plain) || !bytes.Equal(want, plain) {
+			t.Errorf("columns %d: decoded %d bytes (equal %v), pdfcpu %d (equal %v)", columns,
+				len(got), bytes.Equal(got, plain), len(want), bytes.Equal(want, plain))
+		}
+	}
+}
+
+// A page tree root whose /Kids lists a million references (6 MB of text):
+// the reader parses a bounded window of an object, not all of it.
+func TestOutlineReaderKidsBomb(t *testing.T) {
+	var b bytes.Buffer
+	b.WriteString("%PDF-1.4\n")
+	off1 := b.Len()
+	b.WriteString("1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n")
+	off2 := b.Len()
+	b.WriteString("2 0 obj\n<< /Type /Pages /Count 42 /Kids [")
+	for range 1 << 20 {
+		b.WriteString("3 0 R ")
+	}
+	b.WriteString("] >>\nendobj\n")
+	xref := b.Len()
+	fmt.Fprintf(&b, "xref\n0 3\n0000000000 65535 f \n%s 00000 n \n%s 00000 n \ntrailer\n<< /Size 3 /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n",
+		pad10(off1), pad10(off2), xref)
+	pdf := b.Bytes()
+	var got pdfInfo
+	peak := peakHeap(t, func() { got = outlineOf(t, pdf, 0) })
+	t.Logf("pages %v; peak heap in use %.1f MiB for a %.1f MiB file", deref(got.Pages), float64(peak)/(1<<20), float64(len(pdf))/(1<<20))
+	if peak > 24<<20 {
+		t.Errorf("reading the outline held %.1f MiB of heap", float64(peak)/(1<<20))
 	}
 }
