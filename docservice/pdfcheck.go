@@ -1,7 +1,9 @@
 package docservice
 
 import (
+	"bufio"
 	"bytes"
+	"compress/zlib"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +15,7 @@ import (
 	"sync/atomic"
 
 	"github.com/pdfcpu/pdfcpu/pkg/api"
+	"github.com/pdfcpu/pdfcpu/pkg/filter"
 	"github.com/pdfcpu/pdfcpu/pkg/pdfcpu"
 	"github.com/pdfcpu/pdfcpu/pkg/pdfcpu/model"
 	"github.com/pdfcpu/pdfcpu/pkg/pdfcpu/types"
@@ -49,6 +52,13 @@ const (
 	// Measured (live heap after ReadWithContext): 2.2 KiB per object for
 	// text pages, 4.5 KiB for image pages; rounded to 4 KiB.
 	objectCost = 4 << 10
+	// fullCheckMaxDecode bounds each object stream the full parse
+	// inflates (pdfcpu's default is 512 MiB). Page content is left
+	// alone; XMP metadata has its own bound (guardXMP).
+	fullCheckMaxDecode = 4 << 20
+	// xmpMaxDecode bounds the XMP metadata read for a title (see
+	// guardXMP); real documents' XMP packets are a few kilobytes.
+	xmpMaxDecode = 1 << 20
 )
 
 // fullCheckCost estimates the memory a full pdfcpu parse of a file of
@@ -143,11 +153,11 @@ func checkPDF(ctx context.Context, f io.ReadSeeker, size int64, headerOff int, s
 	// it: a crafted 8 MiB file of 200 000 tiny objects declaring 10 took
 	// docservice past 70 MiB. So the objects the file really holds are
 	// counted too, and the larger count decides.
-	counted, cerr := countObjects(f, size)
+	counted, dense, cerr := countObjects(f, size)
 	if cerr != nil {
 		return pdfInfo{}, cerr
 	}
-	if fullCheckCost(size, max(facts.objects, counted)) > fullCheckBudget {
+	if fullCheckCost(size, max(facts.objects, counted))+dense > fullCheckBudget {
 		// Too costly to parse: the frame check's verdict stands. That
 		// refuses a damaged file here, one pdfcpu might have repaired;
 		// repairing it would cost more memory than docservice allows.
@@ -179,6 +189,7 @@ func checkPDFFull(c context.Context, f io.ReadSeeker) (info pdfInfo, err error) 
 	}()
 	conf := model.NewDefaultConfiguration()
 	conf.ValidationMode = model.ValidationRelaxed
+	conf.Limits.MaxDecodeBytes = fullCheckMaxDecode
 	ctx, err := pdfcpu.ReadWithContext(c, f, conf)
 	if err != nil {
 		switch {
@@ -194,6 +205,7 @@ func checkPDFFull(c context.Context, f io.ReadSeeker) (info pdfInfo, err error) 
 	// Validation fills in the title (info dictionary or XMP) and the page
 	// count. Some real-world files fail strict-ish validation yet open in
 	// every reader; they are kept, with what could be read.
+	guardXMP(ctx)
 	verr := api.ValidateContext(ctx)
 	if verr == nil || ctx.PageCount > 0 {
 		if n := ctx.PageCount; n > 0 {
@@ -217,6 +229,36 @@ func checkPDFFull(c context.Context, f io.ReadSeeker) (info pdfInfo, err error) 
 	// An owner password alone (empty user password) restricts editing, not
 	// reading: such a file is not "encrypted" for a user.
 	return info, nil
+}
+
+// guardXMP inflates the catalog's XMP metadata, which validation reads
+// for the title, within xmpMaxDecode; metadata larger than that is
+// ignored (the info dictionary's title still counts). Validation would
+// inflate it with pdfcpu's own 512 MiB limit, whatever the
+// configuration says: a 200 KB file whose XMP inflates to 200 MiB took
+// 705 MiB of heap.
+func guardXMP(ctx *model.Context) {
+	root, err := ctx.Catalog()
+	if err != nil {
+		return
+	}
+	ref, ok := root["Metadata"].(types.IndirectRef)
+	if !ok {
+		return
+	}
+	entry, found := ctx.FindTableEntry(ref.ObjectNumber.Value(), ref.GenerationNumber.Value())
+	if !found || entry.Object == nil {
+		return
+	}
+	sd, ok := entry.Object.(types.StreamDict)
+	if !ok {
+		return
+	}
+	if err := sd.DecodeWithLimit(xmpMaxDecode); err != nil && !errors.Is(err, filter.ErrUnsupportedFilter) {
+		delete(root, "Metadata")
+		return
+	}
+	entry.Object = sd // decoded: validation reads Content as it is
 }
 
 // infoTitle reads /Title from the document information dictionary when
@@ -272,10 +314,20 @@ func withOutline(ctx context.Context, f io.ReadSeeker, size int64, headerOff int
 // one compressed stream. Bytes inside streams can look like either, so
 // the count may be high, never low: a file it overestimates only gets the
 // bounded check.
-func countObjects(f io.ReadSeeker, size int64) (int, error) {
+//
+// dense is what the objects' text costs pdfcpu beyond objectCost each:
+// it parses every number, name and reference of an object into a value
+// of its own, about textCost bytes of heap per byte of text, so one
+// object of a million references (6 MB of text) took 55 MiB. Each
+// object's text is measured the way pdfcpu finds its end (the first
+// "stream" or "endobj" outside strings and comments); object streams
+// are inflated, to a limit, and their decoded size counts as text.
+func countObjects(f io.ReadSeeker, size int64) (objects int, dense int64, err error) {
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
+	ra, _ := f.(io.ReaderAt)
+	var objStms []int64 // where object stream dictionaries start
 	const window = 256 << 10
 	// Each read is scanned with the last keep bytes of the one before, so
 	// a keyword or an object stream's dictionary cut by the read boundary
@@ -284,12 +336,16 @@ func countObjects(f io.ReadSeeker, size int64) (int, error) {
 	const keep = 1024
 	buf := make([]byte, keep+window)
 	count, carried := 0, 0
+	base := int64(0) // file offset of data[0]
 	for {
 		n, err := io.ReadFull(f, buf[carried:])
 		data := buf[:carried+n]
 		for i := bytes.Index(data, []byte("obj")); i >= 0; {
 			if i >= carried-3+1 && i > 0 && isPDFSpace(data[i-1]) {
 				count++
+				if ra != nil {
+					dense += max(0, textCost*objectTextLen(ra, base+int64(i)+3, size)-objectCost)
+				}
 			}
 			j := bytes.Index(data[i+3:], []byte("obj"))
 			if j < 0 {
@@ -300,6 +356,11 @@ func countObjects(f io.ReadSeeker, size int64) (int, error) {
 		for _, m := range objStmRE.FindAllSubmatchIndex(data, -1) {
 			if m[1] <= carried {
 				continue
+			}
+			if len(objStms) < maxObjStmsInflated {
+				objStms = append(objStms, base+int64(m[0]))
+			} else {
+				dense += fullCheckBudget // too many to inflate: too costly
 			}
 			g := m[2:4] // /N after /Type, or else before it
 			if g[0] < 0 {
@@ -312,13 +373,90 @@ func countObjects(f io.ReadSeeker, size int64) (int, error) {
 			}
 		}
 		if err == io.EOF || err == io.ErrUnexpectedEOF {
-			return count, nil
+			break
 		}
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		carried = copy(buf, data[len(data)-keep:])
+		base += int64(len(data) - keep)
 	}
+	if ra != nil {
+		for _, off := range objStms {
+			dense += textCost * objStmDecodedLen(ra, off, size)
+		}
+	}
+	return count, dense, nil
+}
+
+const (
+	// textCost is pdfcpu's heap per byte of object text, rounded up from
+	// 9 measured (the million-reference /Kids).
+	textCost = 10
+	// maxObjectText is the longest object text measured; pdfcpu reads
+	// up to 64 MiB. Longer text makes the file too costly to parse.
+	maxObjectText = 1 << 20
+	// maxObjStmsInflated bounds the object streams inflated to measure.
+	maxObjStmsInflated = 10000
+)
+
+// objectTextLen returns the length of the object text that starts at off
+// (right after "obj"), up to its first "stream" or "endobj", found as
+// pdfcpu finds them; fullCheckBudget when it runs past maxObjectText.
+func objectTextLen(ra io.ReaderAt, off, size int64) int64 {
+	for n := int64(1 << 10); ; n *= 4 {
+		w := min(n, size-off)
+		if w <= 0 {
+			return 0
+		}
+		b := make([]byte, w)
+		if m, _ := ra.ReadAt(b, off); m < len(b) {
+			b = b[:m]
+		}
+		end, stream, err := model.DetectKeywordsWithContext(context.Background(), string(b))
+		if err != nil {
+			return int64(len(b))
+		}
+		switch {
+		case end >= 0 && (stream < 0 || end < stream):
+			return int64(end)
+		case stream >= 0:
+			return int64(stream)
+		case int64(len(b)) < n:
+			return int64(len(b)) // no end before the file's: pdfcpu fails there too
+		case n >= maxObjectText:
+			return fullCheckBudget
+		}
+	}
+}
+
+// objStmDecodedLen inflates the object stream whose dictionary starts at
+// off and returns its decoded length; fullCheckBudget when it decodes
+// past fullCheckMaxDecode (pdfcpu would give up), 0 when its data cannot
+// be found or is not FlateDecode (pdfcpu cannot read it either).
+func objStmDecodedLen(ra io.ReaderAt, off, size int64) int64 {
+	head := make([]byte, min(4<<10, size-off))
+	m, _ := ra.ReadAt(head, off)
+	head = head[:m]
+	i := bytes.Index(head, []byte("stream"))
+	if i < 0 || !bytes.Contains(head[:i], []byte("FlateDecode")) {
+		return 0
+	}
+	start := int64(i + len("stream"))
+	for _, c := range []byte{'\r', '\n'} {
+		if start < int64(len(head)) && head[start] == c {
+			start++
+		}
+	}
+	zr, err := zlib.NewReader(bufio.NewReader(io.NewSectionReader(ra, off+start, size-off-start)))
+	if err != nil {
+		return 0
+	}
+	n, _ := io.Copy(io.Discard, io.LimitReader(zr, fullCheckMaxDecode+1))
+	if n > fullCheckMaxDecode {
+		return fullCheckBudget
+	}
+	return n
 }
 
 // objStmRE finds an object stream's /N in its dictionary, with /Type

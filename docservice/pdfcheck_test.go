@@ -2,10 +2,13 @@ package docservice
 
 import (
 	"bytes"
+	"compress/zlib"
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"regexp"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -180,7 +183,7 @@ func TestCheckPDFUnderstatedObjects(t *testing.T) {
 	if bytes.Equal(liar, many) {
 		t.Fatal("test PDF has no /Size")
 	}
-	if n, err := countObjects(bytes.NewReader(liar), int64(len(liar))); err != nil || n < 9000 {
+	if n, _, err := countObjects(bytes.NewReader(liar), int64(len(liar))); err != nil || n < 9000 {
 		t.Fatalf("countObjects = %d, %v; want at least 9000", n, err)
 	}
 	parses := fullParses.Load()
@@ -214,8 +217,148 @@ func TestCheckPDFUnderstatedObjects(t *testing.T) {
 		{"object stream, /N first", []byte("5 0 obj<</N 700/Type/ObjStm>>stream\nendstream endobj"), 701},
 		{"absurd /N", []byte("5 0 obj<</Type/ObjStm/N 99999999999999999999>>"), 1 + math.MaxInt32},
 	} {
-		if n, err := countObjects(bytes.NewReader(tc.data), int64(len(tc.data))); err != nil || n != tc.want {
+		if n, _, err := countObjects(bytes.NewReader(tc.data), int64(len(tc.data))); err != nil || n != tc.want {
 			t.Errorf("%s: %d, %v; want %d", tc.name, n, err, tc.want)
 		}
+	}
+}
+
+// deflated is b compressed as FlateDecode data.
+func deflated(t *testing.T, b []byte) []byte {
+	t.Helper()
+	var z bytes.Buffer
+	zw, _ := zlib.NewWriterLevel(&z, zlib.BestCompression)
+	if _, err := zw.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return z.Bytes()
+}
+
+// pdfWith builds a one-page PDF whose numbered objects are objs (object 1
+// the catalog, 2 the page tree, 3 the page), with a classic
+// cross-reference table.
+func pdfWith(objs ...string) []byte {
+	var b bytes.Buffer
+	b.WriteString("%PDF-1.5\n")
+	var offs []int
+	for i, o := range objs {
+		offs = append(offs, b.Len())
+		fmt.Fprintf(&b, "%d 0 obj\n%s\nendobj\n", i+1, o)
+	}
+	xref := b.Len()
+	fmt.Fprintf(&b, "xref\n0 %d\n0000000000 65535 f \n", len(objs)+1)
+	for _, o := range offs {
+		fmt.Fprintf(&b, "%010d 00000 n \n", o)
+	}
+	fmt.Fprintf(&b, "trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n", len(objs)+1, xref)
+	return b.Bytes()
+}
+
+// Files small and with few objects that would still take pdfcpu's full
+// parse far past the memory budget: dense object text, in the file or
+// compressed in an object stream, and compressed XMP metadata. Each is
+// checked with its memory bounded; the first two get the bounded check.
+func TestCheckPDFParseBombs(t *testing.T) {
+	kids := "<< /Type /Pages /Count 1 /Kids [3 0 R" + strings.Repeat(" 3 0 R", 1<<20) + "] >>"
+	page := "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] >>"
+	inStream := "3 0 " + strings.Repeat(" ", 4) // object 3 at offset 0 of the stream
+	densePage := "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Dense [" + strings.Repeat("1 ", 3<<19) + "] >>"
+	objStm := []byte(inStream + densePage)
+	z := deflated(t, objStm)
+	xmp := deflated(t, bytes.Repeat([]byte(" "), 200<<20))
+	cases := []struct {
+		name      string
+		pdf       []byte
+		fullParse bool
+		pages     any // what the check reads; nil: unknown
+	}{
+		// Too long for the outline reader's window too: no page count.
+		{"a /Kids of a million references", pdfWith("<< /Type /Catalog /Pages 2 0 R >>", kids, page), false, nil},
+		{"1.5 million numbers in an object stream", pdfWith("<< /Type /Catalog /Pages 2 0 R >>",
+			"<< /Type /Pages /Count 1 /Kids [3 0 R] >>", "null",
+			fmt.Sprintf("<< /Type /ObjStm /N 1 /First %d /Filter /FlateDecode /Length %d >>\nstream\n%s\nendstream", len(inStream), len(z), z)), false, 1},
+		{"200 MiB of XMP", pdfWith("<< /Type /Catalog /Pages 2 0 R /Metadata 4 0 R >>",
+			"<< /Type /Pages /Count 1 /Kids [3 0 R] >>", page,
+			fmt.Sprintf("<< /Type /Metadata /Subtype /XML /Filter /FlateDecode /Length %d >>\nstream\n%s\nendstream", len(xmp), xmp)), true, 1},
+	}
+	for _, tc := range cases {
+		parses := fullParses.Load()
+		var info pdfInfo
+		var err error
+		peak := peakHeap(t, func() {
+			info, err = checkPDF(context.Background(), bytes.NewReader(tc.pdf), int64(len(tc.pdf)), 0, newParseSlots(1))
+		})
+		t.Logf("%s: %d-byte file, peak heap %.1f MiB, pages %v, err %v", tc.name, len(tc.pdf), float64(peak)/(1<<20), deref(info.Pages), err)
+		if err != nil || deref(info.Pages) != tc.pages {
+			t.Errorf("%s: pages %v, err %v; want %v, accepted", tc.name, deref(info.Pages), err, tc.pages)
+		}
+		if full := fullParses.Load() > parses; full != tc.fullParse {
+			t.Errorf("%s: full parse %v, want %v", tc.name, full, tc.fullParse)
+		}
+		if limit := uint64(len(tc.pdf)) + 24<<20; peak > limit {
+			t.Errorf("%s: peak heap %.1f MiB", tc.name, float64(peak)/(1<<20))
+		}
+	}
+}
+
+// objStmPDF builds a PDF whose page tree root (object 2) is packed into an
+// object stream (object 3), listed by a cross-reference stream (object 4).
+func objStmPDF(t *testing.T, pages string) []byte {
+	t.Helper()
+	head := "2 0 "
+	z := deflated(t, []byte(head+pages))
+	var b bytes.Buffer
+	b.WriteString("%PDF-1.5\n")
+	off1 := b.Len()
+	b.WriteString("1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n")
+	off3 := b.Len()
+	fmt.Fprintf(&b, "3 0 obj\n<< /Type /ObjStm /N 1 /First %d /Filter /FlateDecode /Length %d >>\nstream\n%s\nendstream\nendobj\n", len(head), len(z), z)
+	var rows []byte
+	row := func(typ byte, f2, f3 int) {
+		rows = append(rows, typ, byte(f2>>24), byte(f2>>16), byte(f2>>8), byte(f2), byte(f3))
+	}
+	xref := b.Len()
+	row(0, 0, 0)
+	row(1, off1, 0)
+	row(2, 3, 0)
+	row(1, off3, 0)
+	row(1, xref, 0)
+	fmt.Fprintf(&b, "4 0 obj\n<< /Type /XRef /Size 5 /W [1 4 1] /Root 1 0 R /Length %d >>\nstream\n", len(rows))
+	b.Write(rows)
+	fmt.Fprintf(&b, "\nendstream\nendobj\nstartxref\n%d\n%%%%EOF\n", xref)
+	return b.Bytes()
+}
+
+// The page tree root, packed in an object stream with 1.5 million
+// numbers: pdfcpu's full parse would hold about 10 bytes of heap per byte
+// of them. The file gets the bounded check, whose outline reader refuses
+// to parse an object that long.
+func TestCheckPDFObjectStreamBomb(t *testing.T) {
+	plain := objStmPDF(t, "<< /Type /Pages /Count 7 /Kids [] >>")
+	info, err := checkPDF(context.Background(), bytes.NewReader(plain), int64(len(plain)), 0, newParseSlots(1))
+	if err != nil {
+		t.Fatalf("the same layout, small: %v", err)
+	}
+	t.Logf("small: pages %v", deref(info.Pages))
+
+	bomb := objStmPDF(t, "<< /Type /Pages /Count 7 /Kids [] /Dense ["+strings.Repeat("1 ", 3<<19)+"] >>")
+	full := peakHeap(t, func() { _, _ = checkPDFFull(context.Background(), bytes.NewReader(bomb)) })
+	parses := fullParses.Load()
+	peak := peakHeap(t, func() {
+		info, err = checkPDF(context.Background(), bytes.NewReader(bomb), int64(len(bomb)), 0, newParseSlots(1))
+	})
+	t.Logf("%d-byte file: full parse alone %.1f MiB of heap; checkPDF %.1f MiB, pages %v, err %v",
+		len(bomb), float64(full)/(1<<20), float64(peak)/(1<<20), deref(info.Pages), err)
+	if err != nil {
+		t.Fatalf("refused: %v", err)
+	}
+	if fullParses.Load() != parses {
+		t.Error("the file got a full parse")
+	}
+	if peak > 16<<20 {
+		t.Errorf("checkPDF held %.1f MiB of heap", float64(peak)/(1<<20))
 	}
 }
