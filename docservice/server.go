@@ -32,6 +32,8 @@ type Service struct {
 	parseSlots parseSlots
 	// chunkSlots counts the upload chunks in use (uploadChunks at most).
 	chunkSlots slots
+	// bodyBuffers lends uploads their read buffers.
+	bodyBuffers *bodyBufferPool
 	// wrapTemp, when set, wraps the writer of an upload's temporary file
 	// (tests inject write failures such as a full disk through it).
 	wrapTemp func(w writerSyncer) writerSyncer
@@ -40,7 +42,8 @@ type Service struct {
 // New assembles the service. The pool must point at a migrated database.
 func New(cfg *Config, pool *pgxpool.Pool, files *FileStore, settings *SettingsStore, log *slog.Logger) *Service {
 	return &Service{cfg: cfg, store: NewStore(pool), pool: pool, files: files, settings: settings, log: log,
-		parseSlots: newParseSlots(fullParsesAtOnce), chunkSlots: make(slots, uploadChunks)}
+		parseSlots: newParseSlots(fullParsesAtOnce), chunkSlots: make(slots, uploadChunks),
+		bodyBuffers: newBodyBufferPool()}
 }
 
 // Handler is the service's whole HTTP surface; every route is listed here.

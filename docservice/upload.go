@@ -10,6 +10,7 @@ import (
 	"mime"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -29,7 +30,44 @@ const (
 	// bodyBufferSize is formdata's buffer: the most read from the
 	// connection, and scanned for the boundary, at once.
 	bodyBufferSize = 1 << 20
+	// bodyBuffers is how many uploads at once get that buffer; the
+	// others read through smallBodyBufferSize. Each upload held its own
+	// megabyte before, outside the chunk budget: 128 uploads at once took
+	// docservice to 56 MiB RSS.
+	bodyBuffers         = 8
+	smallBodyBufferSize = 64 << 10
 )
+
+// bodyBufferPool hands out the large body buffers, bodyBuffers at most.
+type bodyBufferPool struct {
+	free chan []byte
+	made atomic.Int32
+}
+
+func newBodyBufferPool() *bodyBufferPool {
+	return &bodyBufferPool{free: make(chan []byte, bodyBuffers)}
+}
+
+// get returns a large buffer if one is free or may still be made, else a
+// small one of its own; put takes back what get gave.
+func (p *bodyBufferPool) get() []byte {
+	select {
+	case b := <-p.free:
+		return b
+	default:
+	}
+	if p.made.Add(1) <= bodyBuffers {
+		return make([]byte, bodyBufferSize)
+	}
+	p.made.Add(-1)
+	return make([]byte, smallBodyBufferSize)
+}
+
+func (p *bodyBufferPool) put(b []byte) {
+	if len(b) == bodyBufferSize {
+		p.free <- b
+	}
+}
 
 // writerSyncer is an upload's temporary file as the copy loop sees it.
 type writerSyncer interface {
@@ -76,11 +114,14 @@ func (s *Service) uploadDocument(w http.ResponseWriter, r *http.Request) (err er
 		return httpx.Errorf(http.StatusUnsupportedMediaType, "expected a multipart/form-data body with a file field")
 	}
 	// mime/multipart reads through a 4 KiB buffer of its own; formdata
-	// reads, scans for the boundary and copies out per 1 MiB.
-	mr := formdata.NewReader(&idleReader{
+	// reads, scans for the boundary and copies out per 1 MiB (64 KiB
+	// costs about 25 % more CPU), unless bodyBuffers uploads already do.
+	buf := s.bodyBuffers.get()
+	defer s.bodyBuffers.put(buf)
+	mr := formdata.NewReaderBuffer(&idleReader{
 		r:  http.MaxBytesReader(w, r.Body, limit+multipartSlack),
 		rc: http.NewResponseController(w),
-	}, boundary, bodyBufferSize)
+	}, boundary, buf)
 
 	var up *received
 	defer func() {

@@ -184,3 +184,29 @@ func TestDirectFileWrites(t *testing.T) {
 		}
 	}
 }
+
+// At most bodyBuffers uploads at once read through a large buffer; the
+// rest get small ones, so memory does not grow a megabyte per upload.
+func TestBodyBufferPool(t *testing.T) {
+	p := newBodyBufferPool()
+	var got [][]byte
+	for range bodyBuffers {
+		b := p.get()
+		if len(b) != bodyBufferSize {
+			t.Fatalf("buffer %d: %d bytes, want %d", len(got), len(b), bodyBufferSize)
+		}
+		got = append(got, b)
+	}
+	small := p.get()
+	if len(small) != smallBodyBufferSize {
+		t.Fatalf("buffer beyond the pool: %d bytes, want %d", len(small), smallBodyBufferSize)
+	}
+	p.put(small) // not kept
+	p.put(got[0])
+	if b := p.get(); &b[0] != &got[0][0] {
+		t.Fatal("a returned large buffer was not reused")
+	}
+	if b := p.get(); len(b) != smallBodyBufferSize {
+		t.Fatalf("the pool made more than %d large buffers", bodyBuffers)
+	}
+}

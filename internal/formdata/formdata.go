@@ -76,10 +76,19 @@ type Reader struct {
 // buffer of bufSize bytes (at least 4 KiB and twice the delimiter's
 // length, whatever is asked).
 func NewReader(r io.Reader, boundary string, bufSize int) *Reader {
+	return NewReaderBuffer(r, boundary, make([]byte, bufSize))
+}
+
+// NewReaderBuffer is NewReader reading through buf, which the caller may
+// reuse once it is done with the Reader and its parts. A buf shorter than
+// NewReader's minimum is replaced.
+func NewReaderBuffer(r io.Reader, boundary string, buf []byte) *Reader {
 	delim := []byte("\r\n--" + boundary)
-	bufSize = max(bufSize, 4096, 2*len(delim)+64)
+	if least := max(4096, 2*len(delim)+64); len(buf) < least {
+		buf = make([]byte, least)
+	}
 	return &Reader{
-		b:     buffer{src: r, buf: make([]byte, bufSize)},
+		b:     buffer{src: r, buf: buf},
 		nl:    delim[:2],
 		delim: delim,
 		dash:  delim[2:],
