@@ -65,6 +65,13 @@ func newEnv(t *testing.T) *env { return newEnvWith(t, testPool, t.TempDir()) }
 
 func newEnvWith(t *testing.T, pool *pgxpool.Pool, storageDir string) *env {
 	t.Helper()
+	// Every env starts on empty storage, so its database starts empty
+	// too: rows an earlier test (or an earlier -count run) left would
+	// claim file names that storage does not have.
+	if _, err := testPool.Exec(context.Background(),
+		`TRUNCATE docs.document_events, docs.documents, docs.categories CASCADE`); err != nil {
+		t.Fatal(err)
+	}
 	e := &env{t: t, storageDir: storageDir, configDir: t.TempDir()}
 	cfg := &Config{StorageDir: e.storageDir, AppConfigDir: e.configDir, WatchDir: t.TempDir()}
 	settings, err := NewSettingsStore(e.configDir, quietLog())

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -121,16 +122,18 @@ func TestCreateAdminCommand(t *testing.T) {
 	if err := os.WriteFile(pwFile, []byte("Boot-Strap-Pass-1!\r\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	code, _, stderr := runCmd(t, env, "", "create-admin", "--email", "Root@Example.COM", "--password-file", pwFile)
+	// A new address each run: the database outlives one run (-count).
+	local := "root-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	code, _, stderr := runCmd(t, env, "", "create-admin", "--email", strings.ToUpper(local[:1])+local[1:]+"@Example.COM", "--password-file", pwFile)
 	if code != 0 || !strings.Contains(stderr, "created admin") {
 		t.Fatalf("create-admin: exit %d: %s", code, stderr)
 	}
-	role, active := userRow(t, "root@example.com")
+	role, active := userRow(t, local+"@example.com")
 	if role != "admin" || !active {
 		t.Errorf("created role %q active %v", role, active)
 	}
 	// Again, with the password on stdin: the account is kept and updated.
-	code, _, stderr = runCmd(t, env, "Other-Strong-Pass-2!\n", "create-admin", "--email", "root@example.com")
+	code, _, stderr = runCmd(t, env, "Other-Strong-Pass-2!\n", "create-admin", "--email", local+"@example.com")
 	if code != 0 || !strings.Contains(stderr, "now an active admin") {
 		t.Fatalf("create-admin again: exit %d: %s", code, stderr)
 	}
