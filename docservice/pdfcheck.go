@@ -292,9 +292,9 @@ func infoTitle(ctx *model.Context) string {
 
 // withOutline adds the page count and title readOutline finds to the
 // result of a frame check that passed, for a file not encrypted (its
-// strings, the title among them, are ciphertext). The reader inflates up
-// to two 8 MiB streams at a time, so it takes a parse slot like a full
-// parse: uploads that arrive together take turns.
+// strings, the title among them, are ciphertext). The reader may inflate
+// an 8 MiB object stream and parse 1 MiB of object text, so it takes a
+// parse slot like a full parse: uploads that arrive together take turns.
 func withOutline(ctx context.Context, f io.ReadSeeker, size int64, headerOff int, info pdfInfo, facts frameFacts, err error, slots parseSlots) (pdfInfo, error) {
 	ra, ok := f.(io.ReaderAt)
 	if err != nil || info.Encrypted || !ok {
@@ -328,6 +328,7 @@ func countObjects(f io.ReadSeeker, size int64) (objects int, dense int64, err er
 	}
 	ra, _ := f.(io.ReaderAt)
 	var objStms []int64 // where object stream dictionaries start
+	var scratch []byte  // objectTextLen's window, reused
 	const window = 256 << 10
 	// Each read is scanned with the last keep bytes of the one before, so
 	// a keyword or an object stream's dictionary cut by the read boundary
@@ -343,8 +344,12 @@ func countObjects(f io.ReadSeeker, size int64) (objects int, dense int64, err er
 		for i := bytes.Index(data, []byte("obj")); i >= 0; {
 			if i >= carried-3+1 && i > 0 && isPDFSpace(data[i-1]) {
 				count++
-				if ra != nil {
-					dense += max(0, textCost*objectTextLen(ra, base+int64(i)+3, size)-objectCost)
+				// Measured only while the file may still be cheap
+				// enough: past the budget the verdict is made.
+				if ra != nil && fullCheckCost(size, count)+dense <= fullCheckBudget {
+					var l int64
+					l, scratch = objectTextLen(ra, base+int64(i)+3, size, scratch)
+					dense += max(0, textCost*l-objectCost)
 				}
 			}
 			j := bytes.Index(data[i+3:], []byte("obj"))
@@ -383,6 +388,9 @@ func countObjects(f io.ReadSeeker, size int64) (objects int, dense int64, err er
 	}
 	if ra != nil {
 		for _, off := range objStms {
+			if fullCheckCost(size, count)+dense > fullCheckBudget {
+				break // too costly already: inflate no more
+			}
 			dense += textCost * objStmDecodedLen(ra, off, size)
 		}
 	}
@@ -403,29 +411,32 @@ const (
 // objectTextLen returns the length of the object text that starts at off
 // (right after "obj"), up to its first "stream" or "endobj", found as
 // pdfcpu finds them; fullCheckBudget when it runs past maxObjectText.
-func objectTextLen(ra io.ReaderAt, off, size int64) int64 {
+// It reads through scratch, which it returns, grown if it had to.
+func objectTextLen(ra io.ReaderAt, off, size int64, scratch []byte) (int64, []byte) {
 	for n := int64(1 << 10); ; n *= 4 {
 		w := min(n, size-off)
 		if w <= 0 {
-			return 0
+			return 0, scratch
 		}
-		b := make([]byte, w)
+		if int64(cap(scratch)) < w {
+			scratch = make([]byte, w)
+		}
+		b := scratch[:w]
 		if m, _ := ra.ReadAt(b, off); m < len(b) {
 			b = b[:m]
 		}
 		end, stream, err := model.DetectKeywordsWithContext(context.Background(), string(b))
-		if err != nil {
-			return int64(len(b))
-		}
 		switch {
+		case err != nil:
+			return int64(len(b)), scratch
 		case end >= 0 && (stream < 0 || end < stream):
-			return int64(end)
+			return int64(end), scratch
 		case stream >= 0:
-			return int64(stream)
+			return int64(stream), scratch
 		case int64(len(b)) < n:
-			return int64(len(b)) // no end before the file's: pdfcpu fails there too
+			return int64(len(b)), scratch // no end before the file's: pdfcpu fails there too
 		case n >= maxObjectText:
-			return fullCheckBudget
+			return fullCheckBudget, scratch
 		}
 	}
 }
