@@ -253,30 +253,39 @@ func makePDF(title string, pages int, pad int) []byte {
 // makePDFStream is makePDF with the pages' content stream given: any
 // bytes, as a stream's length is in its dictionary.
 func makePDFStream(title string, pages int, stream []byte) []byte {
-	var b bytes.Buffer
-	var offs []int
-	obj := func(s string) {
-		offs = append(offs, b.Len())
-		fmt.Fprintf(&b, "%d 0 obj\n%s\nendobj\n", len(offs), s)
-	}
-	b.WriteString("%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
 	kids := make([]string, pages)
 	for i := range kids {
 		kids[i] = fmt.Sprintf("%d 0 R", 4+i)
 	}
-	obj("<< /Type /Catalog /Pages 2 0 R >>")
-	obj(fmt.Sprintf("<< /Type /Pages /Kids [%s] /Count %d >>", strings.Join(kids, " "), pages))
-	obj(fmt.Sprintf("<< /Title (%s) /Producer (docservice tests) >>", title))
+	objs := []string{
+		"<< /Type /Catalog /Pages 2 0 R >>",
+		fmt.Sprintf("<< /Type /Pages /Kids [%s] /Count %d >>", strings.Join(kids, " "), pages),
+		fmt.Sprintf("<< /Title (%s) /Producer (docservice tests) >>", title),
+	}
 	contents := 4 + pages
 	for range pages {
-		obj(fmt.Sprintf("<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents %d 0 R >>", contents))
+		objs = append(objs, fmt.Sprintf("<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents %d 0 R >>", contents))
 	}
-	obj(fmt.Sprintf("<< /Length %d >>\nstream\n%s\nendstream", len(stream), stream))
+	objs = append(objs, fmt.Sprintf("<< /Length %d >>\nstream\n%s\nendstream", len(stream), stream))
+	return pdfObjects("%PDF-1.4\n%\xe2\xe3\xcf\xd3\n", " /Info 3 0 R", objs...)
+}
+
+// pdfObjects writes a PDF of the given numbered objects (from 1; object 1
+// the catalog) after header, with a classic cross-reference table and a
+// trailer holding /Size, /Root and the entries in trailer.
+func pdfObjects(header, trailer string, objs ...string) []byte {
+	var b bytes.Buffer
+	b.WriteString(header)
+	offs := make([]int, len(objs))
+	for i, o := range objs {
+		offs[i] = b.Len()
+		fmt.Fprintf(&b, "%d 0 obj\n%s\nendobj\n", i+1, o)
+	}
 	xref := b.Len()
-	fmt.Fprintf(&b, "xref\n0 %d\n0000000000 65535 f \n", len(offs)+1)
+	fmt.Fprintf(&b, "xref\n0 %d\n0000000000 65535 f \n", len(objs)+1)
 	for _, o := range offs {
 		fmt.Fprintf(&b, "%010d 00000 n \n", o)
 	}
-	fmt.Fprintf(&b, "trailer\n<< /Size %d /Root 1 0 R /Info 3 0 R >>\nstartxref\n%d\n%%%%EOF\n", len(offs)+1, xref)
+	fmt.Fprintf(&b, "trailer\n<< /Size %d /Root 1 0 R%s >>\nstartxref\n%d\n%%%%EOF\n", len(objs)+1, trailer, xref)
 	return b.Bytes()
 }

@@ -237,25 +237,9 @@ func deflated(t *testing.T, b []byte) []byte {
 	return z.Bytes()
 }
 
-// pdfWith builds a one-page PDF whose numbered objects are objs (object 1
-// the catalog, 2 the page tree, 3 the page), with a classic
-// cross-reference table.
-func pdfWith(objs ...string) []byte {
-	var b bytes.Buffer
-	b.WriteString("%PDF-1.5\n")
-	var offs []int
-	for i, o := range objs {
-		offs = append(offs, b.Len())
-		fmt.Fprintf(&b, "%d 0 obj\n%s\nendobj\n", i+1, o)
-	}
-	xref := b.Len()
-	fmt.Fprintf(&b, "xref\n0 %d\n0000000000 65535 f \n", len(objs)+1)
-	for _, o := range offs {
-		fmt.Fprintf(&b, "%010d 00000 n \n", o)
-	}
-	fmt.Fprintf(&b, "trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n", len(objs)+1, xref)
-	return b.Bytes()
-}
+// pdfWith builds a PDF version 1.5 whose numbered objects are objs
+// (object 1 the catalog).
+func pdfWith(objs ...string) []byte { return pdfObjects("%PDF-1.5\n", "", objs...) }
 
 // Files small and with few objects that would still take pdfcpu's full
 // parse far past the memory budget: dense object text, in the file or

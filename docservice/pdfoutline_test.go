@@ -414,20 +414,8 @@ func TestPNGRowsMatchPdfcpu(t *testing.T) {
 // A page tree root whose /Kids lists a million references (6 MB of text):
 // the reader parses a bounded window of an object, not all of it.
 func TestOutlineReaderKidsBomb(t *testing.T) {
-	var b bytes.Buffer
-	b.WriteString("%PDF-1.4\n")
-	off1 := b.Len()
-	b.WriteString("1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n")
-	off2 := b.Len()
-	b.WriteString("2 0 obj\n<< /Type /Pages /Count 42 /Kids [")
-	for range 1 << 20 {
-		b.WriteString("3 0 R ")
-	}
-	b.WriteString("] >>\nendobj\n")
-	xref := b.Len()
-	fmt.Fprintf(&b, "xref\n0 3\n0000000000 65535 f \n%s 00000 n \n%s 00000 n \ntrailer\n<< /Size 3 /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n",
-		pad10(off1), pad10(off2), xref)
-	pdf := b.Bytes()
+	pdf := pdfWith("<< /Type /Catalog /Pages 2 0 R >>",
+		"<< /Type /Pages /Count 42 /Kids ["+strings.Repeat("3 0 R ", 1<<20)+"] >>")
 	var got pdfInfo
 	peak := peakHeap(t, func() { got = outlineOf(t, pdf, 0) })
 	t.Logf("pages %v; peak heap in use %.1f MiB for a %.1f MiB file", deref(got.Pages), float64(peak)/(1<<20), float64(len(pdf))/(1<<20))
