@@ -348,7 +348,7 @@ func countObjects(f io.ReadSeeker, size int64) (objects int, dense int64, err er
 				// enough: past the budget the verdict is made.
 				if ra != nil && fullCheckCost(size, count)+dense <= fullCheckBudget {
 					var l int64
-					l, scratch = objectTextLen(ra, base+int64(i)+3, size, scratch)
+					l, scratch = objectTextLen(ra, base+int64(i)+3, size, data[i+3:], scratch)
 					dense += max(0, textCost*l-objectCost)
 				}
 			}
@@ -411,19 +411,26 @@ const (
 // objectTextLen returns the length of the object text that starts at off
 // (right after "obj"), up to its first "stream" or "endobj", found as
 // pdfcpu finds them; fullCheckBudget when it runs past maxObjectText.
-// It reads through scratch, which it returns, grown if it had to.
-func objectTextLen(ra io.ReaderAt, off, size int64, scratch []byte) (int64, []byte) {
+// read is what the caller has of the file from off on: most objects end
+// within it; the others are read through scratch, which objectTextLen
+// returns, grown if it had to.
+func objectTextLen(ra io.ReaderAt, off, size int64, read, scratch []byte) (int64, []byte) {
 	for n := int64(1 << 10); ; n *= 4 {
 		w := min(n, size-off)
 		if w <= 0 {
 			return 0, scratch
 		}
-		if int64(cap(scratch)) < w {
-			scratch = make([]byte, w)
-		}
-		b := scratch[:w]
-		if m, _ := ra.ReadAt(b, off); m < len(b) {
-			b = b[:m]
+		var b []byte
+		if int64(len(read)) >= w {
+			b = read[:w]
+		} else {
+			if int64(cap(scratch)) < w {
+				scratch = make([]byte, w)
+			}
+			b = scratch[:w]
+			if m, _ := ra.ReadAt(b, off); m < len(b) {
+				b = b[:m]
+			}
 		}
 		end, stream, err := model.DetectKeywordsWithContext(context.Background(), string(b))
 		switch {
