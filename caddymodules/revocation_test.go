@@ -22,9 +22,13 @@ import (
 )
 
 // revocationEdge runs a generated Caddyfile whose JWKS and revocation feed
-// come from one fake authsvc, in front of a recording upstream.
-func revocationEdge(t *testing.T) (*edge, *upstream, *upstream) {
+// come from one fake authsvc, in front of a recording upstream; before
+// sets the fake authsvc up before the edge starts.
+func revocationEdge(t *testing.T, before ...func(auth *upstream)) (*edge, *upstream, *upstream) {
 	auth := newUpstream(t, jwks(t, key(t, 0)))
+	for _, f := range before {
+		f(auth)
+	}
 	up := newUpstream(t, nil)
 	cfg := fmt.Sprintf(`:{$SITE_PORT} {
 	gatehouse_auth {
@@ -166,25 +170,7 @@ func TestEdgeRevocationFeed(t *testing.T) {
 
 func TestEdgeRevocationFeedDownAtStart(t *testing.T) {
 	t.Parallel()
-	auth := newUpstream(t, jwks(t, key(t, 0)))
-	auth.feedDown.Store(true)
-	up := newUpstream(t, nil)
-	cfg := fmt.Sprintf(`:{$SITE_PORT} {
-	gatehouse_auth {
-		jwks_url http://%[1]s/.well-known/jwks.json
-		issuer gatehouse
-		audience gatehouse
-		revocations_url http://%[1]s/internal/revocations
-		revocations_interval 100ms
-	}
-	reverse_proxy %[2]s
-}
-`, auth.addr(), up.addr())
-	path := filepath.Join(t.TempDir(), "Caddyfile")
-	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	e := startEdge(t, path, nil)
+	e, auth, up := revocationEdge(t, func(auth *upstream) { auth.feedDown.Store(true) })
 	valid := signed(t, key(t, 0), hdr(t, key(t, 0)), claims())
 	r := e.raw(t, get("/x", bearer(valid), "X-User-Id: forged"))
 	if r.status != 503 || r.header.Get("Retry-After") == "" {
