@@ -423,3 +423,18 @@ func TestOutlineReaderKidsBomb(t *testing.T) {
 		t.Errorf("reading the outline held %.1f MiB of heap", float64(peak)/(1<<20))
 	}
 }
+
+// Damaged predictor data: an unknown PNG filter type is an error, not
+// garbage, and a last row cut short is dropped, not padded.
+func TestPNGRowsDamaged(t *testing.T) {
+	// Two rows of 3 columns, filter type None, then a row of type 9.
+	got, err := io.ReadAll(newPNGRows(bytes.NewReader([]byte{0, 1, 2, 3, 0, 4, 5, 6, 9, 7, 8, 9}), 3))
+	if err == nil || !bytes.Equal(got, []byte{1, 2, 3, 4, 5, 6}) {
+		t.Errorf("unknown filter type: %v, %v; want the first two rows and an error", got, err)
+	}
+	// The third row is one byte short.
+	got, err = io.ReadAll(newPNGRows(bytes.NewReader([]byte{0, 1, 2, 3, 2, 1, 1, 1, 0, 7, 8}), 3))
+	if err != nil || !bytes.Equal(got, []byte{1, 2, 3, 2, 3, 4}) {
+		t.Errorf("short last row: %v, %v; want two rows (the second Up-predicted) and no error", got, err)
+	}
+}
