@@ -253,6 +253,7 @@ func TestCheckPDFParseBombs(t *testing.T) {
 	objStm := []byte(inStream + densePage)
 	z := deflated(t, objStm)
 	xmp := deflated(t, bytes.Repeat([]byte(" "), 200<<20))
+	xmp2 := deflated(t, xmp)
 	cases := []struct {
 		name      string
 		pdf       []byte
@@ -267,6 +268,9 @@ func TestCheckPDFParseBombs(t *testing.T) {
 		{"200 MiB of XMP", pdfWith("<< /Type /Catalog /Pages 2 0 R /Metadata 4 0 R >>",
 			"<< /Type /Pages /Count 1 /Kids [3 0 R] >>", page,
 			fmt.Sprintf("<< /Type /Metadata /Subtype /XML /Filter /FlateDecode /Length %d >>\nstream\n%s\nendstream", len(xmp), xmp)), true, 1},
+		{"200 MiB of XMP compressed twice (1.4 KB)", pdfWith("<< /Type /Catalog /Pages 2 0 R /Metadata 4 0 R >>",
+			"<< /Type /Pages /Count 1 /Kids [3 0 R] >>", page,
+			fmt.Sprintf("<< /Type /Metadata /Subtype /XML /Filter [/FlateDecode /FlateDecode] /Length %d >>\nstream\n%s\nendstream", len(xmp2), xmp2)), true, 1},
 	}
 	for _, tc := range cases {
 		parses := fullParses.Load()
