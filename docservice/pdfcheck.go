@@ -292,9 +292,9 @@ func infoTitle(ctx *model.Context) string {
 
 // withOutline adds the page count and title readOutline finds to the
 // result of a frame check that passed, for a file not encrypted (its
-// strings, the title among them, are ciphertext). The reader may inflate
-// an 8 MiB object stream and parse 1 MiB of object text, so it takes a
-// parse slot like a full parse: uploads that arrive together take turns.
+// strings, the title among them, are ciphertext). The reader may parse
+// 1 MiB of object text (about 10 MiB of heap), so it takes a parse slot
+// like a full parse: uploads that arrive together take turns.
 func withOutline(ctx context.Context, f io.ReadSeeker, size int64, headerOff int, info pdfInfo, facts frameFacts, err error, slots parseSlots) (pdfInfo, error) {
 	ra, ok := f.(io.ReaderAt)
 	if err != nil || info.Encrypted || !ok {

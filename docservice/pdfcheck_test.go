@@ -327,10 +327,14 @@ func objStmPDF(t *testing.T, pages string) []byte {
 func TestCheckPDFObjectStreamBomb(t *testing.T) {
 	plain := objStmPDF(t, "<< /Type /Pages /Count 7 /Kids [] >>")
 	info, err := checkPDF(context.Background(), bytes.NewReader(plain), int64(len(plain)), 0, newParseSlots(1))
-	if err != nil {
-		t.Fatalf("the same layout, small: %v", err)
+	if err != nil || deref(info.Pages) != 7 {
+		t.Fatalf("the same layout, small: pages %v, err %v; want 7", deref(info.Pages), err)
 	}
-	t.Logf("small: pages %v", deref(info.Pages))
+	// The outline reader too (the page tree is the stream's last object,
+	// which runs to the stream's end).
+	if got := outlineOf(t, plain, 0); deref(got.Pages) != 7 {
+		t.Fatalf("outline reader, small: pages %v, want 7", deref(got.Pages))
+	}
 
 	bomb := objStmPDF(t, "<< /Type /Pages /Count 7 /Kids [] /Dense ["+strings.Repeat("1 ", 3<<19)+"] >>")
 	full := peakHeap(t, func() { _, _ = checkPDFFull(context.Background(), bytes.NewReader(bomb)) })
@@ -345,6 +349,9 @@ func TestCheckPDFObjectStreamBomb(t *testing.T) {
 	}
 	if fullParses.Load() != parses {
 		t.Error("the file got a full parse")
+	}
+	if info.Pages != nil {
+		t.Errorf("pages %v from an object of 3 MiB of text; the outline reader parses at most 1 MiB", *info.Pages)
 	}
 	if peak > 16<<20 {
 		t.Errorf("checkPDF held %.1f MiB of heap", float64(peak)/(1<<20))

@@ -576,46 +576,6 @@ func abs(x int) int {
 	return x
 }
 
-// streamObject reads the stream object at off: its dictionary and its
-// decoded content (FlateDecode, with predictors, or no filter), whole:
-// an object stream's header gives offsets into it.
-func (r *outlineReader) streamObject(off int64) (types.Dict, []byte, error) {
-	d, dataOff, length, err := r.streamHeader(off)
-	if err != nil {
-		return nil, nil, err
-	}
-	if !r.spend(length) {
-		return nil, nil, errors.New("cross-reference budget spent")
-	}
-	raw := make([]byte, length)
-	if n, err := r.f.ReadAt(raw, dataOff); n < len(raw) {
-		return nil, nil, fmt.Errorf("short stream: %w", err)
-	}
-	switch f := d["Filter"].(type) {
-	case nil:
-		return d, raw, nil
-	case types.Name:
-		if f != "FlateDecode" {
-			return nil, nil, fmt.Errorf("filter %s", f)
-		}
-	default:
-		return nil, nil, errors.New("filter pipeline")
-	}
-	var parms types.Dict
-	if p, ok := d["DecodeParms"].(types.Dict); ok {
-		parms = p
-	}
-	sd := types.NewStreamDict(d, dataOff, nil, nil, []types.PDFFilter{{Name: "FlateDecode", DecodeParms: parms}})
-	sd.Raw = raw
-	if err := sd.DecodeWithLimit(outlineMaxDecoded); err != nil {
-		return nil, nil, err
-	}
-	if !r.spend(int64(len(sd.Content))) {
-		return nil, nil, errors.New("cross-reference budget spent")
-	}
-	return d, sd.Content, nil
-}
-
 // dict resolves o (an indirect reference, or a dictionary itself) to a
 // dictionary.
 func (r *outlineReader) dict(o types.Object) (types.Dict, error) {
@@ -673,8 +633,10 @@ func (r *outlineReader) object(n int) (types.Object, error) {
 
 // objectInStream returns the text of object idx of object stream n. Only
 // the header pairs up to idx+1 are scanned: a crafted header of millions
-// of pairs costs a scan, not a slice of millions of fields. Nothing is
-// cached; the outline needs two or three objects.
+// of pairs costs a scan, not a slice of millions of fields. The stream is
+// decoded as it is read, up to the object (streamData), so only its
+// header and the object's text are held. Nothing is cached; the outline
+// needs two or three objects.
 func (r *outlineReader) objectInStream(n, idx int) (string, error) {
 	e, ok, err := r.entry(n)
 	if err != nil {
@@ -683,18 +645,25 @@ func (r *outlineReader) objectInStream(n, idx int) (string, error) {
 	if !ok || e.inStream {
 		return "", errors.New("object stream not found")
 	}
-	d, content, err := r.streamObject(e.off)
+	d, dataOff, length, err := r.streamHeader(e.off)
 	if err != nil {
 		return "", err
 	}
 	count, ok1 := d["N"].(types.Integer)
 	first, ok2 := d["First"].(types.Integer)
-	if !ok1 || !ok2 || idx < 0 || idx >= int(count) || first < 0 || int(first) > len(content) {
+	if !ok1 || !ok2 || idx < 0 || idx >= int(count) || first < 0 || int64(first) > outlineMaxDecoded {
 		return "", errors.New("bad object stream")
 	}
-	head := content[:first]
-	// offset returns the offset of the i-th object, scanning on from the
-	// pair after the last one asked for.
+	data, err := r.streamData(d, dataOff, length)
+	if err != nil {
+		return "", err
+	}
+	head := make([]byte, first)
+	if _, err := io.ReadFull(data, head); err != nil {
+		return "", errors.New("bad object stream")
+	}
+	// offset returns the offset of the i-th object after the header,
+	// scanning on from the pair after the last one asked for.
 	pos, pair := 0, -1
 	offset := func(i int) (int, bool) {
 		var v int
@@ -714,30 +683,42 @@ func (r *outlineReader) objectInStream(n, idx int) (string, error) {
 				fields[k] = head[startTok:pos]
 			}
 			var err error
-			if v, err = strconv.Atoi(string(fields[1])); err != nil || v < 0 || int(first)+v > len(content) {
+			if v, err = strconv.Atoi(string(fields[1])); err != nil || v < 0 || v > outlineMaxDecoded {
 				return 0, false
 			}
 			pair++
 		}
-		return int(first) + v, true
+		return v, true
 	}
 	from, ok := offset(idx)
 	if !ok {
 		return "", errors.New("bad object stream header")
 	}
-	to := len(content)
-	if idx+1 < int(count) {
-		if to, ok = offset(idx + 1); !ok {
+	// The last object runs to the stream's end; the others to the next.
+	limit := outlineMaxObjectText + 1
+	last := idx+1 == int(count)
+	if !last {
+		to, ok := offset(idx + 1)
+		if !ok || to < from {
 			return "", errors.New("bad object stream header")
 		}
+		limit = to - from
 	}
-	if to < from {
-		return "", errors.New("object stream offsets out of order")
+	// The stream is read on to the object, never held whole.
+	if _, err := io.CopyN(io.Discard, data, int64(from)); err != nil {
+		return "", errors.New("object stream shorter than its header says")
 	}
-	if to-from > outlineMaxObjectText {
+	text, err := io.ReadAll(io.LimitReader(data, int64(limit)))
+	if err != nil {
+		return "", err
+	}
+	switch {
+	case len(text) > outlineMaxObjectText:
 		return "", errors.New("object too long")
+	case !last && len(text) < limit:
+		return "", errors.New("object stream shorter than its header says")
 	}
-	return string(content[from:to]), nil
+	return string(text), nil
 }
 
 // lineReader reads a classic cross-reference table: lines, fixed 20-byte
