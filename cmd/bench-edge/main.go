@@ -156,47 +156,27 @@ func run(ctx context.Context, rounds, slice, concurrency, misses int, caddyPath 
 			return err
 		}
 	}
-	caddyfile := fmt.Sprintf(`{
-	admin 127.0.0.1:%s
-	log {
-		level ERROR
+	upAddr := upLn.Addr().String()
+	plainSite := func(port string) string {
+		return fmt.Sprintf(":%s {\n\treverse_proxy %s {\n\t\theader_up Host plain\n\t}\n}\n", port, upAddr)
 	}
-}
-:%s {
-	reverse_proxy %s {
-		header_up Host plain
-	}
-}
-:%s {
-	reverse_proxy %s {
-		header_up Host plain
-	}
-}
-:%s {
+	guardedSite := func(port, extra string) string {
+		return fmt.Sprintf(`:%s {
 	gatehouse_auth {
 		jwks_file %s
 		issuer gatehouse
 		audience gatehouse
-		revocations_url http://%s/internal/revocations
+		revocations_url http://%s/internal/revocations%s
 	}
 	reverse_proxy %s {
 		header_up Host guarded
 	}
 }
-:%s {
-	gatehouse_auth {
-		jwks_file %s
-		issuer gatehouse
-		audience gatehouse
-		revocations_url http://%s/internal/revocations
-		forward_token
+`, port, jwksPath, upAddr, extra, upAddr)
 	}
-	reverse_proxy %s {
-		header_up Host guarded
-	}
-}
-`, adminPort, plainPort, upLn.Addr(), headersPort, upLn.Addr(), guardedPort, jwksPath, upLn.Addr(), upLn.Addr(),
-		forwardPort, jwksPath, upLn.Addr(), upLn.Addr())
+	caddyfile := fmt.Sprintf("{\n\tadmin 127.0.0.1:%s\n\tlog {\n\t\tlevel ERROR\n\t}\n}\n", adminPort) +
+		plainSite(plainPort) + plainSite(headersPort) +
+		guardedSite(guardedPort, "") + guardedSite(forwardPort, "\n\t\tforward_token")
 	cfgPath := filepath.Join(tmp, "Caddyfile")
 	if err := os.WriteFile(cfgPath, []byte(caddyfile), 0o600); err != nil {
 		return err
