@@ -22,12 +22,13 @@ run: build
 	./bin/gatehouse-dev run
 
 # go vet, then every test against a real PostgreSQL: DATABASE_URL's server when
-# set, otherwise a private cluster under .data/test-postgres, stopped afterwards.
+# set, otherwise a private cluster under .data/test-postgres, stopped afterwards
+# unless another test run still uses it.
 test:
 	$(GO) vet ./...
 	@set -o pipefail; status=0; \
 	$(GO) test -race -count=1 -timeout 20m ./... || status=$$?; \
-	if [ -z "$$DATABASE_URL" ]; then $(GO) run ./cmd/gatehouse-dev db-stop --dir .data/test-postgres; fi; \
+	if [ -z "$$DATABASE_URL" ]; then $(GO) run ./cmd/gatehouse-dev db-stop --if-unused --dir .data/test-postgres; fi; \
 	exit $$status
 
 lint:

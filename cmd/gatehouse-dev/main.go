@@ -4,7 +4,7 @@
 //
 //	gatehouse-dev run                          start everything in the foreground; Ctrl-C stops all
 //	gatehouse-dev create-admin --email E       run `authsvc create-admin` against the stack's database
-//	gatehouse-dev db-start|db-stop|db-url [--dir D]
+//	gatehouse-dev db-start|db-stop|db-url [--dir D]   (db-stop --if-unused: not while a test run or make run uses it)
 //	                                           manage the private cluster (default DATA_DIR/postgres)
 package main
 
@@ -59,8 +59,7 @@ func dataDir() string {
 	return "./.data"
 }
 
-func clusterFlags(args []string) (*pgcluster.Cluster, error) {
-	fs := flag.NewFlagSet("db", flag.ContinueOnError)
+func clusterFlags(fs *flag.FlagSet, args []string) (*pgcluster.Cluster, error) {
 	dir := fs.String("dir", filepath.Join(dataDir(), "postgres"), "cluster directory")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -69,7 +68,7 @@ func clusterFlags(args []string) (*pgcluster.Cluster, error) {
 }
 
 func dbURL(args []string) (string, error) {
-	c, err := clusterFlags(args)
+	c, err := clusterFlags(flag.NewFlagSet("db-url", flag.ContinueOnError), args)
 	if err != nil {
 		return "", err
 	}
@@ -77,11 +76,20 @@ func dbURL(args []string) (string, error) {
 }
 
 func dbStop(args []string) error {
-	c, err := clusterFlags(args)
+	fs := flag.NewFlagSet("db-stop", flag.ContinueOnError)
+	ifUnused := fs.Bool("if-unused", false, "leave the server running while another process (a test binary, make run) uses it")
+	c, err := clusterFlags(fs, args)
 	if err != nil {
 		return err
 	}
-	return c.Stop()
+	if !*ifUnused {
+		return c.Stop()
+	}
+	stopped, err := c.StopIfUnused()
+	if err == nil && !stopped {
+		fmt.Fprintf(os.Stderr, "PostgreSQL in %s is in use by another process: left running\n", c.Dir)
+	}
+	return err
 }
 
 // databaseURL is DATABASE_URL, or the private cluster's (started if needed);
@@ -95,16 +103,23 @@ func databaseURL() (url string, stop func(), err error) {
 		return "", nil, err
 	}
 	fmt.Fprintf(os.Stderr, "DATABASE_URL is unset: using the private PostgreSQL cluster in %s\n", c.Dir)
-	url, started, err := c.EnsureStarted("gatehouse")
+	release, err := c.Use()
 	if err != nil {
 		return "", nil, err
 	}
-	if !started {
-		// Another `make run` (or create-admin) is using it: leave it up.
-		return url, func() {}, nil
+	url, started, err := c.EnsureStarted("gatehouse")
+	if err != nil {
+		release()
+		return "", nil, err
 	}
 	return url, func() {
-		if err := c.Stop(); err != nil {
+		release()
+		if !started {
+			// Found running (db-start, another `make run`): not ours to stop.
+			return
+		}
+		// Another `make run` or create-admin may have joined meanwhile.
+		if _, err := c.StopIfUnused(); err != nil {
 			fmt.Fprintln(os.Stderr, "stop PostgreSQL:", err)
 		}
 	}, nil

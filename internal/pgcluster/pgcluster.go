@@ -280,6 +280,59 @@ func (c *Cluster) Stop() error {
 	return nil
 }
 
+// Use marks the cluster as in use by this process until release is called
+// or the process exits (the kernel drops the lock then, even after a crash),
+// so that StopIfUnused called elsewhere leaves the server running. Take it
+// before Ensure: a StopIfUnused already under way finishes first, and Ensure
+// then starts the server again.
+func (c *Cluster) Use() (release func(), err error) {
+	if err := os.MkdirAll(c.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	// A raw descriptor, not an *os.File: a caller that drops release (a test
+	// binary holding the cluster until it exits) must keep the lock, and an
+	// unreachable *os.File would be closed by its finalizer at the next GC.
+	fd, err := syscall.Open(filepath.Join(c.Dir, "users.lock"), syscall.O_CREAT|syscall.O_RDWR|syscall.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", filepath.Join(c.Dir, "users.lock"), err)
+	}
+	if err := syscall.Flock(fd, syscall.LOCK_SH); err != nil {
+		syscall.Close(fd)
+		return nil, err
+	}
+	return func() { _ = syscall.Close(fd) }, nil // closing drops the lock
+}
+
+// StopIfUnused stops the server unless a process holds Use, and reports
+// whether the server is stopped now. Two `make test` runs (or two `make run`)
+// share one cluster: the first to finish must not stop it under the other.
+func (c *Cluster) StopIfUnused() (stopped bool, err error) {
+	if err := os.MkdirAll(c.Dir, 0o755); err != nil {
+		return false, err
+	}
+	f, err := os.OpenFile(filepath.Join(c.Dir, "users.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close() // releases the lock
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return false, nil
+		}
+		return false, err
+	}
+	// Same order as Use then Ensure (users.lock, then lock): no deadlock.
+	unlock, err := lockFile(filepath.Join(c.Dir, "lock"))
+	if err != nil {
+		return false, err
+	}
+	defer unlock()
+	if err := c.Stop(); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
 func (c *Cluster) run(name string, args ...string) ([]byte, error) {
 	cmd := exec.Command(filepath.Join(c.binDir, name), args...)
 	// The child changes directory after dropping to the server user.

@@ -1,11 +1,16 @@
 package pgcluster
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -177,6 +182,79 @@ func TestCluster(t *testing.T) {
 	if got := query(t, dsn4, "SELECT count(*)::text FROM pg_database WHERE datname = 'other'"); got != "1" {
 		t.Error("a restarted cluster lost its databases")
 	}
+
+	// StopIfUnused leaves the server to another process that uses it (a
+	// second `make test` still running), and stops it once that one exits.
+	holder := exec.Command(os.Args[0], "-test.run=^TestHelperHoldUse$")
+	holder.Env = append(os.Environ(), "PGCLUSTER_HOLD_DIR="+c.Dir)
+	stdin, err := holder.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := holder.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil || line != "holding\n" {
+		t.Fatalf("helper: %q %v", line, err)
+	}
+	stopped, err := c.StopIfUnused()
+	if err != nil || stopped {
+		t.Errorf("StopIfUnused while another process uses the cluster: stopped %v, %v", stopped, err)
+	}
+	if got := query(t, dsn4, "SELECT current_database()"); got != "app" {
+		t.Errorf("server after StopIfUnused in use: connected to %q", got)
+	}
+	stdin.Close() // the helper exits without releasing: the kernel drops its lock
+	if err := holder.Wait(); err != nil {
+		t.Fatalf("helper: %v", err)
+	}
+	if stopped, err := c.StopIfUnused(); err != nil || !stopped {
+		t.Errorf("StopIfUnused with no user: stopped %v, %v", stopped, err)
+	}
+	if _, running := c.runningPort(); running {
+		t.Error("still running after StopIfUnused with no user")
+	}
+	// This process's own Use counts too.
+	release, err := c.Use()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Ensure("app"); err != nil {
+		t.Fatal(err)
+	}
+	if stopped, err := c2.StopIfUnused(); err != nil || stopped {
+		t.Errorf("StopIfUnused during this process's Use: stopped %v, %v", stopped, err)
+	}
+	release()
+	if stopped, err := c2.StopIfUnused(); err != nil || !stopped {
+		t.Errorf("StopIfUnused after release: stopped %v, %v", stopped, err)
+	}
+}
+
+// TestHelperHoldUse is the other process of TestCluster: it marks the
+// cluster in use, says so, and exits when its stdin closes.
+func TestHelperHoldUse(t *testing.T) {
+	dir := os.Getenv("PGCLUSTER_HOLD_DIR")
+	if dir == "" {
+		t.Skip("run by TestCluster")
+	}
+	c, err := New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Use(); err != nil { // release dropped, as testdb does
+		t.Fatal(err)
+	}
+	runtime.GC() // the lock must outlive a collection of what Use returned
+	runtime.GC()
+	fmt.Println("holding")
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	os.Exit(0) // without release: the lock must die with the process
 }
 
 func readPID(t *testing.T, c *Cluster) int {

@@ -1,7 +1,8 @@
 // Package testdb gives each test package its own PostgreSQL database on a
 // real server: DATABASE_URL's server when it is set, otherwise the private
 // cluster under .data/test-postgres at the repository root (started on first
-// use and shared by the package binaries that `go test ./...` runs at once).
+// use and shared by the package binaries that `go test ./...` runs at once,
+// and by other test runs: each binary marks it in use until it exits).
 package testdb
 
 import (
@@ -34,6 +35,11 @@ func New(prefix string) (*DB, error) {
 		}
 		c, err := pgcluster.New(filepath.Join(root, ".data", "test-postgres"))
 		if err != nil {
+			return nil, err
+		}
+		// Held until the test binary exits, so that another `make test`
+		// finishing meanwhile (db-stop --if-unused) leaves the server up.
+		if _, err := c.Use(); err != nil {
 			return nil, err
 		}
 		if admin, err = c.Ensure("postgres"); err != nil {
