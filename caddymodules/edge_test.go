@@ -513,6 +513,13 @@ func TestEdgeAttackTable(t *testing.T) {
 		{"token lacking sub", get("/api/users/me", bearer(signed(t, good, hdr(t, good), with(claims(), "sub", nil)))), 401, nil},
 		{"token lacking role", get("/api/users/me", bearer(signed(t, good, hdr(t, good), with(claims(), "role", nil)))), 401, nil},
 		{"token lacking exp", get("/api/users/me", bearer(signed(t, good, hdr(t, good), with(claims(), "exp", nil)))), 401, nil},
+		// A token without a claim never lets a forged header stand in for it:
+		// a required one missing is a refusal, an optional one (groups) is
+		// sent empty, not taken from the client.
+		{"token lacking sub, forged X-User-Id", get("/api/users/me", bearer(signed(t, good, hdr(t, good), with(claims(), "sub", nil))), "X-User-Id: admin-uuid"), 401, nil},
+		{"token lacking role, forged X-User-Role", get("/api/users/me", bearer(signed(t, good, hdr(t, good), with(claims(), "role", nil))), "X-User-Role: admin"), 401, nil},
+		{"token lacking groups, forged X-User-Groups", get("/api/users/me", bearer(signed(t, good, hdr(t, good), with(claims(), "groups", nil))), "X-User-Groups: doc-service-admin", "x_user_groups: admins"), 200,
+			map[string]string{"X-User-Id": testSubject, "X-User-Role": "user", "X-User-Groups": ""}},
 
 		// Forged identity alongside a valid token: only the verified one passes.
 		{"forged X-User-Id", get("/api/users/me", bearer(valid), "X-User-Id: admin-uuid"), 200, verifiedIdentity},

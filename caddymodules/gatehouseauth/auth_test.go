@@ -167,6 +167,34 @@ func TestServeHTTP(t *testing.T) {
 	}
 }
 
+// allow_preflight is off by default: a CORS preflight without a token is
+// refused like any other request (deny by default), and with the option a
+// request that only looks like one (no Access-Control-Request-Method) is not
+// let through either.
+func TestPreflightNeedsTheOption(t *testing.T) {
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	preflight := func() *http.Request {
+		r := httptest.NewRequest("OPTIONS", "http://edge/api/users/me", nil)
+		r.Header.Set("Access-Control-Request-Method", "DELETE")
+		r.Header.Set("Origin", "https://app.example")
+		return r
+	}
+	off := testHandler(t, &clock, nil)
+	if out := serve(off, preflight()); out.reached || out.status != 401 {
+		t.Errorf("preflight without allow_preflight: reached=%v status=%d, want 401", out.reached, out.status)
+	}
+	on := testHandler(t, &clock, func(h *Handler) { h.AllowPreflight = true })
+	if out := serve(on, preflight()); !out.reached {
+		t.Errorf("preflight with allow_preflight refused: %v", out.err)
+	}
+	notPreflight := httptest.NewRequest("DELETE", "http://edge/api/users/me", nil)
+	notPreflight.Header.Set("Access-Control-Request-Method", "DELETE")
+	if out := serve(on, notPreflight); out.reached || out.status != 401 {
+		t.Errorf("DELETE with a preflight header: reached=%v status=%d, want 401", out.reached, out.status)
+	}
+}
+
 // A cached token is re-checked for expiry on every hit, with the
 // verifier's leeway, and counts as a hit in the metrics.
 func TestCacheHitsAndExpiry(t *testing.T) {

@@ -373,9 +373,18 @@ func TestProvisionCleanupSharesFetcherAndLeaksNothing(t *testing.T) {
 	old, cancelOld := provision()
 	f := old.keys.(*jwksFetcher)
 	<-f.firstDone
+	// The pool's key as Provision built it (defaults filled in), so the
+	// final check below looks up the entry that was really used.
+	key := *old.fetcherKey
+	if n, ok := fetchers.References(key); !ok || n != 1 {
+		t.Fatalf("pool after one Provision: %d references, found %v; want 1", n, ok)
+	}
 	reloaded, cancelNew := provision()
 	if reloaded.keys != old.keys {
 		t.Fatal("reload started a second fetcher")
+	}
+	if n, ok := fetchers.References(key); !ok || n != 2 {
+		t.Fatalf("pool during a reload: %d references, found %v; want 2", n, ok)
 	}
 	old.Cleanup()
 	cancelOld()
@@ -408,7 +417,7 @@ func TestProvisionCleanupSharesFetcherAndLeaksNothing(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if n, ok := fetchers.References(fetcherConfig{URL: srv.srv.URL}); ok {
+	if n, ok := fetchers.References(key); ok {
 		t.Fatalf("pool still holds %d references", n)
 	}
 }
