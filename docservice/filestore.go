@@ -53,16 +53,44 @@ func OpenFileStore(dir string) (*FileStore, error) {
 // Close releases the root.
 func (s *FileStore) Close() error { return s.root.Close() }
 
-// CreateTemp makes a new, empty temporary file for an upload.
-func (s *FileStore) CreateTemp() (*os.File, string, error) {
+// Temporary upload files are named upload-<random>.part, and each is locked
+// (flock) by the process writing it for as long as the name exists: a
+// cleaner that can take the lock knows the writer is gone (a crash frees
+// its locks), however recent the file. To appear under that name already
+// locked, a file is made as creating-<random> and renamed once locked.
+const (
+	tempPrefix     = "upload-"
+	tempSuffix     = ".part"
+	creatingPrefix = "creating-"
+)
+
+// CreateTemp makes a new, empty temporary file for an upload. release ends
+// the claim on it; call it after RemoveTemp (or after the file has been
+// placed and its temporary name removed), not before.
+func (s *FileStore) CreateTemp() (f *os.File, name string, release func(), err error) {
 	var b [12]byte
 	_, _ = rand.Read(b[:])
-	name := path.Join(tmpDir, "upload-"+hex.EncodeToString(b[:])+".part")
-	f, err := s.root.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o640)
+	id := hex.EncodeToString(b[:])
+	creating := path.Join(tmpDir, creatingPrefix+id)
+	f, err = s.root.OpenFile(creating, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o640)
 	if err != nil {
-		return nil, "", err
+		return nil, "", nil, err
 	}
-	return f, name, nil
+	fail := func(err error) (*os.File, string, func(), error) {
+		f.Close()
+		_ = s.root.Remove(creating)
+		return nil, "", nil, err
+	}
+	release, err = lockTemp(f)
+	if err != nil {
+		return fail(err)
+	}
+	name = path.Join(tmpDir, tempPrefix+id+tempSuffix)
+	if err := s.root.Rename(creating, name); err != nil {
+		release()
+		return fail(err)
+	}
+	return f, name, release, nil
 }
 
 // RemoveTemp removes a temporary file made by CreateTemp.
@@ -77,9 +105,12 @@ func (s *FileStore) RemoveTemp(name string) error {
 	return err
 }
 
-// CleanTemp removes temporary files not written to for idle: uploads cut
-// short by a crash. A live upload writes continuously (and times out when
-// its client stalls), so this is safe while other instances run.
+// CleanTemp removes the temporary files of uploads whose process is gone
+// (a crash, a kill): at once when no process holds the file's lock,
+// whatever its age, so a restart right after a crash cleans up; and any
+// other file in the folder not written to for idle (a file system without
+// locks, or the instant between creating and locking). A live upload's
+// file is never removed, also when other instances share the tree.
 func (s *FileStore) CleanTemp(idle time.Duration) (removed int, err error) {
 	d, err := s.root.Open(tmpDir)
 	if err != nil {
@@ -93,14 +124,44 @@ func (s *FileStore) CleanTemp(idle time.Duration) (removed int, err error) {
 	cutoff := time.Now().Add(-idle)
 	for _, e := range entries {
 		fi, err := e.Info()
-		if err != nil || !fi.Mode().IsRegular() || fi.ModTime().After(cutoff) {
+		if err != nil || !fi.Mode().IsRegular() {
 			continue
 		}
-		if err := s.root.Remove(path.Join(tmpDir, e.Name())); err == nil {
-			removed++
+		name := path.Join(tmpDir, e.Name())
+		stale := !fi.ModTime().After(cutoff)
+		if strings.HasPrefix(e.Name(), tempPrefix) && strings.HasSuffix(e.Name(), tempSuffix) {
+			switch ok, err := s.removeIfUnlocked(name); {
+			case ok:
+				removed++
+				continue
+			case err == nil || !lockUnsupported(err):
+				continue // held by a live upload, or gone meanwhile
+			}
+		}
+		if stale {
+			if err := s.root.Remove(name); err == nil {
+				removed++
+			}
 		}
 	}
 	return removed, nil
+}
+
+// removeIfUnlocked removes a temporary file if no process holds its lock,
+// holding the lock itself meanwhile.
+func (s *FileStore) removeIfUnlocked(name string) (bool, error) {
+	f, err := s.root.OpenFile(name, os.O_RDONLY, 0)
+	if err != nil {
+		return false, nil // placed or removed meanwhile
+	}
+	defer f.Close() // drops the lock
+	if locked, err := tryLockTemp(f); !locked {
+		return false, err
+	}
+	if err := s.root.Remove(name); err != nil {
+		return false, nil
+	}
+	return true, nil
 }
 
 // Open opens a stored file for reading.

@@ -16,8 +16,9 @@ import (
 	"github.com/gatehouse/gatehouse/migrations"
 )
 
-// tempIdle is how long a temporary upload file may go unwritten before it
-// counts as left over by a crash (live uploads time out well before).
+// tempIdle is how long a temporary file whose writer cannot be told by its
+// lock (FileStore.CleanTemp) may go unwritten before it counts as left over
+// by a crash (live uploads time out well before).
 const tempIdle = 5 * time.Minute
 
 // OpenDB connects to the database and applies the docs schema's migrations.
@@ -37,8 +38,8 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger, ready chan<- string
 		return err
 	}
 	defer files.Close()
-	// Every temporary file at start predates it: an upload cut short by a
-	// crash. (Idle ones only, in case another instance shares the tree.)
+	// Uploads cut short by a crash: their files are unlocked now. (Files
+	// another instance sharing the tree is writing stay locked.)
 	if n, err := files.CleanTemp(tempIdle); err != nil {
 		return fmt.Errorf("STORAGE_DIR: clean temporary files: %w", err)
 	} else if n > 0 {

@@ -84,6 +84,7 @@ type uploadResponse struct {
 // received is a finished upload in its temporary file.
 type received struct {
 	tmp       string
+	release   func() // ends the claim on tmp (FileStore.CreateTemp); after RemoveTemp
 	size      int64
 	sha256    string
 	headerOff int
@@ -129,6 +130,7 @@ func (s *Service) uploadDocument(w http.ResponseWriter, r *http.Request) (err er
 			if rerr := s.files.RemoveTemp(up.tmp); rerr != nil {
 				s.log.Error("remove temporary upload", "file", up.tmp, "err", rerr)
 			}
+			up.release()
 		}
 	}()
 	var categoryField *string
@@ -231,11 +233,11 @@ func (s *Service) receive(ctx context.Context, part *formdata.Part, limit int64)
 	if _, params, err := mime.ParseMediaType(part.Header.Get("Content-Disposition")); err == nil && params["filename"] != "" {
 		name = params["filename"]
 	}
-	f, tmp, err := s.files.CreateTemp()
+	f, tmp, release, err := s.files.CreateTemp()
 	if err != nil {
 		return nil, storeError(err, "document")
 	}
-	up := &received{tmp: tmp, name: name}
+	up := &received{tmp: tmp, release: release, name: name}
 	var out writerSyncer = newDirectFile(f)
 	if s.wrapTemp != nil {
 		out = s.wrapTemp(out)
@@ -303,6 +305,7 @@ func (s *Service) receive(ctx context.Context, part *formdata.Part, limit int64)
 	}()
 	if err != nil {
 		_ = s.files.RemoveTemp(tmp)
+		release()
 		return nil, err
 	}
 	up.sha256 = hex.EncodeToString(h.Sum(nil))

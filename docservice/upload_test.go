@@ -1,6 +1,7 @@
 package docservice
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -8,7 +9,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -373,29 +376,175 @@ func TestTruncatedUpload(t *testing.T) {
 	}
 }
 
-// Temporary files of a crashed process are removed at start.
-func TestCleanTempAtStart(t *testing.T) {
+// A temporary upload file is removed as soon as no process holds its lock
+// (its writer crashed), however recent; a live upload's never, however idle;
+// other files in the folder once idle.
+func TestCleanTemp(t *testing.T) {
 	dir := t.TempDir()
 	fs, err := OpenFileStore(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer fs.Close()
-	old := filepath.Join(dir, tmpDir, "upload-crashed.part")
-	fresh := filepath.Join(dir, tmpDir, "upload-live.part")
-	os.WriteFile(old, []byte("%PDF-partial"), 0o600)
-	os.WriteFile(fresh, []byte("%PDF-live"), 0o600)
+	tmp := filepath.Join(dir, tmpDir)
 	past := time.Now().Add(-time.Hour)
-	os.Chtimes(old, past, past)
+	write := func(name string, old bool) string {
+		p := filepath.Join(tmp, name)
+		if err := os.WriteFile(p, []byte("%PDF-partial"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if old {
+			if err := os.Chtimes(p, past, past); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return p
+	}
+	crashed := write("upload-crashed.part", false) // written a moment ago, writer gone
+	creatingNew := write("creating-0123", false)   // between create and lock
+	creatingOld := write("creating-4567", true)
+	stray := write("stray", true)
+	f, live, release, err := fs.CreateTemp()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString("%PDF-1.7 live"); err != nil {
+		t.Fatal(err)
+	}
+	f.Close() // the claim must outlive the descriptor that wrote the bytes
+	livePath := filepath.Join(dir, filepath.FromSlash(live))
+
 	n, err := fs.CleanTemp(tempIdle)
-	if err != nil || n != 1 {
-		t.Fatalf("removed %d, err %v", n, err)
+	if err != nil || n != 3 {
+		t.Fatalf("removed %d, err %v; want 3", n, err)
 	}
-	if _, err := os.Stat(old); !os.IsNotExist(err) {
-		t.Fatal("crashed upload's temporary file kept")
+	for _, p := range []string{crashed, creatingOld, stray} {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Errorf("%s kept", filepath.Base(p))
+		}
 	}
-	if _, err := os.Stat(fresh); err != nil {
-		t.Fatal("a live upload's temporary file was removed")
+	for _, p := range []string{creatingNew, livePath} {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("%s removed", filepath.Base(p))
+		}
+	}
+	// A live upload's file stays however long it sits (a slow check, a
+	// database wait), and goes once its claim ends.
+	if err := os.Chtimes(livePath, past, past); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := fs.CleanTemp(tempIdle); err != nil || n != 0 {
+		t.Fatalf("removed %d, err %v while the upload is live", n, err)
+	}
+	release()
+	if n, err := fs.CleanTemp(tempIdle); err != nil || n != 1 {
+		t.Fatalf("removed %d, err %v after release; want 1", n, err)
+	}
+}
+
+// Across processes: another process's upload in progress is left alone,
+// and once that process is killed mid-upload its file goes at once.
+func TestCleanTempOtherProcess(t *testing.T) {
+	dir := t.TempDir()
+	fs, err := OpenFileStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fs.Close()
+	helper := exec.Command(os.Args[0], "-test.run=^TestHelperUploadInProgress$")
+	helper.Env = append(os.Environ(), "DOCSERVICE_HELPER_STORAGE="+dir)
+	out, err := helper.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := helper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer helper.Process.Kill()
+	line, err := bufio.NewReader(out).ReadString('\n')
+	name := strings.TrimSpace(line)
+	if err != nil || !strings.HasPrefix(name, tmpDir+"/upload-") {
+		t.Fatalf("helper said %q, %v", line, err)
+	}
+	p := filepath.Join(dir, filepath.FromSlash(name))
+	if n, err := fs.CleanTemp(tempIdle); err != nil || n != 0 {
+		t.Fatalf("removed %d, err %v while another process writes", n, err)
+	}
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("live file: %v", err)
+	}
+	if err := helper.Process.Kill(); err != nil { // a crash: no cleanup of its own
+		t.Fatal(err)
+	}
+	_ = helper.Wait()
+	if n, err := fs.CleanTemp(tempIdle); err != nil || n != 1 {
+		t.Fatalf("removed %d, err %v after the writer was killed; want 1", n, err)
+	}
+	if _, err := os.Stat(p); !os.IsNotExist(err) {
+		t.Fatal("a killed upload's file kept")
+	}
+}
+
+// TestHelperUploadInProgress is the other process of
+// TestCleanTempOtherProcess: it starts a temporary upload file, names it,
+// and waits to be killed.
+func TestHelperUploadInProgress(t *testing.T) {
+	dir := os.Getenv("DOCSERVICE_HELPER_STORAGE")
+	if dir == "" {
+		t.Skip("run by TestCleanTempOtherProcess")
+	}
+	fs, err := OpenFileStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, name, _, err := fs.CreateTemp()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = f.WriteString("%PDF-1.7 half")
+	f.Close()
+	runtime.GC() // the claim must not depend on a Go value staying reachable
+	fmt.Println(name)
+	time.Sleep(time.Minute)
+	os.Exit(1)
+}
+
+// Run cleans the temporary files of a crashed predecessor before it
+// serves, even when the crash was a moment ago.
+func TestRunCleansTempAtStart(t *testing.T) {
+	base := t.TempDir()
+	cfg := &Config{
+		DatabaseURL:  testPool.Config().ConnString(),
+		Addr:         "127.0.0.1:0",
+		DataDir:      base,
+		StorageDir:   filepath.Join(base, "documents"),
+		WatchDir:     filepath.Join(base, "watch"),
+		AppConfigDir: filepath.Join(base, "config"),
+	}
+	if err := os.MkdirAll(filepath.Join(cfg.StorageDir, tmpDir), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	leftover := filepath.Join(cfg.StorageDir, tmpDir, "upload-0011223344556677.part")
+	if err := os.WriteFile(leftover, []byte("%PDF-1.7 cut short"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, cfg, quietLog(), ready) }()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("Run: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not start")
+	}
+	if _, err := os.Stat(leftover); !os.IsNotExist(err) {
+		t.Errorf("a crashed upload's temporary file survived the start: %v", err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run after cancel: %v", err)
 	}
 }
 
