@@ -148,6 +148,26 @@ func TestLimitsEndpoints(t *testing.T) {
 	if got := e.svc.settings.Public()["max_pdf_size_mb"]; got != json.Number("123") && got != 123.0 {
 		t.Fatalf("plugin settings after limits PATCH: %v (%T)", got, got)
 	}
+	// Only an admin changes it: a user, the plugin's own admin group and an
+	// anonymous caller are refused, and the value stays.
+	plain := newUser()
+	for _, c := range []struct {
+		who    string
+		u      *user
+		status int
+	}{{"user", &plain, http.StatusForbidden}, {"doc-service-admin", &groupAdmin, http.StatusForbidden}, {"anonymous", nil, http.StatusUnauthorized}} {
+		if r := e.doJSON(c.u, "PATCH", "/api/settings/documents/limits", map[string]any{"max_pdf_size_mb": 1}); r.status != c.status {
+			t.Errorf("%s PATCH limits: %d %s, want %d", c.who, r.status, r.body, c.status)
+		}
+		if c.u == nil {
+			if r := e.do(nil, "GET", "/api/settings/documents/limits", nil, nil); r.status != http.StatusUnauthorized {
+				t.Errorf("anonymous GET limits: %d", r.status)
+			}
+		}
+	}
+	if got := e.svc.settings.Current().MaxPDFBytes(); got != 123<<20 {
+		t.Fatalf("limit after refused PATCHes: %d bytes, want 123 MiB", got)
+	}
 	for _, bad := range []map[string]any{{"max_pdf_size_mb": -1}, {"max_pdf_size_mb": nil}, {}, {"max_pdf_size_mb": 5, "other": 1}} {
 		if r := e.doJSON(&admin, "PATCH", "/api/settings/documents/limits", bad); r.status != http.StatusBadRequest {
 			t.Errorf("PATCH limits %v: %d %s", bad, r.status, r.body)
