@@ -287,6 +287,51 @@ func TestDuplicateContent(t *testing.T) {
 	}
 }
 
+// The same content sent several times at once by one owner ends as one
+// document: one upload creates it, the others are told it is a duplicate
+// (found before the insert, or by the unique index when they race), and no
+// extra file or temporary file is left.
+func TestDuplicateContentConcurrent(t *testing.T) {
+	e := newEnv(t)
+	u := newUser()
+	pdf := makePDF("dup at once", 2, 0)
+	const n = 6
+	results := make([]resp, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = e.upload(u, fmt.Sprintf("same-%d.pdf", i), pdf, nil)
+		}()
+	}
+	wg.Wait()
+	created, ids := 0, map[any]bool{}
+	for _, r := range results {
+		m := r.json(t)
+		switch r.status {
+		case http.StatusCreated:
+			created++
+		case http.StatusOK:
+			if m["duplicate"] != true {
+				t.Errorf("200 without duplicate: %s", r.body)
+			}
+		default:
+			t.Fatalf("status %d: %s", r.status, r.body)
+		}
+		ids[m["id"]] = true
+	}
+	if created != 1 || len(ids) != 1 {
+		t.Fatalf("%d created, %d distinct ids; want 1 and 1", created, len(ids))
+	}
+	if files := e.storedFiles(); len(files) != 1 {
+		t.Fatalf("files: %v", files)
+	}
+	if left := e.tempFiles(); len(left) > 0 {
+		t.Fatalf("temporary files left: %v", left)
+	}
+}
+
 func setLimitMB(t *testing.T, e *env, mb int) {
 	t.Helper()
 	admin := newAdmin()
