@@ -874,4 +874,52 @@ func TestCaddyBinary(t *testing.T) {
 			t.Fatalf("guarded block missing or with another jwks_url:\n%s", out)
 		}
 	})
+	// HTTPS modes: a real domain gets automatic HTTPS (no policy of ours:
+	// Caddy's default ACME issuers); GATEHOUSE_TLS=internal, the local CA;
+	// a typo stops Caddy instead of silently falling back.
+	t.Run("tls modes", func(t *testing.T) {
+		adapt := func(env ...string) (string, error) {
+			cmd := exec.Command(caddyBin, "adapt", "--config", "Caddyfile")
+			cmd.Dir = repoRoot
+			cmd.Env = append(os.Environ(), env...)
+			out, err := cmd.CombinedOutput()
+			return string(out), err
+		}
+		type policy struct {
+			Subjects []string
+			Issuers  []struct{ Module string }
+		}
+		policies := func(out string) []policy {
+			var cfg struct {
+				Apps struct {
+					TLS struct{ Automation struct{ Policies []policy } }
+				}
+			}
+			if err := json.Unmarshal([]byte(out), &cfg); err != nil {
+				t.Fatalf("%v: %s", err, out)
+			}
+			return cfg.Apps.TLS.Automation.Policies
+		}
+		for _, env := range [][]string{{"GATEHOUSE_TLS=auto"}, {"GATEHOUSE_TLS="}, nil} {
+			out, err := adapt(append(env, "GATEHOUSE_SITE_ADDRESS=gatehouse.example.com")...)
+			if err != nil {
+				t.Fatalf("%v: %v\n%s", env, err, out)
+			}
+			if p := policies(out); len(p) != 0 {
+				t.Errorf("%v: TLS policies %+v, want none (automatic HTTPS)", env, p)
+			}
+		}
+		out, err := adapt("GATEHOUSE_TLS=internal", "GATEHOUSE_SITE_ADDRESS=gatehouse.lan")
+		if err != nil {
+			t.Fatalf("internal: %v\n%s", err, out)
+		}
+		p := policies(out)
+		if len(p) != 1 || len(p[0].Subjects) != 1 || p[0].Subjects[0] != "gatehouse.lan" ||
+			len(p[0].Issuers) != 1 || p[0].Issuers[0].Module != "internal" {
+			t.Errorf("GATEHOUSE_TLS=internal: policies %+v, want gatehouse.lan from the internal issuer", p)
+		}
+		if out, err := adapt("GATEHOUSE_TLS=interal"); err == nil || !strings.Contains(out, "gatehouse_tls_interal") {
+			t.Errorf("a mistyped GATEHOUSE_TLS was accepted: %v\n%s", err, out)
+		}
+	})
 }
