@@ -65,11 +65,17 @@ bench-docservice:
 # proxy whether .../caddymodules is a module of its own; a proxy that answers
 # 403 instead of 404 would stop the build, so an empty file proxy after "|"
 # turns any answer into "not found".
+# The build runs in bin/xcaddy-context, a copy of exactly what the
+# Dockerfile's builder stage COPYs (read from its COPY lines), so a package
+# the image's build context lacks fails here too, not only in docker build.
 XCADDY_GOPROXY ?= $(shell $(GO) env GOPROXY | cut -d, -f1)|file://$(CURDIR)/bin/.noproxy
+XCADDY_CONTEXT := bin/xcaddy-context
 xcaddy-build:
-	@mkdir -p bin/.noproxy
-	GOPROXY='$(XCADDY_GOPROXY)' $(GO) run github.com/caddyserver/xcaddy/cmd/xcaddy@$(XCADDY_VERSION) build $(CADDY_VERSION) \
-		--output bin/caddy-xcaddy --with $(MODULE)/caddymodules --replace $(MODULE)=.
+	@rm -rf $(XCADDY_CONTEXT) && mkdir -p $(XCADDY_CONTEXT) bin/.noproxy
+	@awk '/^FROM/ { stage++ } stage == 1 && /^COPY/ && !/--from/ { for (i = 2; i < NF; i++) print $$i }' xcaddy.Dockerfile | \
+		while read -r src; do cp -R "$$src" $(XCADDY_CONTEXT)/ || exit 1; done
+	cd $(XCADDY_CONTEXT) && GOPROXY='$(XCADDY_GOPROXY)' $(GO) run github.com/caddyserver/xcaddy/cmd/xcaddy@$(XCADDY_VERSION) build $(CADDY_VERSION) \
+		--output $(CURDIR)/bin/caddy-xcaddy --with $(MODULE)/caddymodules --replace $(MODULE)=.
 
 clean:
 	rm -rf bin

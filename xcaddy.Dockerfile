@@ -1,8 +1,9 @@
 # Gatehouse's Caddy image: the official Caddy image with caddymodules built in.
 # Build from the repository root:
 #   docker build -f xcaddy.Dockerfile -t gatehouse-caddy .
-# `make xcaddy-build` runs the same xcaddy command locally (no Docker needed),
-# so the build step below is exercised by CI.
+# `make xcaddy-build` runs the same xcaddy command locally (no Docker needed)
+# on a copy of what this stage's COPY lines name, so CI exercises the build
+# step and its build context.
 FROM caddy:2.11-builder AS builder
 WORKDIR /src
 # Only what caddymodules compiles from (it imports internal/ and nothing
