@@ -369,9 +369,9 @@ func TestJWKS(t *testing.T) {
 	// The published key verifies a token the service issues.
 	tok := env.token(t, newUser(t, "user"))
 	v := &accesstoken.Verifier{Issuer: "gatehouse-test", Audience: "gatehouse-test-aud",
-		Keys: func(kid string) (*rsa.PublicKey, error) {
+		Keys: func(kid string) (*accesstoken.Key, error) {
 			if kid == k["kid"] {
-				return pub, nil
+				return accesstoken.RSAKey(pub), nil
 			}
 			return nil, nil
 		}}

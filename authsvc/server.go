@@ -57,16 +57,16 @@ func New(cfg *Config, pool *pgxpool.Pool, key *rsa.PrivateKey, log *slog.Logger)
 	if err != nil {
 		return nil, err
 	}
-	pub := &key.PublicKey
+	verifyKey := accesstoken.RSAKey(&key.PublicKey)
 	kid := signer.KeyID()
 	s := &Service{
 		cfg: cfg, store: NewStore(pool), pool: pool, hasher: hasher, signer: signer, jwks: jwks,
 		now: time.Now, log: log,
 		verifier: &accesstoken.Verifier{
 			Issuer: cfg.Issuer, Audience: cfg.Audience,
-			Keys: func(k string) (*rsa.PublicKey, error) {
+			Keys: func(k string) (*accesstoken.Key, error) {
 				if k == kid {
-					return pub, nil
+					return verifyKey, nil
 				}
 				return nil, nil
 			},

@@ -10,6 +10,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/base64"
@@ -30,6 +32,7 @@ import (
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/gatehouse/gatehouse/internal/accesstoken"
 )
@@ -921,5 +924,71 @@ func TestCaddyBinary(t *testing.T) {
 		if out, err := adapt("GATEHOUSE_TLS=interal"); err == nil || !strings.Contains(out, "gatehouse_tls_interal") {
 			t.Errorf("a mistyped GATEHOUSE_TLS was accepted: %v\n%s", err, out)
 		}
+	})
+}
+
+// algorithms: an edge configured for ES256 (another issuer's tokens)
+// accepts them and nothing else; the default edge, given the same key set,
+// refuses ES256. Real Caddy, real JWKS fetch.
+func TestEdgeAlgorithms(t *testing.T) {
+	t.Parallel()
+	ec, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var set jose.JSONWebKeySet
+	_ = json.Unmarshal(jwks(t, key(t, 0)), &set)
+	set.Keys = append(set.Keys, jose.JSONWebKey{Key: &ec.PublicKey, KeyID: "ec-1", Algorithm: "ES256", Use: "sig"})
+	body, _ := json.Marshal(set)
+	keysrv := newUpstream(t, body)
+	url := keysrv.srv.URL + "/.well-known/jwks.json"
+
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: ec},
+		(&jose.SignerOptions{}).WithType("at+jwt").WithHeader(jose.HeaderKey("kid"), "ec-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	es256, err := jwt.Signed(signer).Claims(claims()).Serialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs256 := signed(t, key(t, 0), hdr(t, key(t, 0)), claims())
+	// ES256 header over the RSA key's kid: the key decides, not the header.
+	es256RSAKid := signed(t, key(t, 0), hdr(t, key(t, 0), "alg", "ES256"), claims())
+
+	check := func(t *testing.T, e *edge, up *upstream, tok string, status int) {
+		t.Helper()
+		up.take()
+		resp := e.raw(t, get("/api/users/me", bearer(tok), "X-User-Id: admin-uuid"))
+		// 503 until the first key set has loaded (moments after start).
+		for deadline := time.Now().Add(10 * time.Second); resp.status == 503 && time.Now().Before(deadline); {
+			time.Sleep(20 * time.Millisecond)
+			resp = e.raw(t, get("/api/users/me", bearer(tok), "X-User-Id: admin-uuid"))
+		}
+		if resp.status != status {
+			t.Fatalf("status %d, want %d; body %q", resp.status, status, resp.body)
+		}
+		reached := up.take()
+		if status != 200 {
+			if len(reached) != 0 {
+				t.Fatalf("refused request reached the upstream: %+v", reached)
+			}
+			return
+		}
+		if len(reached) != 1 {
+			t.Fatalf("upstream requests = %d, want 1", len(reached))
+		}
+		checkIdentity(t, reached, verifiedIdentity)
+	}
+	t.Run("ES256 allowed", func(t *testing.T) {
+		e, up := jwksEdge(t, url, "algorithms ES256")
+		check(t, e, up, es256, 200)
+		check(t, e, up, rs256, 401)
+		check(t, e, up, es256RSAKid, 401)
+	})
+	t.Run("default RS256", func(t *testing.T) {
+		e, up := jwksEdge(t, url, "")
+		check(t, e, up, rs256, 200)
+		check(t, e, up, es256, 401)
 	})
 }

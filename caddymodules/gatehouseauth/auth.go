@@ -11,7 +11,6 @@ package gatehouseauth
 
 import (
 	"context"
-	"crypto/rsa"
 	"errors"
 	"fmt"
 	"net/http"
@@ -70,6 +69,13 @@ type Handler struct {
 	// Name of a cookie to read the token from when there is no
 	// Authorization header. Default: none (header only).
 	Cookie string `json:"cookie,omitempty"`
+
+	// Signature algorithms a token may use, checked before any key lookup:
+	// RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, ES512, EdDSA.
+	// "none" and HMAC are refused here, in any configuration. A JWKS key
+	// verifies only the algorithms its type (and its "alg", if published)
+	// allows. Default: RS256 (what authsvc signs with).
+	Algorithms []string `json:"algorithms,omitempty"`
 
 	// More identity header names to strip, besides the built-in list. A
 	// trailing "*" makes the name a prefix. Matching is case-blind with
@@ -167,11 +173,16 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.CacheSize > 0 {
 		h.cache = newTokenCache(h.CacheSize)
 	}
+	algs, err := accesstoken.ParseAlgorithms(h.Algorithms)
+	if err != nil {
+		return fmt.Errorf("gatehouse_auth: %w", err)
+	}
 	h.verifier = accesstoken.Verifier{
-		Issuer:   h.Issuer,
-		Audience: h.Audience,
-		Leeway:   accesstoken.DefaultLeeway,
-		Now:      h.now,
+		Issuer:     h.Issuer,
+		Audience:   h.Audience,
+		Algorithms: algs,
+		Leeway:     accesstoken.DefaultLeeway,
+		Now:        h.now,
 	}
 
 	switch {
@@ -447,9 +458,9 @@ func (h *Handler) authenticate(ctx context.Context, token string) (*identity, er
 	// The verifier asks for the key by kid; remember which one it got so
 	// the cache entry can be tied to it.
 	var usedKID string
-	var usedKey *rsa.PublicKey
+	var usedKey *accesstoken.Key
 	v := h.verifier
-	v.Keys = func(kid string) (*rsa.PublicKey, error) {
+	v.Keys = func(kid string) (*accesstoken.Key, error) {
 		k, err := h.keys.key(ctx, kid)
 		usedKID, usedKey = kid, k
 		return k, err

@@ -518,3 +518,20 @@ func TestRemoveCookie(t *testing.T) {
 		}
 	}
 }
+
+// A JSON config (which skips the Caddyfile's checks) cannot enable none or
+// HMAC either: Provision refuses it.
+func TestProvisionRefusesSymmetricAlgorithms(t *testing.T) {
+	for _, algs := range [][]string{{"HS256"}, {"RS256", "none"}, {"rs256"}} {
+		h := &Handler{
+			JWKSFile: writeFile(t, t.TempDir(), "jwks.json", jwksJSON(t, testKey(t, 0))),
+			Issuer:   "gatehouse", Audience: "gatehouse", Algorithms: algs,
+		}
+		ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+		err := h.Provision(ctx)
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), "not allowed") {
+			t.Errorf("algorithms %q: Provision error %v, want a refusal", algs, err)
+		}
+	}
+}

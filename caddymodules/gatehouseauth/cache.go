@@ -1,11 +1,12 @@
 package gatehouseauth
 
 import (
-	"crypto/rsa"
 	"crypto/sha256"
 	"sync"
 	"time"
 	"unsafe"
+
+	"github.com/gatehouse/gatehouse/internal/accesstoken"
 )
 
 // DefaultCacheSize is how many verified tokens a handler remembers.
@@ -46,7 +47,7 @@ type cacheEntry struct {
 	// set still maps kid to the same key, so withdrawing a key from the
 	// JWKS also retires the tokens it signed.
 	kid string
-	key *rsa.PublicKey
+	key *accesstoken.Key
 }
 
 // tokenCache maps SHA-256(token) to what the token granted. The hash, not

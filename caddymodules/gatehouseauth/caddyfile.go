@@ -7,6 +7,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/gatehouse/gatehouse/internal/accesstoken"
 )
 
 func init() {
@@ -31,6 +32,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		issuer    <iss>
 //		audience  <aud>
 //		cookie    <name>         # optional second token source
+//		algorithms <alg...>      # token algorithms allowed; default RS256
 //		strip_header <name...>   # optional, repeatable; "X-Tenant-*" is a prefix
 //		allow_preflight          # let CORS preflights through without a token
 //		forward_token            # keep the token on the request for the upstream
@@ -78,6 +80,15 @@ func (a *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			case "revocations_url":
 				a.RevocationsURL = v
 			}
+		case "algorithms":
+			algs := d.RemainingArgs()
+			if len(algs) == 0 {
+				return d.ArgErr()
+			}
+			if _, err := accesstoken.ParseAlgorithms(algs); err != nil {
+				return d.Errf("algorithms: %v", err)
+			}
+			a.Algorithms = algs
 		case "strip_header":
 			names := d.RemainingArgs()
 			if len(names) == 0 {

@@ -2,6 +2,9 @@ package gatehouseauth
 
 import (
 	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/rsa"
 	"encoding/json"
 	"errors"
@@ -9,6 +12,7 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -46,11 +50,11 @@ const (
 
 // keySet is an immutable snapshot of verification keys by kid.
 type keySet struct {
-	keys map[string]*rsa.PublicKey
+	keys map[string]*accesstoken.Key
 }
 
-// carryOver makes ks reuse prev's *rsa.PublicKey for every kid whose key
-// did not change. Cached tokens are tied to the key pointer that verified
+// carryOver makes ks reuse prev's *accesstoken.Key for every kid whose key
+// (and alg) did not change. Cached tokens are tied to the key pointer that verified
 // them, so a routine refresh keeps them valid while a replaced or withdrawn
 // key retires them.
 func (ks *keySet) carryOver(prev *keySet) {
@@ -58,23 +62,31 @@ func (ks *keySet) carryOver(prev *keySet) {
 		return
 	}
 	for kid, k := range ks.keys {
-		if old := prev.keys[kid]; old != nil && old.Equal(k) {
+		if old := prev.keys[kid]; old != nil && old.Algorithm == k.Algorithm && sameKey(old.Public, k.Public) {
 			ks.keys[kid] = old
 		}
 	}
 }
 
-func (ks *keySet) get(kid string) *rsa.PublicKey {
+// sameKey compares public keys of any of the supported types.
+func sameKey(a, b crypto.PublicKey) bool {
+	e, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && e.Equal(b)
+}
+
+func (ks *keySet) get(kid string) *accesstoken.Key {
 	if ks == nil {
 		return nil
 	}
 	return ks.keys[kid]
 }
 
-// parseJWKS keeps the usable keys of a JWKS document: RSA public keys with
-// a kid, use "sig" (or none), alg RS256 (or none), at least 2048 bits.
-// Anything else is skipped and reported, so one odd entry (a future EC key,
-// say) does not throw away the whole set. A kid published twice is dropped:
+// parseJWKS keeps the usable keys of a JWKS document: public RSA (at least
+// 2048 bits), ECDSA (P-256, P-384, P-521) and Ed25519 keys with a kid, use
+// "sig" (or none), and an alg (or none) that is a public-key algorithm the
+// key fits. Whether a token may use the key's algorithm is the handler's
+// allow-list's business. Anything else is skipped and reported, so one odd
+// entry does not throw away the whole set. A kid published twice is dropped:
 // which of the two keys it means is ambiguous.
 func parseJWKS(data []byte) (ks *keySet, skipped []string, err error) {
 	var doc struct {
@@ -83,7 +95,7 @@ func parseJWKS(data []byte) (ks *keySet, skipped []string, err error) {
 	if err := json.Unmarshal(data, &doc); err != nil {
 		return nil, nil, fmt.Errorf("decode jwks: %w", err)
 	}
-	keys := make(map[string]*rsa.PublicKey, len(doc.Keys))
+	keys := make(map[string]*accesstoken.Key, len(doc.Keys))
 	dup := map[string]bool{}
 	for i, raw := range doc.Keys {
 		var k jose.JSONWebKey
@@ -91,7 +103,13 @@ func parseJWKS(data []byte) (ks *keySet, skipped []string, err error) {
 			skipped = append(skipped, fmt.Sprintf("key %d: %v", i, err))
 			continue
 		}
-		pub, ok := k.Key.(*rsa.PublicKey)
+		var ok bool
+		switch pub := k.Key.(type) {
+		case *rsa.PublicKey, *ecdsa.PublicKey, ed25519.PublicKey:
+			ok = pub != nil
+		}
+		rsaPub, _ := k.Key.(*rsa.PublicKey)
+		alg := jose.SignatureAlgorithm(k.Algorithm)
 		switch {
 		case !k.IsPublic():
 			// A private key in a public document is a leak upstream; never
@@ -99,7 +117,7 @@ func parseJWKS(data []byte) (ks *keySet, skipped []string, err error) {
 			skipped = append(skipped, fmt.Sprintf("key %d (kid %q): private key published in JWKS", i, k.KeyID))
 			continue
 		case !ok:
-			skipped = append(skipped, fmt.Sprintf("key %d (kid %q): not an RSA key", i, k.KeyID))
+			skipped = append(skipped, fmt.Sprintf("key %d (kid %q): not an RSA, ECDSA or Ed25519 public key", i, k.KeyID))
 			continue
 		case k.KeyID == "":
 			skipped = append(skipped, fmt.Sprintf("key %d: no kid", i))
@@ -107,11 +125,11 @@ func parseJWKS(data []byte) (ks *keySet, skipped []string, err error) {
 		case k.Use != "" && k.Use != "sig":
 			skipped = append(skipped, fmt.Sprintf("key %d (kid %q): use %q", i, k.KeyID, k.Use))
 			continue
-		case k.Algorithm != "" && k.Algorithm != string(jose.RS256):
+		case alg != "" && (!slices.Contains(accesstoken.PublicKeyAlgorithms, alg) || !accesstoken.KeyFits(k.Key, alg)):
 			skipped = append(skipped, fmt.Sprintf("key %d (kid %q): alg %q", i, k.KeyID, k.Algorithm))
 			continue
-		case pub.N.BitLen() < minRSABits:
-			skipped = append(skipped, fmt.Sprintf("key %d (kid %q): %d-bit RSA key", i, k.KeyID, pub.N.BitLen()))
+		case rsaPub != nil && rsaPub.N.BitLen() < minRSABits:
+			skipped = append(skipped, fmt.Sprintf("key %d (kid %q): %d-bit RSA key", i, k.KeyID, rsaPub.N.BitLen()))
 			continue
 		}
 		if _, seen := keys[k.KeyID]; seen || dup[k.KeyID] {
@@ -120,7 +138,7 @@ func parseJWKS(data []byte) (ks *keySet, skipped []string, err error) {
 			skipped = append(skipped, fmt.Sprintf("key %d (kid %q): kid published twice", i, k.KeyID))
 			continue
 		}
-		keys[k.KeyID] = pub
+		keys[k.KeyID] = &accesstoken.Key{Public: k.Key, Algorithm: alg}
 	}
 	if len(keys) == 0 {
 		return nil, skipped, errors.New("jwks holds no usable key")
@@ -133,7 +151,7 @@ type keySource interface {
 	// key returns the key for kid, (nil, nil) when there is none, and
 	// accesstoken.ErrNoKeys while no key set has ever loaded. It may wait
 	// (bounded by ctx) for a refresh of the key set.
-	key(ctx context.Context, kid string) (*rsa.PublicKey, error)
+	key(ctx context.Context, kid string) (*accesstoken.Key, error)
 	// current is the loaded key set, without side effects; nil if none.
 	current() *keySet
 	// retryAfter suggests when a client refused with 503 should retry.
@@ -163,7 +181,7 @@ func loadJWKSFile(path string) (*staticKeys, []string, error) {
 	return &staticKeys{ks: ks}, skipped, nil
 }
 
-func (s *staticKeys) key(_ context.Context, kid string) (*rsa.PublicKey, error) {
+func (s *staticKeys) key(_ context.Context, kid string) (*accesstoken.Key, error) {
 	return s.ks.get(kid), nil
 }
 func (s *staticKeys) current() *keySet          { return s.ks }
@@ -365,7 +383,7 @@ func parseMaxAge(values []string) time.Duration {
 
 func (f *jwksFetcher) current() *keySet { return f.keys.Load() }
 
-func (f *jwksFetcher) key(ctx context.Context, kid string) (*rsa.PublicKey, error) {
+func (f *jwksFetcher) key(ctx context.Context, kid string) (*accesstoken.Key, error) {
 	ks := f.keys.Load()
 	if ks == nil {
 		// At startup, wait for the first fetch instead of refusing the

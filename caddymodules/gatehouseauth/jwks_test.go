@@ -3,6 +3,7 @@ package gatehouseauth
 import (
 	"context"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
@@ -31,6 +32,7 @@ func TestParseJWKS(t *testing.T) {
 	goodJWK, _ := accesstoken.PublicJWK(&good.PublicKey)
 	small, _ := rsa.GenerateKey(rand.Reader, 1024)
 	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	edPub, _, _ := ed25519.GenerateKey(rand.Reader)
 	entry := func(k jose.JSONWebKey) json.RawMessage {
 		b, err := k.MarshalJSON()
 		if err != nil {
@@ -52,19 +54,31 @@ func TestParseJWKS(t *testing.T) {
 	}{
 		{"one good key", doc(entry(goodJWK)), []string{goodJWK.KeyID}, false, 0},
 		{"use and alg may be absent", doc(entry(jose.JSONWebKey{Key: &good.PublicKey, KeyID: "k"})), []string{"k"}, false, 0},
-		{"odd keys skipped, good kept", doc(
+		{"public keys of every supported kind kept", doc(
 			entry(goodJWK),
 			entry(jose.JSONWebKey{Key: &ec.PublicKey, KeyID: "ec", Algorithm: "ES256"}),
+			entry(jose.JSONWebKey{Key: &ec.PublicKey, KeyID: "ec-no-alg"}),
+			entry(jose.JSONWebKey{Key: edPub, KeyID: "ed", Algorithm: "EdDSA"}),
+			entry(jose.JSONWebKey{Key: &good.PublicKey, KeyID: "rs512", Algorithm: "RS512"}),
+		), []string{goodJWK.KeyID, "ec", "ec-no-alg", "ed", "rs512"}, false, 0},
+		{"odd keys skipped, good kept", doc(
+			entry(goodJWK),
 			entry(jose.JSONWebKey{Key: &small.PublicKey, KeyID: "small"}),
 			entry(jose.JSONWebKey{Key: &good.PublicKey, KeyID: "enc", Use: "enc"}),
-			entry(jose.JSONWebKey{Key: &good.PublicKey, KeyID: "rs512", Algorithm: "RS512"}),
 			entry(jose.JSONWebKey{Key: &good.PublicKey}),
 			entry(jose.JSONWebKey{Key: good, KeyID: "private"}),
 			json.RawMessage(`{"kty":"RSA","kid":"broken","n":"!!","e":"AQAB"}`),
-		), []string{goodJWK.KeyID}, false, 7},
+			// An alg the key cannot serve, or one never allowed.
+			entry(jose.JSONWebKey{Key: &ec.PublicKey, KeyID: "ec-rs256", Algorithm: "RS256"}),
+			entry(jose.JSONWebKey{Key: &ec.PublicKey, KeyID: "ec-es384", Algorithm: "ES384"}),
+			entry(jose.JSONWebKey{Key: &good.PublicKey, KeyID: "rsa-hs256", Algorithm: "HS256"}),
+			entry(jose.JSONWebKey{Key: &good.PublicKey, KeyID: "rsa-none", Algorithm: "none"}),
+			// A shared secret is not a public key.
+			json.RawMessage(`{"kty":"oct","kid":"secret","k":"c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0","alg":"HS256"}`),
+		), []string{goodJWK.KeyID}, false, 10},
 		{"kid published twice is dropped", doc(entry(withKID(goodJWK, "dup")), entry(withKID(goodJWK, "dup")), entry(goodJWK)),
 			[]string{goodJWK.KeyID}, false, 1},
-		{"no usable key", doc(entry(jose.JSONWebKey{Key: &ec.PublicKey, KeyID: "ec"})), nil, true, 1},
+		{"no usable key", doc(entry(jose.JSONWebKey{Key: &small.PublicKey, KeyID: "small"})), nil, true, 1},
 		{"empty set", []byte(`{"keys":[]}`), nil, true, 0},
 		{"no keys member", []byte(`{}`), nil, true, 0},
 		{"not JSON", []byte(`<html>`), nil, true, 0},

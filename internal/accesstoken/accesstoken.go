@@ -1,5 +1,6 @@
 // Package accesstoken owns the format of Gatehouse access tokens: RS256 JWTs
-// with header typ "at+jwt", issued by authsvc and verified by the edge
+// (the edge may allow other public-key algorithms, for tokens of another
+// issuer) with header typ "at+jwt", issued by authsvc and verified by the edge
 // (caddymodules) and by authsvc itself with the same rules.
 //
 // Verification is deny-by-default and cheap checks come first: size, shape,
@@ -10,10 +11,14 @@ package accesstoken
 
 import (
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/rsa"
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -157,15 +162,93 @@ func ReasonOf(err error) Reason {
 // edge answers 503 rather than 401 then, since the token may well be good.
 var ErrNoKeys = errors.New("no key set loaded yet")
 
+// Key is a verification key: an *rsa.PublicKey, *ecdsa.PublicKey or
+// ed25519.PublicKey. Algorithm, when set (the "alg" of its JWKS entry), is
+// the only algorithm it verifies (RFC 7517 4.4): a key published for RS256
+// is not used for PS256, whatever a token's header says.
+type Key struct {
+	Public    crypto.PublicKey
+	Algorithm jose.SignatureAlgorithm
+}
+
+// RSAKey is the Key of an RSA public key used with RS256, as authsvc signs.
+func RSAKey(pub *rsa.PublicKey) *Key { return &Key{Public: pub, Algorithm: jose.RS256} }
+
 // KeyFunc returns the verification key for kid. It returns (nil, nil) for
 // an unknown kid and ErrNoKeys when no key set is available at all.
-type KeyFunc func(kid string) (*rsa.PublicKey, error)
+type KeyFunc func(kid string) (*Key, error)
+
+// DefaultAlgorithms is what a Verifier accepts when Algorithms is empty.
+var DefaultAlgorithms = []jose.SignatureAlgorithm{jose.RS256}
+
+// PublicKeyAlgorithms are the algorithms a Verifier may be configured with:
+// public-key signatures only. "none" never, and HMAC never: with HMAC the
+// verification key is the signing key, and a public JWKS key used as an
+// HMAC secret is the classic forgery.
+var PublicKeyAlgorithms = []jose.SignatureAlgorithm{
+	jose.RS256, jose.RS384, jose.RS512, jose.PS256, jose.PS384, jose.PS512,
+	jose.ES256, jose.ES384, jose.ES512, jose.EdDSA,
+}
+
+// ParseAlgorithms checks a configured allow-list; empty means
+// DefaultAlgorithms.
+func ParseAlgorithms(names []string) ([]jose.SignatureAlgorithm, error) {
+	if len(names) == 0 {
+		return DefaultAlgorithms, nil
+	}
+	out := make([]jose.SignatureAlgorithm, 0, len(names))
+	for _, n := range names {
+		a := jose.SignatureAlgorithm(n)
+		if !slices.Contains(PublicKeyAlgorithms, a) {
+			return nil, fmt.Errorf("algorithm %q is not allowed: only public-key signature algorithms (%s); never none or HMAC", n, joinAlgs(PublicKeyAlgorithms))
+		}
+		if !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	return out, nil
+}
+
+func joinAlgs(algs []jose.SignatureAlgorithm) string {
+	s := make([]string, len(algs))
+	for i, a := range algs {
+		s[i] = string(a)
+	}
+	return strings.Join(s, ", ")
+}
+
+// KeyFits reports whether pub is the kind of key alg verifies with: RSA for
+// RS*/PS*, ECDSA on alg's own curve for ES*, Ed25519 for EdDSA.
+func KeyFits(pub crypto.PublicKey, alg jose.SignatureAlgorithm) bool {
+	switch k := pub.(type) {
+	case *rsa.PublicKey:
+		switch alg {
+		case jose.RS256, jose.RS384, jose.RS512, jose.PS256, jose.PS384, jose.PS512:
+			return true
+		}
+	case *ecdsa.PublicKey:
+		switch alg {
+		case jose.ES256:
+			return k.Curve == elliptic.P256()
+		case jose.ES384:
+			return k.Curve == elliptic.P384()
+		case jose.ES512:
+			return k.Curve == elliptic.P521()
+		}
+	case ed25519.PublicKey:
+		return alg == jose.EdDSA
+	}
+	return false
+}
 
 // Verifier checks access tokens.
 type Verifier struct {
 	Issuer   string
 	Audience string
 	Keys     KeyFunc
+	// Algorithms a token may be signed with (from ParseAlgorithms);
+	// DefaultAlgorithms when empty.
+	Algorithms []jose.SignatureAlgorithm
 	// Leeway tolerated on exp and nbf; DefaultLeeway when zero.
 	Leeway time.Duration
 	// Now is the clock; time.Now when nil.
@@ -195,10 +278,15 @@ func (v *Verifier) Verify(token string) (*Claims, error) {
 	if strings.Count(token, ".") != 2 {
 		return nil, fail(ReasonMalformed, "not a compact JWS")
 	}
-	h, err := parseHeader(token[:strings.IndexByte(token, '.')])
+	algs := v.Algorithms
+	if len(algs) == 0 {
+		algs = DefaultAlgorithms
+	}
+	h, err := parseHeader(token[:strings.IndexByte(token, '.')], algs)
 	if err != nil {
 		return nil, err
 	}
+	alg := jose.SignatureAlgorithm(*h.Alg)
 	key, err := v.Keys(*h.Kid)
 	if errors.Is(err, ErrNoKeys) {
 		return nil, &Error{Reason: ReasonNoKeys, Err: err}
@@ -206,15 +294,21 @@ func (v *Verifier) Verify(token string) (*Claims, error) {
 	if err != nil {
 		return nil, &Error{Reason: ReasonUnknownKID, Err: err}
 	}
-	if key == nil {
+	if key == nil || key.Public == nil {
 		return nil, fail(ReasonUnknownKID, "kid %q", *h.Kid)
 	}
-	parsed, err := jwt.ParseSigned(token, []jose.SignatureAlgorithm{jose.RS256})
+	// The key decides the algorithm as much as the header does: an RSA key
+	// never verifies an ES256 header, a key published for RS256 never a
+	// PS256 one.
+	if (key.Algorithm != "" && key.Algorithm != alg) || !KeyFits(key.Public, alg) {
+		return nil, fail(ReasonAlgorithm, "alg %s with the key of kid %q", alg, *h.Kid)
+	}
+	parsed, err := jwt.ParseSigned(token, []jose.SignatureAlgorithm{alg})
 	if err != nil {
 		return nil, &Error{Reason: ReasonMalformed, Err: err}
 	}
 	var c Claims
-	if err := parsed.Claims(key, &c); err != nil {
+	if err := parsed.Claims(key.Public, &c); err != nil {
 		if errors.Is(err, jose.ErrCryptoFailure) {
 			return nil, &Error{Reason: ReasonSignature, Err: err}
 		}
@@ -228,7 +322,7 @@ func (v *Verifier) Verify(token string) (*Claims, error) {
 	return &c, nil
 }
 
-func parseHeader(seg string) (*header, error) {
+func parseHeader(seg string, algs []jose.SignatureAlgorithm) (*header, error) {
 	raw, err := base64.RawURLEncoding.DecodeString(seg)
 	if err != nil {
 		return nil, fail(ReasonMalformed, "header encoding: %v", err)
@@ -237,7 +331,7 @@ func parseHeader(seg string) (*header, error) {
 	if err := josejson.Unmarshal(raw, &h); err != nil {
 		return nil, fail(ReasonMalformed, "header: %v", err)
 	}
-	if h.Alg == nil || *h.Alg != string(jose.RS256) {
+	if h.Alg == nil || !slices.Contains(algs, jose.SignatureAlgorithm(*h.Alg)) {
 		return nil, &Error{Reason: ReasonAlgorithm}
 	}
 	if h.Crit != nil {

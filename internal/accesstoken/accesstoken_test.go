@@ -2,6 +2,9 @@ package accesstoken
 
 import (
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/rsa"
@@ -180,9 +183,9 @@ func TestVerify(t *testing.T) {
 	}
 	v := &Verifier{
 		Issuer: "gatehouse", Audience: "gatehouse",
-		Keys: func(k string) (*rsa.PublicKey, error) {
+		Keys: func(k string) (*Key, error) {
 			if k == kid {
-				return &good.PublicKey, nil
+				return RSAKey(&good.PublicKey), nil
 			}
 			return nil, nil
 		},
@@ -217,7 +220,7 @@ func TestVerifyChecksHeaderBeforeKeyLookup(t *testing.T) {
 	kid, _ := KeyID(&good.PublicKey)
 	calls := 0
 	v := &Verifier{Issuer: "gatehouse", Audience: "gatehouse", Now: func() time.Time { return testNow },
-		Keys: func(string) (*rsa.PublicKey, error) { calls++; return nil, nil }}
+		Keys: func(string) (*Key, error) { calls++; return nil, nil }}
 	for _, h := range []map[string]any{
 		{"alg": "none", "typ": Type, "kid": kid},
 		{"alg": "HS256", "typ": Type, "kid": kid},
@@ -248,19 +251,19 @@ func TestVerifyKeyErrors(t *testing.T) {
 	}
 	v := &Verifier{Issuer: "gatehouse", Audience: "gatehouse", Now: func() time.Time { return testNow }}
 
-	v.Keys = func(string) (*rsa.PublicKey, error) { return nil, ErrNoKeys }
+	v.Keys = func(string) (*Key, error) { return nil, ErrNoKeys }
 	if _, err := v.Verify(tok); ReasonOf(err) != ReasonNoKeys || !errors.Is(err, ErrNoKeys) {
 		t.Fatalf("no keys: %v", err)
 	}
-	v.Keys = func(string) (*rsa.PublicKey, error) { return nil, errors.New("boom") }
+	v.Keys = func(string) (*Key, error) { return nil, errors.New("boom") }
 	if _, err := v.Verify(tok); ReasonOf(err) != ReasonUnknownKID {
 		t.Fatalf("key error: %v", err)
 	}
-	v.Keys = func(k string) (*rsa.PublicKey, error) {
+	v.Keys = func(k string) (*Key, error) {
 		if k != s.KeyID() {
 			t.Errorf("kid = %q, want %q", k, s.KeyID())
 		}
-		return &good.PublicKey, nil
+		return RSAKey(&good.PublicKey), nil
 	}
 	c, err := v.Verify(tok)
 	if err != nil {
@@ -289,3 +292,99 @@ func TestKeyIDAndPublicJWK(t *testing.T) {
 }
 
 func ptr(t time.Time) *jwt.NumericDate { return jwt.NewNumericDate(t) }
+
+// signAs signs goodPayload with any algorithm go-jose knows, typ at+jwt and
+// the given kid, the way another issuer's tokens would look.
+func signAs(t *testing.T, alg jose.SignatureAlgorithm, key any, kid string) string {
+	t.Helper()
+	opts := (&jose.SignerOptions{}).WithType(Type).WithHeader(jose.HeaderKey("kid"), kid)
+	s, err := jose.NewSigner(jose.SigningKey{Algorithm: alg, Key: key}, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := jwt.Signed(s).Claims(goodPayload()).Serialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// The allow-list decides which algorithms are even looked at, and a key
+// verifies only what its type and its published alg allow.
+func TestVerifyAlgorithms(t *testing.T) {
+	good, _ := keys(t)
+	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ec384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	edPub, edPriv, _ := ed25519.GenerateKey(rand.Reader)
+	keyset := map[string]*Key{
+		"rsa":        {Public: &good.PublicKey},
+		"rsa-rs256":  RSAKey(&good.PublicKey),
+		"ec":         {Public: &ec.PublicKey, Algorithm: jose.ES256},
+		"ec384-bare": {Public: &ec384.PublicKey},
+		"ed":         {Public: edPub},
+	}
+	lookups := 0
+	verifier := func(algs ...jose.SignatureAlgorithm) *Verifier {
+		return &Verifier{Issuer: "gatehouse", Audience: "gatehouse", Algorithms: algs,
+			Keys: func(kid string) (*Key, error) { lookups++; return keyset[kid], nil },
+			Now:  func() time.Time { return testNow }}
+	}
+	all := verifier(PublicKeyAlgorithms...)
+	tests := []struct {
+		name    string
+		v       *Verifier
+		tok     string
+		reason  Reason // "" = accepted
+		lookups int
+	}{
+		{"RS256 by default", verifier(), signAs(t, jose.RS256, good, "rsa"), "", 1},
+		{"ES256 refused by default, before the key lookup", verifier(), signAs(t, jose.ES256, ec, "ec"), ReasonAlgorithm, 0},
+		{"ES256 allowed", verifier(jose.ES256), signAs(t, jose.ES256, ec, "ec"), "", 1},
+		{"RS256 refused when only ES256 is allowed", verifier(jose.ES256), signAs(t, jose.RS256, good, "rsa"), ReasonAlgorithm, 0},
+		{"EdDSA allowed", verifier(jose.EdDSA), signAs(t, jose.EdDSA, edPriv, "ed"), "", 1},
+		{"PS512 with an RSA key without alg", all, signAs(t, jose.PS512, good, "rsa"), "", 1},
+		{"ES384 on its curve", all, signAs(t, jose.ES384, ec384, "ec384-bare"), "", 1},
+		// The key, not the header, has the last word.
+		{"PS256 with a key published for RS256", all, signAs(t, jose.PS256, good, "rsa-rs256"), ReasonAlgorithm, 1},
+		{"ES256 header naming an RSA key", all, signAs(t, jose.ES256, ec, "rsa"), ReasonAlgorithm, 1},
+		{"ES256 header naming a P-384 key", all, signAs(t, jose.ES256, ec, "ec384-bare"), ReasonAlgorithm, 1},
+		{"RS256 header naming an EC key", all, signAs(t, jose.RS256, good, "ec"), ReasonAlgorithm, 1},
+		{"ES256 signed by another EC key", verifier(jose.ES256), signAs(t, jose.ES256, otherP256Key(t), "ec"), ReasonSignature, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			lookups = 0
+			_, err := tt.v.Verify(tt.tok)
+			if got := ReasonOf(err); got != tt.reason {
+				t.Fatalf("reason %q (%v), want %q", got, err, tt.reason)
+			}
+			if lookups != tt.lookups {
+				t.Errorf("%d key lookups, want %d", lookups, tt.lookups)
+			}
+		})
+	}
+}
+
+// otherP256Key is a P-256 key the table does not publish.
+func otherP256Key(t *testing.T) *ecdsa.PrivateKey {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func TestParseAlgorithms(t *testing.T) {
+	if got, err := ParseAlgorithms(nil); err != nil || len(got) != 1 || got[0] != jose.RS256 {
+		t.Errorf("default: %v %v", got, err)
+	}
+	if got, err := ParseAlgorithms([]string{"ES256", "RS256", "ES256"}); err != nil || len(got) != 2 || got[0] != jose.ES256 || got[1] != jose.RS256 {
+		t.Errorf("list: %v %v", got, err)
+	}
+	for _, bad := range []string{"none", "None", "HS256", "HS384", "HS512", "rs256", "", "RSA-OAEP"} {
+		if _, err := ParseAlgorithms([]string{"RS256", bad}); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
