@@ -76,6 +76,7 @@ xcaddy-build:
 		while read -r src; do cp -R "$$src" $(XCADDY_CONTEXT)/ || exit 1; done
 	cd $(XCADDY_CONTEXT) && GOPROXY='$(XCADDY_GOPROXY)' $(GO) run github.com/caddyserver/xcaddy/cmd/xcaddy@$(XCADDY_VERSION) build $(CADDY_VERSION) \
 		--output $(CURDIR)/bin/caddy-xcaddy --with $(MODULE)/caddymodules --replace $(MODULE)=.
+	@rm -rf $(XCADDY_CONTEXT)
 
 clean:
 	rm -rf bin
