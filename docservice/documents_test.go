@@ -389,6 +389,54 @@ func TestSymlinkEscape(t *testing.T) {
 	}
 }
 
+// A stored file swapped for a symlink out of the tree is never served, and
+// a move into a folder swapped for such a symlink writes nothing outside:
+// every path goes through the tree's os.Root.
+func TestSymlinkEscapeOnDownloadAndMove(t *testing.T) {
+	e := newEnv(t)
+	u := newUser()
+	outside := t.TempDir()
+	secret := filepath.Join(outside, "secret.pdf")
+	if err := os.WriteFile(secret, []byte("%PDF-1.7 not yours"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tag := u.id.String()[:8]
+
+	d := e.mustUpload(u, "swapped-"+tag+".pdf", makePDF("swapped", 1, 0), nil)
+	stored := filepath.Join(e.storageDir, d["filename"].(string))
+	if err := os.Remove(stored); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(secret, stored); err != nil {
+		t.Fatal(err)
+	}
+	r := e.do(&u, "GET", "/api/documents/"+docID(d)+"/file", nil, nil)
+	if r.status < 400 || strings.Contains(string(r.body), "not yours") {
+		t.Fatalf("download through a symlink out of the tree: %d %q", r.status, r.body)
+	}
+
+	moved := e.mustUpload(u, "mover-"+tag+".pdf", makePDF("mover", 1, 0), nil)
+	cat := e.mustCategory(u, "Away "+tag, "")
+	folder := filepath.Join(e.storageDir, "Away "+tag)
+	_ = os.Remove(folder) // created empty, or not yet
+	if err := os.Symlink(outside, folder); err != nil {
+		t.Fatal(err)
+	}
+	r = e.doJSON(&u, "PATCH", "/api/documents/"+docID(moved), map[string]any{"category_id": docID(cat)})
+	if r.status < 400 {
+		t.Fatalf("move into a symlink out of the tree: %d %s", r.status, r.body)
+	}
+	if entries, _ := os.ReadDir(outside); len(entries) != 1 {
+		t.Fatalf("written outside the tree: %v", entries)
+	}
+	if _, err := os.Stat(filepath.Join(e.storageDir, moved["filename"].(string))); err != nil {
+		t.Fatalf("the document's file after the refused move: %v", err)
+	}
+	if r := e.do(&u, "GET", "/api/documents/"+docID(moved), nil, nil); r.status != 200 || r.json(t)["category_id"] != nil {
+		t.Fatalf("the document after the refused move: %d %s", r.status, r.body)
+	}
+}
+
 func TestContentDisposition(t *testing.T) {
 	got := contentDisposition("attachment", `a"b\c é;.pdf`)
 	want := `attachment; filename="a_b_c _;.pdf"; filename*=UTF-8''a%22b%5Cc%20%C3%A9%3B.pdf`
