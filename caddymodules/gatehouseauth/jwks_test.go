@@ -316,6 +316,39 @@ func TestFetcherRotationSingleRefresh(t *testing.T) {
 	}
 }
 
+// The loop refreshes on its own period: a key added to the JWKS (and one
+// withdrawn) shows up with no token asking for it, and the fetches keep
+// coming at about the interval, not faster.
+func TestFetcherPeriodicRefresh(t *testing.T) {
+	k0, k1 := testKey(t, 0), testKey(t, 1)
+	kid0, _ := accesstoken.KeyID(&k0.PublicKey)
+	kid1, _ := accesstoken.KeyID(&k1.PublicKey)
+	srv := newJWKSServer(t, jwksJSON(t, k0))
+	const interval = 150 * time.Millisecond
+	f := newJWKSFetcher(fetcherConfig{URL: srv.srv.URL, RefreshInterval: interval,
+		UnknownKIDInterval: time.Hour, Timeout: time.Second}, zap.NewNop())
+	f.start()
+	defer f.Destruct()
+	<-f.firstDone
+	start := time.Now()
+	srv.set(http.StatusOK, jwksJSON(t, k1))
+	for f.keys.Load().get(kid1) == nil {
+		if time.Since(start) > 5*time.Second {
+			t.Fatalf("rotated key not picked up by the periodic refresh (%d fetches)", srv.fetches.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if f.keys.Load().get(kid0) != nil {
+		t.Error("withdrawn key still in the set")
+	}
+	time.Sleep(4 * interval)
+	elapsed := time.Since(start)
+	n := srv.fetches.Load() - 1 // after the first
+	if max := int64(elapsed/interval) + 1; n < 2 || n > max {
+		t.Errorf("%d periodic fetches in %v, want 2..%d", n, elapsed, max)
+	}
+}
+
 // Made-up kids cannot make the edge hammer authsvc: 1000 concurrent
 // lookups of random kids cost at most one fetch per interval.
 func TestFetcherRefreshStormBounded(t *testing.T) {
