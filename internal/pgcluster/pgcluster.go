@@ -15,6 +15,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/url"
 	"os"
@@ -284,43 +285,30 @@ func (c *Cluster) Stop() error {
 // or the process exits (the kernel drops the lock then, even after a crash),
 // so that StopIfUnused called elsewhere leaves the server running. Take it
 // before Ensure: a StopIfUnused already under way finishes first, and Ensure
-// then starts the server again.
+// then starts the server again. A caller may drop release and keep the mark
+// until it exits (flock holds a raw descriptor, which no finalizer closes).
 func (c *Cluster) Use() (release func(), err error) {
 	if err := os.MkdirAll(c.Dir, 0o755); err != nil {
 		return nil, err
 	}
-	// A raw descriptor, not an *os.File: a caller that drops release (a test
-	// binary holding the cluster until it exits) must keep the lock, and an
-	// unreachable *os.File would be closed by its finalizer at the next GC.
-	fd, err := syscall.Open(filepath.Join(c.Dir, "users.lock"), syscall.O_CREAT|syscall.O_RDWR|syscall.O_CLOEXEC, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", filepath.Join(c.Dir, "users.lock"), err)
-	}
-	if err := syscall.Flock(fd, syscall.LOCK_SH); err != nil {
-		syscall.Close(fd)
-		return nil, err
-	}
-	return func() { _ = syscall.Close(fd) }, nil // closing drops the lock
+	return flock(filepath.Join(c.Dir, "users.lock"), syscall.LOCK_SH)
 }
 
 // StopIfUnused stops the server unless a process holds Use, and reports
 // whether the server is stopped now. Two `make test` runs (or two `make run`)
 // share one cluster: the first to finish must not stop it under the other.
 func (c *Cluster) StopIfUnused() (stopped bool, err error) {
-	if err := os.MkdirAll(c.Dir, 0o755); err != nil {
-		return false, err
+	if _, err := os.Stat(c.Dir); errors.Is(err, fs.ErrNotExist) {
+		return true, nil // never created: nothing runs, and nothing to create
 	}
-	f, err := os.OpenFile(filepath.Join(c.Dir, "users.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	unlockUsers, err := flock(filepath.Join(c.Dir, "users.lock"), syscall.LOCK_EX|syscall.LOCK_NB)
+	if errors.Is(err, syscall.EWOULDBLOCK) {
+		return false, nil
+	}
 	if err != nil {
 		return false, err
 	}
-	defer f.Close() // releases the lock
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return false, nil
-		}
-		return false, err
-	}
+	defer unlockUsers()
 	// Same order as Use then Ensure (users.lock, then lock): no deadlock.
 	unlock, err := lockFile(filepath.Join(c.Dir, "lock"))
 	if err != nil {
@@ -359,17 +347,18 @@ func freePort() (int, error) {
 }
 
 // lockFile takes an exclusive flock, released by the returned function.
-func lockFile(path string) (func(), error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+func lockFile(path string) (func(), error) { return flock(path, syscall.LOCK_EX) }
+
+// flock opens (creating) path and takes a flock of the given kind on it;
+// release closes the descriptor, which drops the lock.
+func flock(path string, how int) (release func(), err error) {
+	fd, err := syscall.Open(path, syscall.O_CREAT|syscall.O_RDWR|syscall.O_CLOEXEC, 0o600)
 	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	if err := syscall.Flock(fd, how); err != nil {
+		_ = syscall.Close(fd)
 		return nil, err
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		f.Close()
-		return nil, err
-	}
-	return func() {
-		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-		f.Close()
-	}, nil
+	return func() { _ = syscall.Close(fd) }, nil
 }

@@ -330,3 +330,22 @@ func TestFindBinDirMessage(t *testing.T) {
 		t.Errorf("message %q should say what is missing and how to do without it", err)
 	}
 }
+
+// `db-stop --if-unused` on a cluster that was never created stops nothing
+// and leaves no directory behind.
+func TestStopIfUnusedNeverCreated(t *testing.T) {
+	if _, err := findBinDir(); err != nil {
+		t.Skip(err)
+	}
+	dir := filepath.Join(t.TempDir(), "never")
+	c, err := New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stopped, err := c.StopIfUnused(); err != nil || !stopped {
+		t.Fatalf("stopped %v, %v; want true, nil", stopped, err)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("StopIfUnused created %s: %v", dir, err)
+	}
+}
