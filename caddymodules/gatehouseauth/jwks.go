@@ -3,8 +3,6 @@ package gatehouseauth
 import (
 	"context"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
 	"crypto/rsa"
 	"encoding/json"
 	"errors"
@@ -103,11 +101,11 @@ func parseJWKS(data []byte) (ks *keySet, skipped []string, err error) {
 			skipped = append(skipped, fmt.Sprintf("key %d: %v", i, err))
 			continue
 		}
-		var ok bool
-		switch pub := k.Key.(type) {
-		case *rsa.PublicKey, *ecdsa.PublicKey, ed25519.PublicKey:
-			ok = pub != nil
-		}
+		// Usable if some public-key algorithm can verify with it: KeyFits is
+		// the one list of key types (and curves) we support.
+		ok := slices.ContainsFunc(accesstoken.PublicKeyAlgorithms, func(a jose.SignatureAlgorithm) bool {
+			return accesstoken.KeyFits(k.Key, a)
+		})
 		rsaPub, _ := k.Key.(*rsa.PublicKey)
 		alg := jose.SignatureAlgorithm(k.Algorithm)
 		switch {

@@ -194,7 +194,7 @@ var PublicKeyAlgorithms = []jose.SignatureAlgorithm{
 // DefaultAlgorithms.
 func ParseAlgorithms(names []string) ([]jose.SignatureAlgorithm, error) {
 	if len(names) == 0 {
-		return DefaultAlgorithms, nil
+		return slices.Clone(DefaultAlgorithms), nil // the caller's to keep, not the package's
 	}
 	out := make([]jose.SignatureAlgorithm, 0, len(names))
 	for _, n := range names {
