@@ -130,12 +130,12 @@ func (s *FileStore) CleanTemp(idle time.Duration) (removed int, err error) {
 		name := path.Join(tmpDir, e.Name())
 		stale := !fi.ModTime().After(cutoff)
 		if strings.HasPrefix(e.Name(), tempPrefix) && strings.HasSuffix(e.Name(), tempSuffix) {
-			switch ok, err := s.removeIfUnlocked(name); {
-			case ok:
+			gone, err := s.removeIfUnlocked(name)
+			if gone {
 				removed++
-				continue
-			case err == nil || !lockUnsupported(err):
-				continue // held by a live upload, or gone meanwhile
+			}
+			if gone || !lockUnsupported(err) {
+				continue // removed, held by a live upload, or gone meanwhile
 			}
 		}
 		if stale {

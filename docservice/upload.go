@@ -84,7 +84,7 @@ type uploadResponse struct {
 // received is a finished upload in its temporary file.
 type received struct {
 	tmp       string
-	release   func() // ends the claim on tmp (FileStore.CreateTemp); after RemoveTemp
+	release   func() // ends the claim on tmp (FileStore.CreateTemp): see discard
 	size      int64
 	sha256    string
 	headerOff int
@@ -127,10 +127,9 @@ func (s *Service) uploadDocument(w http.ResponseWriter, r *http.Request) (err er
 	var up *received
 	defer func() {
 		if up != nil {
-			if rerr := s.files.RemoveTemp(up.tmp); rerr != nil {
+			if rerr := up.discard(s.files); rerr != nil {
 				s.log.Error("remove temporary upload", "file", up.tmp, "err", rerr)
 			}
-			up.release()
 		}
 	}()
 	var categoryField *string
@@ -224,6 +223,14 @@ func (s *Service) uploadDocument(w http.ResponseWriter, r *http.Request) (err er
 	return nil
 }
 
+// discard removes the temporary file, then ends the claim on it: in that
+// order, so no cleaner sees the file unclaimed while it still has its name.
+func (u *received) discard(files *FileStore) error {
+	err := files.RemoveTemp(u.tmp)
+	u.release()
+	return err
+}
+
 // receive streams one file part to a new temporary file, hashing and
 // counting. The caller removes the temporary file (up.tmp) in all cases.
 func (s *Service) receive(ctx context.Context, part *formdata.Part, limit int64) (*received, error) {
@@ -304,8 +311,7 @@ func (s *Service) receive(ctx context.Context, part *formdata.Part, limit int64)
 		return nil
 	}()
 	if err != nil {
-		_ = s.files.RemoveTemp(tmp)
-		release()
+		_ = up.discard(s.files)
 		return nil, err
 	}
 	up.sha256 = hex.EncodeToString(h.Sum(nil))

@@ -421,16 +421,22 @@ func TestTruncatedUpload(t *testing.T) {
 	}
 }
 
+func openTestStore(t *testing.T, dir string) *FileStore {
+	t.Helper()
+	fs, err := OpenFileStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fs.Close() })
+	return fs
+}
+
 // A temporary upload file is removed as soon as no process holds its lock
 // (its writer crashed), however recent; a live upload's never, however idle;
 // other files in the folder once idle.
 func TestCleanTemp(t *testing.T) {
 	dir := t.TempDir()
-	fs, err := OpenFileStore(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fs.Close()
+	fs := openTestStore(t, dir)
 	tmp := filepath.Join(dir, tmpDir)
 	past := time.Now().Add(-time.Hour)
 	write := func(name string, old bool) string {
@@ -491,11 +497,7 @@ func TestCleanTemp(t *testing.T) {
 // and once that process is killed mid-upload its file goes at once.
 func TestCleanTempOtherProcess(t *testing.T) {
 	dir := t.TempDir()
-	fs, err := OpenFileStore(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fs.Close()
+	fs := openTestStore(t, dir)
 	helper := exec.Command(os.Args[0], "-test.run=^TestHelperUploadInProgress$")
 	helper.Env = append(os.Environ(), "DOCSERVICE_HELPER_STORAGE="+dir)
 	out, err := helper.StdoutPipe()
@@ -538,11 +540,7 @@ func TestHelperUploadInProgress(t *testing.T) {
 	if dir == "" {
 		t.Skip("run by TestCleanTempOtherProcess")
 	}
-	fs, err := OpenFileStore(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, name, _, err := fs.CreateTemp()
+	f, name, _, err := openTestStore(t, dir).CreateTemp()
 	if err != nil {
 		t.Fatal(err)
 	}
