@@ -13,6 +13,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -165,6 +166,9 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	if err := checkTLSMode(os.Getenv("GATEHOUSE_TLS"), getenv("GATEHOUSE_SITE_ADDRESS", ":8080")); err != nil {
+		return err
+	}
 	url, stopDB, err := databaseURL()
 	if err != nil {
 		return err
@@ -262,6 +266,32 @@ Press Ctrl-C to stop everything.
 
 // siteURL is what a browser opens for a Caddyfile site address: a bare
 // port is plain HTTP on localhost, a host name gets Caddy's automatic HTTPS.
+// checkTLSMode refuses what the Caddyfile would accept but cannot serve:
+// GATEHOUSE_TLS=internal on an address without a host name (the default
+// :8080) turns on HTTPS with no name to issue a certificate for, so every
+// handshake fails and Caddy says nothing at start.
+func checkTLSMode(mode, addr string) error {
+	switch mode {
+	case "", "auto":
+		return nil
+	case "internal":
+	default:
+		return fmt.Errorf("GATEHOUSE_TLS: want auto or internal, got %q", mode)
+	}
+	host := addr
+	if strings.HasPrefix(host, "http://") {
+		return fmt.Errorf("GATEHOUSE_TLS=internal with GATEHOUSE_SITE_ADDRESS=%s: an http:// address has no TLS; drop the scheme or GATEHOUSE_TLS", addr)
+	}
+	host = strings.TrimPrefix(host, "https://")
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	if host == "" {
+		return fmt.Errorf("GATEHOUSE_TLS=internal needs a host name in GATEHOUSE_SITE_ADDRESS (e.g. gatehouse.localhost:8443 or gatehouse.lan), not %q: there is no name to issue a certificate for", addr)
+	}
+	return nil
+}
+
 func siteURL(addr string) string {
 	switch {
 	case strings.HasPrefix(addr, ":"):
