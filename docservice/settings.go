@@ -132,6 +132,7 @@ func NewSettingsStore(dir string, log *slog.Logger) (*SettingsStore, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("APP_CONFIG_DIR: %w", err)
 	}
+	s.removeStaleTemps(time.Now().Add(-settingsTempIdle))
 	snap, err := s.load()
 	if err != nil {
 		return nil, fmt.Errorf("APP_CONFIG_DIR: %s: %w", s.path, err)
@@ -315,6 +316,45 @@ func (s *SettingsStore) Patch(patch map[string]any) (map[string]any, error) {
 	return s.Public(), nil
 }
 
+// settingsTempIdle is how long a temporary settings file may go unchanged
+// before start-up takes it for a crashed write's leftover. A write takes
+// milliseconds; another instance sharing APP_CONFIG_DIR may be in one.
+const settingsTempIdle = time.Minute
+
+// removeStaleTemps removes the temporary files of writes that never reached
+// their rename (a crash between write's CreateTemp and Rename) and that were
+// last changed before cutoff. They never hold the live settings, only
+// clutter (and possibly an AI API key), so failing to remove one is logged,
+// not fatal.
+func (s *SettingsStore) removeStaleTemps(cutoff time.Time) {
+	dir := filepath.Dir(s.path)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		s.log.Warn("list APP_CONFIG_DIR for stale temporary files", "dir", dir, "err", err)
+		return
+	}
+	prefix := settingsTempPrefix()
+	for _, e := range entries {
+		if !e.Type().IsRegular() || !strings.HasPrefix(e.Name(), prefix) {
+			continue
+		}
+		info, err := e.Info()
+		if err != nil || !info.ModTime().Before(cutoff) {
+			continue
+		}
+		name := filepath.Join(dir, e.Name())
+		if err := os.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			s.log.Warn("remove a crashed settings write's temporary file", "file", name, "err", err)
+			continue
+		}
+		s.log.Info("removed a crashed settings write's temporary file", "file", name)
+	}
+}
+
+// settingsTempPrefix names write's temporary files (os.CreateTemp adds a
+// random suffix).
+func settingsTempPrefix() string { return "." + SettingsFile + ".tmp-" }
+
 // write replaces the file atomically: temp file in the same directory,
 // fsync, rename, then fsync the directory so the rename survives a crash.
 func (s *SettingsStore) write(stored map[string]any) error {
@@ -323,7 +363,7 @@ func (s *SettingsStore) write(stored map[string]any) error {
 		return err
 	}
 	dir := filepath.Dir(s.path)
-	f, err := os.CreateTemp(dir, "."+SettingsFile+".tmp-*")
+	f, err := os.CreateTemp(dir, settingsTempPrefix()+"*")
 	if err != nil {
 		return fmt.Errorf("write settings: %w", err)
 	}

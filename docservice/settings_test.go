@@ -3,9 +3,12 @@ package docservice
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -235,4 +238,57 @@ func TestSchemaClosed(t *testing.T) {
 		}
 	}
 	walk("settings", sch)
+}
+
+// A crash between a settings write's CreateTemp and its Rename leaves a
+// temporary file (possibly holding an AI API key). The next start removes
+// it, but not one another instance may be writing right now, nor anything
+// else in APP_CONFIG_DIR; the live settings are untouched.
+func TestSettingsStartRemovesCrashedWrites(t *testing.T) {
+	dir := t.TempDir()
+	put := func(name, body string, age time.Duration) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		old := time.Now().Add(-age)
+		if err := os.Chtimes(p, old, old); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	put(SettingsFile, `{"max_pdf_size_mb": 7}`, time.Hour)
+	crashed := put("."+SettingsFile+".tmp-123", `{"max_pdf_size_mb": 3, "ai": {"api_key": "sk-`, 2*settingsTempIdle)
+	inFlight := put("."+SettingsFile+".tmp-456", `{"max_pdf_size_mb": 4}`, 0)
+	other := put("."+SettingsFile+".bak", `{}`, time.Hour)
+
+	s, err := NewSettingsStore(dir, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Current().MaxPDFSizeMB; got != 7 {
+		t.Fatalf("settings after start: max_pdf_size_mb %d, want 7 (the live file's)", got)
+	}
+	if _, err := os.Stat(crashed); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the crashed write's temporary file is still there: %v", err)
+	}
+	for _, p := range []string{inFlight, other} {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("%s was removed: %v", filepath.Base(p), err)
+		}
+	}
+
+	// A write leaves no temporary file of its own behind.
+	if _, err := s.Patch(map[string]any{"max_pdf_size_mb": 8.0}); err != nil {
+		t.Fatal(err)
+	}
+	entries, _ := os.ReadDir(dir)
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	want := []string{"." + SettingsFile + ".bak", "." + SettingsFile + ".tmp-456", SettingsFile}
+	if !slices.Equal(names, want) {
+		t.Fatalf("APP_CONFIG_DIR after a write: %q, want %q", names, want)
+	}
 }
