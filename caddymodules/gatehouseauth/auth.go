@@ -24,6 +24,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
+	"github.com/gatehouse/gatehouse/caddymodules/internal/refusal"
 	"github.com/gatehouse/gatehouse/internal/accesstoken"
 )
 
@@ -300,21 +301,13 @@ func (h *Handler) Cleanup() error {
 	return errors.Join(errs...)
 }
 
-// clientMessage is an error whose text is meant for the client: a fixed
-// string free of quotes and backslashes, so handle_errors can put
-// {http.error.message} into JSON as is, and nothing internal leaks (the
-// reason goes to metrics and the debug log instead).
-type clientMessage string
-
-func (m clientMessage) Error() string { return string(m) }
-
 // The messages are the ones the seed's FastAPI backend used, which the SPA
 // already shows.
 const (
-	errNotAuthenticated clientMessage = "Not authenticated"
-	errInvalidToken     clientMessage = "Could not validate credentials"
-	errNoKeys           clientMessage = "Authentication is temporarily unavailable"
-	errRevoked          clientMessage = "Token has been revoked"
+	errNotAuthenticated refusal.Message = "Not authenticated"
+	errInvalidToken     refusal.Message = "Could not validate credentials"
+	errNoKeys           refusal.Message = "Authentication is temporarily unavailable"
+	errRevoked          refusal.Message = "Token has been revoked"
 )
 
 // ServeHTTP strips identity headers and, unless strip_only, authenticates.
@@ -330,7 +323,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 
 	token, fromCookie, reason := h.tokenFrom(r)
 	if reason != "" {
-		return h.refuse(w, reason, errNotAuthenticated)
+		return h.refuse(w, r, reason, errNotAuthenticated)
 	}
 	id, err := h.authenticate(r.Context(), token)
 	if err != nil {
@@ -341,12 +334,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		if reason == string(accesstoken.ReasonNoKeys) {
 			metrics.failures.WithLabelValues(reason).Inc()
 			w.Header().Set("Retry-After", strconv.Itoa(int(h.keys.retryAfter().Round(time.Second)/time.Second)))
-			return caddyhttp.Error(http.StatusServiceUnavailable, errNoKeys)
+			return refusal.Respond(w, r, http.StatusServiceUnavailable, errNoKeys)
 		}
 		if c := h.logger.Check(zapcore.DebugLevel, "token refused"); c != nil {
 			c.Write(zap.String("reason", reason), zap.Error(err))
 		}
-		return h.refuse(w, reason, errInvalidToken)
+		return h.refuse(w, r, reason, errInvalidToken)
 	}
 	if h.revocations != nil {
 		// Checked on every request, cache hit or not: a revocation
@@ -355,10 +348,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		if rs == nil {
 			metrics.failures.WithLabelValues("no_revocations").Inc()
 			w.Header().Set("Retry-After", strconv.Itoa(int(h.revocations.retryAfter().Round(time.Second)/time.Second)))
-			return caddyhttp.Error(http.StatusServiceUnavailable, errNoKeys)
+			return refusal.Respond(w, r, http.StatusServiceUnavailable, errNoKeys)
 		}
 		if rs.revoked(id) {
-			return h.refuse(w, "revoked", errRevoked)
+			return h.refuse(w, r, "revoked", errRevoked)
 		}
 	}
 
@@ -386,10 +379,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	return next.ServeHTTP(w, r)
 }
 
-func (h *Handler) refuse(w http.ResponseWriter, reason string, msg clientMessage) error {
+func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, reason string, msg refusal.Message) error {
 	metrics.failures.WithLabelValues(reason).Inc()
 	w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
-	return caddyhttp.Error(http.StatusUnauthorized, msg)
+	return refusal.Respond(w, r, http.StatusUnauthorized, msg)
 }
 
 // tokenFrom finds the request's token: the Authorization header, else the

@@ -16,6 +16,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+
+	"github.com/gatehouse/gatehouse/caddymodules/internal/refusal"
 )
 
 func init() {
@@ -122,18 +124,14 @@ func (g *Gateway) Cleanup() error {
 	return errors.Join(errs...)
 }
 
-// Client-facing messages: fixed, JSON-safe strings (see gatehouse_auth).
-type clientMessage string
-
-func (m clientMessage) Error() string { return string(m) }
-
+// Client-facing messages (refusal.Respond answers with them).
 const (
-	errNotAuthenticated clientMessage = "Not authenticated"
-	errBadPath          clientMessage = "Invalid path"
-	errForbidden        clientMessage = "Not enough permissions"
-	errNotFound         clientMessage = "Not found"
-	errUnavailable      clientMessage = "Plugin unavailable"
-	errMethod           clientMessage = "Method not allowed"
+	errNotAuthenticated refusal.Message = "Not authenticated"
+	errBadPath          refusal.Message = "Invalid path"
+	errForbidden        refusal.Message = "Not enough permissions"
+	errNotFound         refusal.Message = "Not found"
+	errUnavailable      refusal.Message = "Plugin unavailable"
+	errMethod           refusal.Message = "Method not allowed"
 )
 
 // target is what a path means to the gateway.
@@ -190,7 +188,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		// the edge will not guess which one the upstream would take.
 		for _, p := range readings(r.URL) {
 			if classify(st, p).kind != kindNone {
-				return caddyhttp.Error(http.StatusBadRequest, errBadPath)
+				return refusal.Respond(w, r, http.StatusBadRequest, errBadPath)
 			}
 		}
 		return next.ServeHTTP(w, r)
@@ -202,39 +200,39 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	id, ok := identityFrom(r)
 	if !ok {
 		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
-		return caddyhttp.Error(http.StatusUnauthorized, errNotAuthenticated)
+		return refusal.Respond(w, r, http.StatusUnauthorized, errNotAuthenticated)
 	}
 	switch t.kind {
 	case kindServices:
-		if err := onlyMethods(w, r, http.MethodGet); err != nil {
+		if ok, err := allowMethods(w, r, http.MethodGet); !ok {
 			return err
 		}
 		return writeJSON(w, servicesView(st, id))
 	case kindPlugins:
-		if err := onlyMethods(w, r, http.MethodGet); err != nil {
+		if ok, err := allowMethods(w, r, http.MethodGet); !ok {
 			return err
 		}
 		return writeJSON(w, pluginsView(st, id))
 	case kindManifest:
 		svc := accessible(st, t.plugin, id)
 		if svc == nil {
-			return caddyhttp.Error(http.StatusNotFound, errNotFound)
+			return refusal.Respond(w, r, http.StatusNotFound, errNotFound)
 		}
-		if err := onlyMethods(w, r, http.MethodGet); err != nil {
+		if ok, err := allowMethods(w, r, http.MethodGet); !ok {
 			return err
 		}
 		return writeJSON(w, svc.Manifest)
 	case kindSettings:
 		svc := accessible(st, t.plugin, id)
 		if svc == nil || svc.Manifest.Settings == nil {
-			return caddyhttp.Error(http.StatusNotFound, errNotFound)
+			return refusal.Respond(w, r, http.StatusNotFound, errNotFound)
 		}
-		if err := onlyMethods(w, r, http.MethodGet, http.MethodPatch); err != nil {
+		if ok, err := allowMethods(w, r, http.MethodGet, http.MethodPatch); !ok {
 			return err
 		}
 		return g.proxySettings(w, r, next, svc, id)
 	case kindPluginOther:
-		return caddyhttp.Error(http.StatusNotFound, errNotFound)
+		return refusal.Respond(w, r, http.StatusNotFound, errNotFound)
 	case kindRoute:
 		return g.proxyRoute(w, r, next, st, t.route, id)
 	}
@@ -244,9 +242,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 func (g *Gateway) proxyRoute(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, st *State, rt *routeEntry, id identity) error {
 	svc := rt.service
 	if rt.Access != RouteAccessAuthenticated && !svc.Manifest.Access.allows(id) {
-		return caddyhttp.Error(http.StatusForbidden, errForbidden)
+		return refusal.Respond(w, r, http.StatusForbidden, errForbidden)
 	}
-	if err := g.unavailable(w, svc); err != nil {
+	if ok, err := g.available(w, r, svc); !ok {
 		return err
 	}
 	if !rt.ForwardCredentials {
@@ -267,7 +265,7 @@ func (g *Gateway) proxyRoute(w http.ResponseWriter, r *http.Request, next caddyh
 // proxySettings sends GET/PATCH to the service's /plugin/settings; the
 // service's answer, validation errors included, goes back as it is.
 func (g *Gateway) proxySettings(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, svc *ServiceStatus, id identity) error {
-	if err := g.unavailable(w, svc); err != nil {
+	if ok, err := g.available(w, r, svc); !ok {
 		return err
 	}
 	// A shallow copy with its own URL, so that the access log keeps the
@@ -280,14 +278,16 @@ func (g *Gateway) proxySettings(w http.ResponseWriter, r *http.Request, next cad
 	return g.proxies[svc.ID].ServeHTTP(w, r2, next)
 }
 
-// unavailable answers 503 at once for a service the last check found
-// down, rather than letting the client wait for a dial to fail.
-func (g *Gateway) unavailable(w http.ResponseWriter, svc *ServiceStatus) error {
+// available reports whether svc was up at the last check. If not, it has
+// answered 503 at once, rather than letting the client wait for a dial to
+// fail, and err is what ServeHTTP returns (nil when the refusal was
+// written: see refusal.Respond).
+func (g *Gateway) available(w http.ResponseWriter, r *http.Request, svc *ServiceStatus) (ok bool, err error) {
 	if svc.Healthy {
-		return nil
+		return true, nil
 	}
 	w.Header().Set("Retry-After", strconv.Itoa(max(1, int(time.Duration(g.app.Interval)/time.Second))))
-	return caddyhttp.Error(http.StatusServiceUnavailable, errUnavailable)
+	return false, refusal.Respond(w, r, http.StatusServiceUnavailable, errUnavailable)
 }
 
 // dropCredentials removes what could let a plugin act as the user
@@ -310,14 +310,17 @@ func (g *Gateway) dropCredentials(r *http.Request) {
 	}
 }
 
-func onlyMethods(w http.ResponseWriter, r *http.Request, methods ...string) error {
+// allowMethods reports whether r's method is one of methods. If not, it has
+// refused r with 405, and err is what ServeHTTP returns (nil when the
+// refusal was written: see refusal.Respond).
+func allowMethods(w http.ResponseWriter, r *http.Request, methods ...string) (ok bool, err error) {
 	for _, m := range methods {
 		if r.Method == m {
-			return nil
+			return true, nil
 		}
 	}
 	w.Header().Set("Allow", strings.Join(methods, ", "))
-	return caddyhttp.Error(http.StatusMethodNotAllowed, errMethod)
+	return false, refusal.Respond(w, r, http.StatusMethodNotAllowed, errMethod)
 }
 
 func writeJSON(w http.ResponseWriter, v any) error {

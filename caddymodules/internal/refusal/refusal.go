@@ -1,0 +1,51 @@
+// Package refusal answers the edge's own refusals (401, 403, 404, 503, ...)
+// in the JSON error shape every Gatehouse error has, {"detail": "..."}.
+//
+// The modules return their refusals as Caddy handler errors so that a
+// site's handle_errors decides the response. A site without handle_errors
+// would then send the status with an empty body, which no client (the SPA
+// reads "detail") can show; there the refusal writes the JSON itself.
+package refusal
+
+import (
+	"encoding/json"
+	"net/http"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+// Message is a refusal's text for the client: fixed, free of anything
+// internal (the reason goes to metrics and the log instead), and free of
+// quotes and backslashes, so that handle_errors can put {err.message} into
+// JSON as it is.
+type Message string
+
+func (m Message) Error() string { return string(m) }
+
+// Respond refuses r with status and msg. When r's server has error routes
+// (handle_errors), it returns the Caddy handler error for them to answer
+// ({err.message} is msg). When the server has none, it writes
+// {"detail": msg} and returns nil. Outside a Caddy server (no server in the
+// request's context) it returns the error: the caller answers.
+//
+// Headers the refusal needs (WWW-Authenticate, Retry-After, Allow) are set
+// on w before the call; both ways keep them.
+func Respond(w http.ResponseWriter, r *http.Request, status int, msg Message) error {
+	srv, ok := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
+	if !ok || srv == nil || (srv.Errors != nil && len(srv.Errors.Routes) > 0) {
+		return caddyhttp.Error(status, msg)
+	}
+	body, err := json.Marshal(struct {
+		Detail Message `json:"detail"`
+	}{msg})
+	if err != nil {
+		return caddyhttp.Error(status, msg)
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Del("Content-Length")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(body, '\n'))
+	return nil
+}
