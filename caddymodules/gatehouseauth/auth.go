@@ -24,6 +24,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
+	"github.com/gatehouse/gatehouse/caddymodules/internal/cookie"
 	"github.com/gatehouse/gatehouse/caddymodules/internal/refusal"
 	"github.com/gatehouse/gatehouse/internal/accesstoken"
 )
@@ -357,7 +358,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 
 	if !h.ForwardToken {
 		if fromCookie {
-			removeCookie(r.Header, h.Cookie)
+			cookie.Remove(r.Header, h.Cookie)
 		} else {
 			delete(r.Header, "Authorization")
 		}

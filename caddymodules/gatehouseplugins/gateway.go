@@ -17,6 +17,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 
+	"github.com/gatehouse/gatehouse/caddymodules/internal/cookie"
 	"github.com/gatehouse/gatehouse/caddymodules/internal/refusal"
 )
 
@@ -294,19 +295,8 @@ func (g *Gateway) available(w http.ResponseWriter, r *http.Request, svc *Service
 // elsewhere: the identity it needs is in X-User-*.
 func (g *Gateway) dropCredentials(r *http.Request) {
 	r.Header.Del("Authorization")
-	if g.TokenCookie == "" || r.Header.Get("Cookie") == "" {
-		return
-	}
-	cookies := r.Cookies()
-	kept := cookies[:0]
-	for _, c := range cookies {
-		if c.Name != g.TokenCookie {
-			kept = append(kept, c)
-		}
-	}
-	r.Header.Del("Cookie")
-	for _, c := range kept {
-		r.AddCookie(c)
+	if g.TokenCookie != "" {
+		cookie.Remove(r.Header, g.TokenCookie)
 	}
 }
 
