@@ -144,6 +144,43 @@ func pdfHeaderOffset(head []byte) int {
 // content cannot be without the password. Full parses take a slot of
 // slots first.
 func checkPDF(ctx context.Context, f io.ReadSeeker, size int64, headerOff int, slots parseSlots) (pdfInfo, error) {
+	info, err := inspectPDF(ctx, f, size, headerOff, slots)
+	return info.tidy(), err
+}
+
+// maxTitleBytes bounds a stored title (PATCH takes no longer one either).
+const maxTitleBytes = 500
+
+// tidy makes what a file claims about itself fit to store and show: the
+// title and page count come from the file, so an upload chooses them. A
+// title loses control characters (PostgreSQL refuses NUL in text) and
+// invalid UTF-8 and is cut to maxTitleBytes; a page count outside 1 to
+// MaxInt32 (the column's int4) is a lie, so it is unknown instead.
+func (i pdfInfo) tidy() pdfInfo {
+	if i.Title != nil {
+		t := strings.Map(func(r rune) rune {
+			switch {
+			case r == '\t' || r == '\n' || r == '\r':
+				return ' '
+			case r < 0x20 || r == 0x7f:
+				return -1
+			}
+			return r
+		}, strings.ToValidUTF8(*i.Title, ""))
+		t = strings.TrimSpace(truncateUTF8(t, maxTitleBytes))
+		i.Title = nil
+		if t != "" {
+			i.Title = &t
+		}
+	}
+	if i.Pages != nil && (*i.Pages < 1 || *i.Pages > math.MaxInt32) {
+		i.Pages = nil
+	}
+	return i
+}
+
+// inspectPDF is checkPDF before tidy.
+func inspectPDF(ctx context.Context, f io.ReadSeeker, size int64, headerOff int, slots parseSlots) (pdfInfo, error) {
 	info, facts, err := checkPDFFrame(f, size, headerOff)
 	if size > fullCheckMaxBytes {
 		return withOutline(ctx, f, size, headerOff, info, facts, err, slots)
@@ -223,7 +260,6 @@ func checkPDFFull(c context.Context, f io.ReadSeeker) (info pdfInfo, err error) 
 		title = infoTitle(ctx)
 	}
 	if title != "" {
-		title = truncateUTF8(title, 500)
 		info.Title = &title
 	}
 	// An owner password alone (empty user password) restricts editing, not

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/http"
 	"regexp"
 	"strings"
 	"sync"
@@ -355,5 +356,60 @@ func TestCheckPDFObjectStreamBomb(t *testing.T) {
 	}
 	if peak > 16<<20 {
 		t.Errorf("checkPDF held %.1f MiB of heap", float64(peak)/(1<<20))
+	}
+}
+
+// costlyPDF is a small PDF whose trailer declares 100 000 objects, so the
+// upload takes the bounded check (readOutline) rather than pdfcpu's parse.
+func costlyPDF(title, count string) []byte {
+	b := pdfObjects("%PDF-1.4\n", " /Info 3 0 R",
+		"<< /Type /Catalog /Pages 2 0 R >>",
+		"<< /Type /Pages /Kids [4 0 R] /Count "+count+" >>",
+		"<< /Title ("+title+") >>",
+		"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] >>")
+	return bytes.Replace(b, []byte("/Size 5 "), []byte("/Size 100000 "), 1)
+}
+
+// The title and page count come from the uploaded file: whatever it claims,
+// the upload is stored (201) with a title fit to store and show and a page
+// count the column holds. Before, a NUL in the title (PostgreSQL refuses
+// it) gave 500, a count over int4 gave 503 "database unavailable", and the
+// bounded check stored titles of any length (60 of 1 MB made one listing
+// 57 MiB).
+func TestUploadUntrustedMetadata(t *testing.T) {
+	e := newEnv(t)
+	u := newUser()
+	long := strings.Repeat("é", 400) // 800 bytes
+	full := func(title, count string) []byte {
+		return bytes.Replace(makePDF(title, 1, 0), []byte("/Count 1 "), []byte("/Count "+count+" "), 1)
+	}
+	if !bytes.Contains(full("t", "7"), []byte("/Count 7 ")) || !bytes.Contains(costlyPDF("t", "1"), []byte("/Size 100000 ")) {
+		t.Fatal("the fixtures no longer say what the rows assume")
+	}
+	for _, tc := range []struct {
+		name      string
+		pdf       []byte
+		wantTitle any // string, or nil
+		wantPages any // float64, or nil
+	}{
+		{"NUL in the title (full parse)", full(`abc\000def`, "1"), "abcdef", 1.0},
+		{"NUL in the title (bounded check)", costlyPDF(`a\000b`, "1"), "ab", 1.0},
+		{"line breaks and tabs", costlyPDF(`a\nb\tc\r`, "1"), "a b c", 1.0},
+		{"invalid UTF-16", full(`\376\377\330\000`, "1"), nil, 1.0},
+		{"over-long title (bounded check)", costlyPDF(long, "1"), strings.Repeat("é", 250), 1.0},
+		{"page count over int4 (full parse)", full("t", "3000000000"), "t", nil},
+		{"page count over int4 (bounded check)", costlyPDF("t", "3000000000"), "t", nil},
+		{"page count of zero (bounded check)", costlyPDF("t", "0"), "t", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := e.upload(u, "m.pdf", tc.pdf, nil)
+			if r.status != http.StatusCreated {
+				t.Fatalf("%d %s", r.status, r.body)
+			}
+			m := r.json(t)
+			if m["title"] != tc.wantTitle || m["page_count"] != tc.wantPages {
+				t.Fatalf("title %q, page_count %v; want %q, %v", m["title"], m["page_count"], tc.wantTitle, tc.wantPages)
+			}
+		})
 	}
 }
