@@ -267,7 +267,7 @@ func nameReserved(ctx context.Context, tx pgx.Tx, cat *uuid.UUID, self uuid.UUID
 func (s *Store) CreateDocument(ctx context.Context, nd NewDocument, place Placer) (Document, error) {
 	id := uuid.New()
 	var undo func() error
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	ran, err := s.runTx(ctx, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock_shared($1)`, treeLockID); err != nil {
 			return err
 		}
@@ -297,6 +297,16 @@ func (s *Store) CreateDocument(ctx context.Context, nd NewDocument, place Placer
 		}
 		return addEvent(ctx, tx, id, &nd.OwnerID, "upload", map[string]any{"filename": name, "path": joinPath(dir, name)})
 	})
+	if err != nil && ran {
+		// The row may be there: then the placed file is its file.
+		switch yes, known := s.landed(ctx, `SELECT EXISTS (SELECT 1 FROM docs.documents WHERE id = $1)`, id); {
+		case yes:
+			err = nil
+		case !known:
+			undo = nil
+			err = errors.Join(err, errCommitUnknown)
+		}
+	}
 	if err != nil {
 		if undo != nil {
 			if uerr := undo(); uerr != nil {
@@ -307,6 +317,49 @@ func (s *Store) CreateDocument(ctx context.Context, nd NewDocument, place Placer
 	}
 	return scanDocument(s.pool.QueryRow(ctx, `SELECT `+docColumns+docFrom+` WHERE d.id = $1`, id))
 }
+
+// runTx runs fn in a transaction, like pgx.BeginFunc. ran reports that fn
+// succeeded: an error with ran set is the COMMIT's own, whose outcome is
+// unknown (the server may have committed before the connection dropped or
+// the request was cancelled), so file changes made for it must not simply
+// be undone: see landed.
+func (s *Store) runTx(ctx context.Context, fn func(pgx.Tx) error) (ran bool, err error) {
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if err := fn(tx); err != nil {
+			return err
+		}
+		ran = true
+		return nil
+	})
+	return ran, err
+}
+
+// commitCheckTimeout bounds how long landed keeps asking.
+const commitCheckTimeout = 5 * time.Second
+
+// landed asks, after a COMMIT whose outcome is unknown, whether its change
+// is in the database: query selects one boolean. It uses a context of its
+// own (the request's may be what was cancelled) and retries for up to
+// commitCheckTimeout while the database does not answer. known is false
+// when it never did.
+func (s *Store) landed(ctx context.Context, query string, args ...any) (yes, known bool) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitCheckTimeout)
+	defer cancel()
+	for {
+		if err := s.pool.QueryRow(ctx, query, args...).Scan(&yes); err == nil {
+			return yes, true
+		}
+		select {
+		case <-ctx.Done():
+			return false, false
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// errCommitUnknown marks a failure whose COMMIT may or may not have taken
+// effect: the files are left so that both outcomes have theirs.
+var errCommitUnknown = errors.New("the outcome of the commit is unknown; files left as they are for either outcome")
 
 func joinPath(dir, name string) string {
 	if dir == "" {
@@ -345,7 +398,9 @@ type Mover func(oldRel, dir, name string, reserved func(string) (bool, error)) (
 // document apply one after the other.
 func (s *Store) UpdateDocument(ctx context.Context, v Visibility, actor uuid.UUID, id uuid.UUID, ch DocumentChange, move Mover) (Document, error) {
 	var finish, undo func() error
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	var newCat *uuid.UUID
+	var newName string
+	ran, err := s.runTx(ctx, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock_shared($1)`, treeLockID); err != nil {
 			return err
 		}
@@ -354,7 +409,8 @@ func (s *Store) UpdateDocument(ctx context.Context, v Visibility, actor uuid.UUI
 		if err != nil {
 			return err
 		}
-		newCat, newDir := cur.CategoryID, ""
+		var newDir string
+		newCat = cur.CategoryID
 		if cur.CategoryPath != nil {
 			newDir = *cur.CategoryPath
 		}
@@ -369,7 +425,7 @@ func (s *Store) UpdateDocument(ctx context.Context, v Visibility, actor uuid.UUI
 				}
 			}
 		}
-		newName := cur.Filename
+		newName = cur.Filename
 		if ch.Filename != nil {
 			newName = *ch.Filename
 		}
@@ -399,6 +455,18 @@ func (s *Store) UpdateDocument(ctx context.Context, v Visibility, actor uuid.UUI
 		}
 		return addEvent(ctx, tx, id, &actor, action, details)
 	})
+	if err != nil && ran && undo != nil {
+		// Both names of the file exist until finish or undo: whichever
+		// the row names, it has its file.
+		switch yes, known := s.landed(ctx, `SELECT category_id IS NOT DISTINCT FROM $2 AND filename = $3
+			FROM docs.documents WHERE id = $1`, id, newCat, newName); {
+		case yes:
+			err = nil
+		case !known:
+			undo, finish = nil, nil
+			err = errors.Join(err, errCommitUnknown)
+		}
+	}
 	if err != nil {
 		if undo != nil {
 			if uerr := undo(); uerr != nil {

@@ -77,7 +77,8 @@ type FolderMover func(oldPath, newPath string) error
 func (s *Store) UpdateCategory(ctx context.Context, id uuid.UUID, name *string, parentSet bool, parent *uuid.UUID,
 	move FolderMover) (Category, error) {
 	var undo func() error
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	var movedTo string // the folder's new path, once moved
+	ran, err := s.runTx(ctx, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, treeLockID); err != nil {
 			return err
 		}
@@ -143,8 +144,21 @@ func (s *Store) UpdateCategory(ctx context.Context, id uuid.UUID, name *string, 
 			return err
 		}
 		undo = func() error { return move(newPath, cur.Path) }
+		movedTo = newPath
 		return nil
 	})
+	if err != nil && ran && undo != nil {
+		// The folder is at its new path; keep it there if the rows say so.
+		// If the database cannot tell, it stays: moving it back would be
+		// as likely wrong.
+		switch yes, known := s.landed(ctx, `SELECT path = $2 FROM docs.categories WHERE id = $1`, id, movedTo); {
+		case yes:
+			err = nil
+		case !known:
+			undo = nil
+			err = errors.Join(err, errCommitUnknown)
+		}
+	}
 	if err != nil {
 		if undo != nil {
 			if uerr := undo(); uerr != nil {

@@ -1,0 +1,199 @@
+package docservice
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// commitCutter sits between docservice and PostgreSQL. Armed, it lets the
+// next COMMIT reach the server, drops the server's answer and closes the
+// connection: the transaction is committed and docservice sees an error,
+// as when the network fails at that moment. With refuse set it also closes
+// every new connection, so the database cannot be asked what happened.
+type commitCutter struct {
+	ln         net.Listener
+	up         string
+	armed      atomic.Bool
+	thenRefuse atomic.Bool // after the cut, close every connection and refuse new ones
+	refuse     atomic.Bool
+	cuts       atomic.Int32
+
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func newCommitCutter(t *testing.T) (*commitCutter, *pgxpool.Pool) {
+	t.Helper()
+	cfg := testPool.Config().ConnConfig
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &commitCutter{ln: ln, up: net.JoinHostPort(cfg.Host, fmt.Sprint(cfg.Port))}
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if c.refuse.Load() {
+				conn.Close()
+				continue
+			}
+			c.mu.Lock()
+			c.conns = append(c.conns, conn)
+			c.mu.Unlock()
+			go c.serve(conn)
+		}
+	}()
+	t.Cleanup(func() { ln.Close() })
+	pcfg := testPool.Config().Copy()
+	pcfg.ConnConfig.Host = "127.0.0.1"
+	pcfg.ConnConfig.Port = uint16(ln.Addr().(*net.TCPAddr).Port)
+	pcfg.ConnConfig.Fallbacks = nil
+	pool, err := pgxpool.NewWithConfig(context.Background(), pcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return c, pool
+}
+
+func (c *commitCutter) serve(client net.Conn) {
+	server, err := net.Dial("tcp", c.up)
+	if err != nil {
+		client.Close()
+		return
+	}
+	var drop atomic.Bool
+	go func() {
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := server.Read(buf)
+			if n > 0 && !drop.Load() {
+				client.Write(buf[:n])
+			}
+			if err != nil {
+				client.Close()
+				return
+			}
+		}
+	}()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := client.Read(buf)
+		if n > 0 {
+			if c.armed.Load() && bytes.Contains(bytes.ToLower(buf[:n]), []byte("commit")) {
+				c.armed.Store(false)
+				drop.Store(true)
+				server.Write(buf[:n])
+				time.Sleep(300 * time.Millisecond) // the server commits
+				if c.thenRefuse.Load() {
+					c.refuse.Store(true)
+					c.mu.Lock()
+					for _, conn := range c.conns {
+						conn.Close()
+					}
+					c.mu.Unlock()
+				}
+				c.cuts.Add(1)
+				server.Close()
+				client.Close()
+				return
+			}
+			server.Write(buf[:n])
+		}
+		if err != nil {
+			server.Close()
+			return
+		}
+	}
+}
+
+// A COMMIT whose answer is lost may have taken effect. Before, docservice
+// undid the file change anyway: an upload's file was removed under its
+// committed row (and the same content could never be uploaded again), a
+// renamed document's row named a file that was gone, a renamed category's
+// folder went back under its rows' new path. Now it asks the database and
+// keeps the files the rows name.
+func TestCommitAnswerLost(t *testing.T) {
+	cutter, pool := newCommitCutter(t)
+	e := newEnvWith(t, pool, t.TempDir())
+	u := newUser()
+	cat := e.doJSON(&u, "POST", "/api/documents/categories", map[string]any{"name": "Old"}).json(t)["id"].(string)
+	inCat := e.mustUpload(u, "a.pdf", makePDF("a", 1, 0), map[string]string{"category_id": cat})
+	content := makePDF("lost", 1, 0)
+	downloads := func(what, id string) {
+		t.Helper()
+		if r := e.do(&u, "GET", "/api/documents/"+id+"/file", nil, nil); r.status != 200 {
+			t.Errorf("%s: download %d %s; files %v", what, r.status, r.body, e.storedFiles())
+		}
+	}
+
+	cutter.armed.Store(true)
+	r := e.upload(u, "lost.pdf", content, nil)
+	if cutter.cuts.Load() != 1 {
+		t.Fatal("the upload's COMMIT was not cut")
+	}
+	if r.status != 201 {
+		t.Fatalf("upload whose COMMIT answer was lost: %d %s, want 201 (it was committed)", r.status, r.body)
+	}
+	up := r.json(t)["id"].(string)
+	downloads("upload", up)
+	if r := e.upload(u, "lost.pdf", content, nil); r.status != 200 || r.json(t)["id"] != up {
+		t.Errorf("the same content again: %d %s, want the duplicate %s", r.status, r.body, up)
+	}
+
+	cutter.armed.Store(true)
+	r = e.doJSON(&u, "PATCH", "/api/documents/"+up, map[string]any{"filename": "renamed.pdf"})
+	if cutter.cuts.Load() != 2 || r.status != 200 || r.json(t)["filename"] != "renamed.pdf" {
+		t.Fatalf("rename whose COMMIT answer was lost: %d %s", r.status, r.body)
+	}
+	downloads("rename", up)
+
+	cutter.armed.Store(true)
+	r = e.doJSON(&u, "PATCH", "/api/documents/categories/"+cat, map[string]any{"name": "New"})
+	if cutter.cuts.Load() != 3 || r.status != 200 || r.json(t)["name"] != "New" {
+		t.Fatalf("category rename whose COMMIT answer was lost: %d %s", r.status, r.body)
+	}
+	downloads("category rename", inCat["id"].(string))
+	if got, want := e.storedFiles(), []string{"New/a.pdf", "renamed.pdf"}; !slices.Equal(got, want) {
+		t.Errorf("stored files %q, want %q", got, want)
+	}
+}
+
+// When the database cannot be asked either, the outcome is unknown: the
+// request fails (503) but the files stay, so the committed row still has
+// its file.
+func TestCommitOutcomeUnknownKeepsFiles(t *testing.T) {
+	cutter, pool := newCommitCutter(t)
+	e := newEnvWith(t, pool, t.TempDir())
+	u := newUser()
+	cutter.armed.Store(true)
+	cutter.thenRefuse.Store(true)
+	r := e.upload(u, "kept.pdf", makePDF("kept", 1, 0), nil)
+	cutter.refuse.Store(false)
+	if cutter.cuts.Load() != 1 || r.status != 503 || !strings.Contains(r.json(t)["detail"].(string), "may have been saved") {
+		t.Fatalf("upload: %d %s (cuts %d), want 503", r.status, r.body, cutter.cuts.Load())
+	}
+	var id string
+	if err := testPool.QueryRow(context.Background(), `SELECT id::text FROM docs.documents WHERE owner_id = $1`, u.id).Scan(&id); err != nil {
+		t.Fatalf("the row was committed: %v", err)
+	}
+	if r := e.do(&u, "GET", "/api/documents/"+id+"/file", nil, nil); r.status != 200 {
+		t.Errorf("the committed row's file: %d %s; files %v", r.status, r.body, e.storedFiles())
+	}
+	if tmp := e.tempFiles(); len(tmp) != 0 {
+		t.Errorf("temporary files left: %v", tmp)
+	}
+}
