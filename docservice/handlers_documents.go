@@ -277,6 +277,19 @@ func (s *Service) downloadDocument(w http.ResponseWriter, r *http.Request) error
 		return storeError(err, "document")
 	}
 	f, err := s.files.Open(d.RelPath())
+	for try := 0; try < 3 && errors.Is(err, fs.ErrNotExist); try++ {
+		// A rename, move or category rename may have moved the file
+		// since the row was read: read it again once they are done.
+		again, gerr := s.store.GetDocumentSettled(r.Context(), s.visibility(principal(r)), id)
+		if gerr != nil {
+			return storeError(gerr, "document")
+		}
+		if again.RelPath() == d.RelPath() {
+			break
+		}
+		d = again
+		f, err = s.files.Open(d.RelPath())
+	}
 	if errors.Is(err, fs.ErrNotExist) {
 		// Only a hand edit of the tree can do this; say so loudly.
 		s.log.Error("a document's file is missing from STORAGE_DIR", "document", d.ID, "path", d.RelPath(),

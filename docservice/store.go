@@ -144,6 +144,22 @@ func (s *Store) GetDocument(ctx context.Context, v Visibility, id uuid.UUID) (Do
 		v.UserID, v.All, v.WatchedToo, id))
 }
 
+// GetDocumentSettled is GetDocument once the tree changes under way are
+// done: it takes the tree lock shared, so it waits for a category rename
+// (which holds it exclusively while its folder moves) to commit. A reader
+// whose file was moved under it reads the row again with it.
+func (s *Store) GetDocumentSettled(ctx context.Context, v Visibility, id uuid.UUID) (d Document, err error) {
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock_shared($1)`, treeLockID); err != nil {
+			return err
+		}
+		d, err = scanDocument(tx.QueryRow(ctx, `SELECT `+docColumns+docFrom+` WHERE d.id = $4 AND `+visibleSQL,
+			v.UserID, v.All, v.WatchedToo, id))
+		return err
+	})
+	return d, dbErr(err)
+}
+
 // FindBySHA256 returns owner's document with this content, if any.
 func (s *Store) FindBySHA256(ctx context.Context, owner uuid.UUID, sum string) (Document, error) {
 	return scanDocument(s.pool.QueryRow(ctx, `SELECT `+docColumns+docFrom+` WHERE d.owner_id = $1 AND d.sha256 = $2`,
