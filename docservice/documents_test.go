@@ -288,7 +288,7 @@ func TestCategories(t *testing.T) {
 	if r := e.doJSON(&other, "POST", "/api/documents/categories", map[string]any{"name": "finance " + strings.ToUpper(tag)}); r.status != http.StatusConflict {
 		t.Fatalf("duplicate name: %d %s", r.status, r.body)
 	}
-	for _, bad := range []map[string]any{{"name": ""}, {"name": "a/b"}, {"name": `..`}, {"name": "x", "parent_id": "6a1f3f9c-5a0e-4e4e-9a53-2f8f3f2b1a11"}} {
+	for _, bad := range []map[string]any{{"name": ""}, {"name": "a/b"}, {"name": `..`}, {"name": "x.pdf"}, {"name": "Report.PDF  "}, {"name": "x", "parent_id": "6a1f3f9c-5a0e-4e4e-9a53-2f8f3f2b1a11"}} {
 		if r := e.doJSON(&creator, "POST", "/api/documents/categories", bad); r.status != http.StatusBadRequest {
 			t.Errorf("create %v: %d %s", bad, r.status, r.body)
 		}
@@ -324,6 +324,10 @@ func TestCategories(t *testing.T) {
 	}
 	if r := e.doJSON(&admin, "PATCH", "/api/documents/categories/"+docID(fin), map[string]any{"parent_id": docID(fin)}); r.status != http.StatusBadRequest {
 		t.Fatalf("into itself: %d %s", r.status, r.body)
+	}
+	if r := e.doJSON(&admin, "PATCH", "/api/documents/categories/"+docID(fin), map[string]any{"name": "a.pdf"}); r.status != http.StatusBadRequest ||
+		!strings.Contains(string(r.body), "must not end in .pdf") {
+		t.Fatalf("rename to a document-like name: %d %s", r.status, r.body)
 	}
 	// A folder that exists on disk but is no category blocks a rename onto it.
 	os.MkdirAll(filepath.Join(e.storageDir, "Squatter "+tag), 0o750)

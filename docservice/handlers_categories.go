@@ -40,6 +40,12 @@ func categoryName(raw *string) (string, *httpx.FieldError) {
 	if name == "" || strings.EqualFold(name, tmpDir) {
 		return "", &httpx.FieldError{Field: "name", Message: "is not usable as a folder name"}
 	}
+	// Documents' files are named *.pdf in the same folders: a category
+	// "x.pdf" and a document x.pdf would claim one path, and whichever
+	// came second could never be written.
+	if len(name) >= 4 && strings.EqualFold(name[len(name)-4:], ".pdf") {
+		return "", &httpx.FieldError{Field: "name", Message: "must not end in .pdf (documents' file names do)"}
+	}
 	return name, nil
 }
 
