@@ -168,6 +168,16 @@ func TestDownload(t *testing.T) {
 	if cr := r.header.Get("Content-Range"); cr != fmt.Sprintf("bytes 100-199/%d", len(content)) {
 		t.Errorf("Content-Range %q", cr)
 	}
+	ranges := func(n int) string { return "bytes=" + strings.Repeat("0-0,", n-1) + "0-0" }
+	r = e.do(&u, "GET", path, nil, map[string]string{"Range": ranges(maxRanges)})
+	if r.status != http.StatusPartialContent || !strings.HasPrefix(r.header.Get("Content-Type"), "multipart/byteranges") {
+		t.Fatalf("%d ranges: %d %s", maxRanges, r.status, r.header.Get("Content-Type"))
+	}
+	r = e.do(&u, "GET", path, nil, map[string]string{"Range": ranges(maxRanges + 1)})
+	if r.status != http.StatusRequestedRangeNotSatisfiable || !strings.Contains(string(r.body), `"detail":"at most`) ||
+		r.header.Get("Content-Range") != fmt.Sprintf("bytes */%d", len(content)) {
+		t.Fatalf("%d ranges: %d %s (Content-Range %q)", maxRanges+1, r.status, r.body, r.header.Get("Content-Range"))
+	}
 	r = e.do(&u, "GET", path, nil, map[string]string{"If-None-Match": etag})
 	if r.status != http.StatusNotModified || len(r.body) != 0 {
 		t.Fatalf("If-None-Match: %d", r.status)

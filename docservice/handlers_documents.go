@@ -264,6 +264,9 @@ func (s *Service) documentHistory(w http.ResponseWriter, r *http.Request) error 
 	return nil
 }
 
+// maxRanges bounds the ranges one download request may ask for.
+const maxRanges = 32
+
 // downloadDocument streams the stored PDF with Range, If-None-Match and
 // If-Modified-Since support (http.ServeContent); the ETag is the content's
 // SHA-256, which never changes for a document.
@@ -306,6 +309,13 @@ func (s *Service) downloadDocument(w http.ResponseWriter, r *http.Request) error
 	}
 	if !fi.Mode().IsRegular() {
 		return fmt.Errorf("document %s: %s is not a regular file", d.ID, d.RelPath())
+	}
+	// Each range of a multipart/byteranges answer costs a part header of
+	// about 100 bytes: a Range of thousands of "0-0" would make a small
+	// request a large answer. Readers ask for a few at a time.
+	if rng := r.Header.Get("Range"); strings.Count(rng, ",") >= maxRanges {
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes */%d", fi.Size()))
+		return httpx.Errorf(http.StatusRequestedRangeNotSatisfiable, "at most %d ranges per request", maxRanges)
 	}
 	disposition := "attachment"
 	if r.URL.Query().Get("disposition") == "inline" {
