@@ -5,6 +5,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"golang.org/x/text/unicode/norm"
 )
 
 // MaxNameBytes bounds one file or folder name. Most file systems allow 255
@@ -17,9 +19,15 @@ const MaxNameBytes = 200
 // separators or characters Windows refuses, no control characters, no
 // leading dots (hidden files, "..") or spaces, no trailing dots or spaces
 // (Windows strips them, so two names would collide), no reserved device
-// names, at most MaxNameBytes of UTF-8. It never returns "": fallback is
+// names, at most MaxNameBytes of UTF-8 in Unicode normal form C. It never
+// returns "": fallback is
 // used when nothing is left.
 func SanitizeName(s, fallback string) string {
+	// One spelling per name: "é" typed on one system and decomposed
+	// ("e" + U+0301) on another must be the same name here, or two
+	// categories or files would look the same (and be the same on a
+	// normalisation-insensitive file system such as APFS).
+	s = norm.NFC.String(s)
 	var b strings.Builder
 	for _, r := range s {
 		switch {
@@ -91,8 +99,9 @@ func truncateUTF8(s string, n int) string {
 }
 
 // isReservedWindowsName reports device names Windows refuses as a file name
-// whatever the extension: CON, PRN, AUX, NUL, COM1-9, LPT1-9 (also with the
-// superscript digits Windows treats the same way).
+// whatever the extension: CON, PRN, AUX, NUL, COM0-9, LPT0-9 (also with the
+// superscript digits Windows treats the same way), as Microsoft's "Naming
+// Files, Paths, and Namespaces" lists them.
 func isReservedWindowsName(name string) bool {
 	base := name
 	if i := strings.IndexByte(base, '.'); i >= 0 {
@@ -105,7 +114,7 @@ func isReservedWindowsName(name string) bool {
 	}
 	if len(base) >= 4 && (strings.HasPrefix(base, "COM") || strings.HasPrefix(base, "LPT")) {
 		switch base[3:] {
-		case "1", "2", "3", "4", "5", "6", "7", "8", "9", "¹", "²", "³":
+		case "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "¹", "²", "³":
 			return true
 		}
 	}

@@ -27,6 +27,9 @@ func TestSanitizeName(t *testing.T) {
 		"":                      "fallback",
 		"\u202eevil":            "evil",
 		"Ünïcødé ok":            "Ünïcødé ok",
+		"Cafe\u0301":            "Caf\u00e9", // decomposed é: one spelling (NFC)
+		"COM0.pdf":              "_COM0.pdf",
+		"lpt0":                  "_lpt0",
 	}
 	for in, want := range cases {
 		if got := SanitizeName(in, "fallback"); got != want {
