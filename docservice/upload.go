@@ -151,6 +151,10 @@ func (s *Service) uploadDocument(w http.ResponseWriter, r *http.Request) (err er
 				return err
 			}
 		case "category_id":
+			if categoryField != nil {
+				// Which one the client meant is a guess; don't.
+				return httpx.Invalid([]httpx.FieldError{{Field: "category_id", Message: "given more than once"}})
+			}
 			b, err := io.ReadAll(io.LimitReader(part, 101))
 			if err != nil {
 				return bodyError(err, limit)

@@ -125,6 +125,16 @@ func TestUploadRefusals(t *testing.T) {
 	if r.status != http.StatusBadRequest || !strings.Contains(string(r.body), "category") {
 		t.Errorf("unknown category_id: status %d: %s", r.status, r.body)
 	}
+	// category_id twice (a bad value, then an empty one meaning "top
+	// level"): refused, not the last one taken.
+	twice := "--b\r\nContent-Disposition: form-data; name=\"category_id\"\r\n\r\nnot-a-uuid\r\n" +
+		"--b\r\nContent-Disposition: form-data; name=\"category_id\"\r\n\r\n\r\n" +
+		"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.pdf\"\r\nContent-Type: application/pdf\r\n\r\n" +
+		string(makePDF("twice", 1, 0)) + "\r\n--b--\r\n"
+	r = e.do(&u, "POST", "/api/documents", strings.NewReader(twice), map[string]string{"Content-Type": "multipart/form-data; boundary=b"})
+	if r.status != http.StatusBadRequest || !strings.Contains(string(r.body), "more than once") {
+		t.Errorf("category_id twice: status %d: %s", r.status, r.body)
+	}
 	if left := e.tempFiles(); len(left) > 0 {
 		t.Fatalf("temporary files left: %v", left)
 	}
