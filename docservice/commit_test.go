@@ -5,6 +5,8 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -12,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -242,5 +245,109 @@ func TestDownloadDuringRenames(t *testing.T) {
 	}
 	if downloads.Load() < 60 {
 		t.Fatalf("only %d downloads ran alongside the renames", downloads.Load())
+	}
+}
+
+// A crash in the middle of a category rename: the folder has moved but the
+// transaction never committed, or it committed and the note was not yet
+// removed. Start-up (and the next rename) put the folder where the
+// committed rows say. Before, the first case left every document of the
+// category answering 410 until someone moved the folder by hand.
+func TestFolderMoveSettledAfterCrash(t *testing.T) {
+	e := newEnv(t)
+	u := newUser()
+	ctx := context.Background()
+	cat := e.mustCategory(u, "Old", "")["id"].(string)
+	doc := docID(e.mustUpload(u, "a.pdf", makePDF("a", 1, 0), map[string]string{"category_id": cat}))
+	note := func(oldPath, newPath string) {
+		t.Helper()
+		if _, err := testPool.Exec(ctx, `INSERT INTO docs.folder_moves (category_id, old_path, new_path) VALUES ($1, $2, $3)`,
+			cat, oldPath, newPath); err != nil {
+			t.Fatal(err)
+		}
+	}
+	notes := func() int {
+		t.Helper()
+		var n int
+		if err := testPool.QueryRow(ctx, `SELECT count(*) FROM docs.folder_moves`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	moveOnDisk := func(from, to string) {
+		t.Helper()
+		if err := os.Rename(filepath.Join(e.storageDir, from), filepath.Join(e.storageDir, to)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	download := func(want int, what string) {
+		t.Helper()
+		if r := e.do(&u, "GET", "/api/documents/"+doc+"/file", nil, nil); r.status != want {
+			t.Fatalf("%s: download %d %s; files %v", what, r.status, r.body, e.storedFiles())
+		}
+	}
+
+	// Moved, never committed: the rows still say Old.
+	note("Old", "New")
+	moveOnDisk("Old", "New")
+	download(410, "folder moved, rename not committed")
+	if err := e.svc.store.SettleFolderMoves(ctx, e.svc.files.MoveDir); err != nil {
+		t.Fatal(err)
+	}
+	download(200, "after settling")
+	if got := e.storedFiles(); !slices.Equal(got, []string{"Old/a.pdf"}) || notes() != 0 {
+		t.Fatalf("after settling an uncommitted move: files %v, %d notes", got, notes())
+	}
+
+	// Committed, note still there: nothing to move back.
+	note("Old", "New")
+	if _, err := testPool.Exec(ctx, `UPDATE docs.categories SET name = 'New', path = 'New' WHERE id = $1`, cat); err != nil {
+		t.Fatal(err)
+	}
+	moveOnDisk("Old", "New")
+	if err := e.svc.store.SettleFolderMoves(ctx, e.svc.files.MoveDir); err != nil {
+		t.Fatal(err)
+	}
+	download(200, "after settling a committed move")
+	if got := e.storedFiles(); !slices.Equal(got, []string{"New/a.pdf"}) || notes() != 0 {
+		t.Fatalf("after settling a committed move: files %v, %d notes", got, notes())
+	}
+
+	// A rename settles what a crash left before it moves anything.
+	note("New", "Gone")
+	moveOnDisk("New", "Gone")
+	if r := e.doJSON(&u, "PATCH", "/api/documents/categories/"+cat, map[string]any{"name": "Next"}); r.status != 200 {
+		t.Fatalf("rename after a crash: %d %s", r.status, r.body)
+	}
+	download(200, "rename after a crash")
+	if got := e.storedFiles(); !slices.Equal(got, []string{"Next/a.pdf"}) || notes() != 0 {
+		t.Fatalf("after a rename over a crash's note: files %v, %d notes", got, notes())
+	}
+}
+
+// The note is committed before the folder moves (else a crash right after
+// the move would leave none), and goes once the rename is done.
+func TestFolderMoveNoteBeforeMove(t *testing.T) {
+	e := newEnv(t)
+	u := newUser()
+	cat := e.mustCategory(u, "Before", "")
+	id := uuid.MustParse(cat["id"].(string))
+	after := "After"
+	sawNote := false
+	_, err := e.svc.store.UpdateCategory(context.Background(), id, &after, false, nil, func(oldPath, newPath string) error {
+		var n int
+		if err := testPool.QueryRow(context.Background(), `SELECT count(*) FROM docs.folder_moves
+			WHERE category_id = $1 AND old_path = $2 AND new_path = $3`, id, oldPath, newPath).Scan(&n); err != nil {
+			return err
+		}
+		sawNote = n == 1
+		return e.svc.files.MoveDir(oldPath, newPath)
+	})
+	if err != nil || !sawNote {
+		t.Fatalf("rename: %v; note visible to another connection while the folder moved: %v", err, sawNote)
+	}
+	var left int
+	if err := testPool.QueryRow(context.Background(), `SELECT count(*) FROM docs.folder_moves`).Scan(&left); err != nil || left != 0 {
+		t.Fatalf("notes left after the rename: %d (%v)", left, err)
 	}
 }

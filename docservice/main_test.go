@@ -69,7 +69,7 @@ func newEnvWith(t *testing.T, pool *pgxpool.Pool, storageDir string) *env {
 	// too: rows an earlier test (or an earlier -count run) left would
 	// claim file names that storage does not have.
 	if _, err := testPool.Exec(context.Background(),
-		`TRUNCATE docs.document_events, docs.documents, docs.categories CASCADE`); err != nil {
+		`TRUNCATE docs.document_events, docs.documents, docs.categories, docs.folder_moves CASCADE`); err != nil {
 		t.Fatal(err)
 	}
 	e := &env{t: t, storageDir: storageDir, configDir: t.TempDir()}

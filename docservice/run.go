@@ -53,6 +53,11 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger, ready chan<- string
 		return err
 	}
 	defer pool.Close()
+	// Category renames a crash interrupted: their folders go where the
+	// committed rows say.
+	if err := NewStore(pool).SettleFolderMoves(ctx, files.MoveDir); err != nil {
+		return fmt.Errorf("STORAGE_DIR: settle interrupted folder moves: %w", err)
+	}
 	svc := New(cfg, pool, files, settings, log)
 
 	ln, err := net.Listen("tcp", cfg.Addr)

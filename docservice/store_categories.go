@@ -78,8 +78,20 @@ func (s *Store) UpdateCategory(ctx context.Context, id uuid.UUID, name *string, 
 	move FolderMover) (Category, error) {
 	var undo func() error
 	var movedTo string // the folder's new path, once moved
+	// The move journal is written on a connection of its own, taken
+	// before the tree lock: waiting for one while holding the lock could
+	// wait for requests that wait for the lock.
+	jc, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return Category{}, dbErr(err)
+	}
+	defer jc.Release()
+	var journalID int64
 	ran, err := s.runTx(ctx, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, treeLockID); err != nil {
+			return err
+		}
+		if err := settleFolderMoves(ctx, tx, move); err != nil {
 			return err
 		}
 		cur, err := scanCategory(tx.QueryRow(ctx, `SELECT `+catColumns+` FROM docs.categories c WHERE c.id = $1 FOR UPDATE`, id))
@@ -140,6 +152,12 @@ func (s *Store) UpdateCategory(ctx context.Context, id uuid.UUID, name *string, 
 			}
 			return err
 		}
+		// Committed before the folder moves, so that a crash from here on
+		// leaves a note for start-up (SettleFolderMoves).
+		if err := jc.QueryRow(ctx, `INSERT INTO docs.folder_moves (category_id, old_path, new_path)
+			VALUES ($1, $2, $3) RETURNING id`, id, cur.Path, newPath).Scan(&journalID); err != nil {
+			return err
+		}
 		if err := move(cur.Path, newPath); err != nil {
 			return err
 		}
@@ -147,6 +165,7 @@ func (s *Store) UpdateCategory(ctx context.Context, id uuid.UUID, name *string, 
 		movedTo = newPath
 		return nil
 	})
+	settled := true // the folder is where the rows say (or will be, after undo)
 	if err != nil && ran && undo != nil {
 		// The folder is at its new path; keep it there if the rows say so.
 		// If the database cannot tell, it stays: moving it back would be
@@ -155,19 +174,75 @@ func (s *Store) UpdateCategory(ctx context.Context, id uuid.UUID, name *string, 
 		case yes:
 			err = nil
 		case !known:
-			undo = nil
+			undo, settled = nil, false
 			err = errors.Join(err, errCommitUnknown)
 		}
 	}
-	if err != nil {
-		if undo != nil {
-			if uerr := undo(); uerr != nil {
-				err = errors.Join(err, fmt.Errorf("move folder back: %w", uerr))
-			}
+	if err != nil && undo != nil {
+		if uerr := undo(); uerr != nil {
+			settled = false
+			err = errors.Join(err, fmt.Errorf("move folder back: %w", uerr))
 		}
+	}
+	if journalID != 0 && settled {
+		// A note left behind is harmless: settling it finds nothing to do.
+		_, _ = jc.Exec(context.WithoutCancel(ctx), `DELETE FROM docs.folder_moves WHERE id = $1`, journalID)
+	}
+	if err != nil {
 		return Category{}, dbErr(err)
 	}
 	return s.GetCategory(ctx, id)
+}
+
+// SettleFolderMoves finishes what a crash interrupted: each folder a
+// category rename was moving goes where the committed rows say (its new
+// path if the rename committed, else back to its old one). Run calls it at
+// start; every category rename calls it first too.
+func (s *Store) SettleFolderMoves(ctx context.Context, move FolderMover) error {
+	return dbErr(pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, treeLockID); err != nil {
+			return err
+		}
+		return settleFolderMoves(ctx, tx, move)
+	}))
+}
+
+// settleFolderMoves is SettleFolderMoves inside tx, which holds the tree
+// lock exclusively (so no rename is under way).
+func settleFolderMoves(ctx context.Context, tx pgx.Tx, move FolderMover) error {
+	type note struct {
+		id       int64
+		old, new string
+		cur      *string // the category's committed path; nil: deleted since
+	}
+	rows, err := tx.Query(ctx, `SELECT m.id, m.old_path, m.new_path, c.path
+		FROM docs.folder_moves m LEFT JOIN docs.categories c ON c.id = m.category_id ORDER BY m.id`)
+	if err != nil {
+		return err
+	}
+	notes, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (n note, err error) {
+		return n, r.Scan(&n.id, &n.old, &n.new, &n.cur)
+	})
+	if err != nil {
+		return err
+	}
+	for _, n := range notes {
+		var err error
+		switch {
+		case n.cur != nil && *n.cur == n.new:
+			err = move(n.old, n.new) // a no-op when old is gone
+		case n.cur != nil && *n.cur == n.old:
+			err = move(n.new, n.old)
+		}
+		// ErrTargetExists: the folder the rows name is there already.
+		if err != nil && !errors.Is(err, ErrTargetExists) {
+			return fmt.Errorf("settle the move of folder %q to %q: %w", n.old, n.new, err)
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM docs.folder_moves WHERE id = $1`, n.id); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func sameID(a, b *uuid.UUID) bool {
