@@ -286,18 +286,28 @@ func TestFolderMoveSettledAfterCrash(t *testing.T) {
 			t.Fatalf("%s: download %d %s; files %v", what, r.status, r.body, e.storedFiles())
 		}
 	}
+	// settled checks that the document downloads from wantFile, with no
+	// note left.
+	settled := func(what, wantFile string) {
+		t.Helper()
+		download(200, what)
+		if got := e.storedFiles(); !slices.Equal(got, []string{wantFile}) || notes() != 0 {
+			t.Fatalf("%s: files %v, %d notes; want %s and none", what, got, notes(), wantFile)
+		}
+	}
+	settle := func() {
+		t.Helper()
+		if err := e.svc.store.SettleFolderMoves(ctx, e.svc.files.MoveDir); err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	// Moved, never committed: the rows still say Old.
 	note("Old", "New")
 	moveOnDisk("Old", "New")
 	download(410, "folder moved, rename not committed")
-	if err := e.svc.store.SettleFolderMoves(ctx, e.svc.files.MoveDir); err != nil {
-		t.Fatal(err)
-	}
-	download(200, "after settling")
-	if got := e.storedFiles(); !slices.Equal(got, []string{"Old/a.pdf"}) || notes() != 0 {
-		t.Fatalf("after settling an uncommitted move: files %v, %d notes", got, notes())
-	}
+	settle()
+	settled("after settling an uncommitted move", "Old/a.pdf")
 
 	// Committed, note still there: nothing to move back.
 	note("Old", "New")
@@ -305,13 +315,8 @@ func TestFolderMoveSettledAfterCrash(t *testing.T) {
 		t.Fatal(err)
 	}
 	moveOnDisk("Old", "New")
-	if err := e.svc.store.SettleFolderMoves(ctx, e.svc.files.MoveDir); err != nil {
-		t.Fatal(err)
-	}
-	download(200, "after settling a committed move")
-	if got := e.storedFiles(); !slices.Equal(got, []string{"New/a.pdf"}) || notes() != 0 {
-		t.Fatalf("after settling a committed move: files %v, %d notes", got, notes())
-	}
+	settle()
+	settled("after settling a committed move", "New/a.pdf")
 
 	// A rename settles what a crash left before it moves anything.
 	note("New", "Gone")
@@ -319,10 +324,7 @@ func TestFolderMoveSettledAfterCrash(t *testing.T) {
 	if r := e.doJSON(&u, "PATCH", "/api/documents/categories/"+cat, map[string]any{"name": "Next"}); r.status != 200 {
 		t.Fatalf("rename after a crash: %d %s", r.status, r.body)
 	}
-	download(200, "rename after a crash")
-	if got := e.storedFiles(); !slices.Equal(got, []string{"Next/a.pdf"}) || notes() != 0 {
-		t.Fatalf("after a rename over a crash's note: files %v, %d notes", got, notes())
-	}
+	settled("a rename after a crash", "Next/a.pdf")
 }
 
 // The note is committed before the folder moves (else a crash right after
