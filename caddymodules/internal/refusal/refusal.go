@@ -8,10 +8,11 @@
 package refusal
 
 import (
-	"encoding/json"
 	"net/http"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/gatehouse/gatehouse/internal/httpx"
 )
 
 // Message is a refusal's text for the client: fixed, free of anything
@@ -35,17 +36,9 @@ func Respond(w http.ResponseWriter, r *http.Request, status int, msg Message) er
 	if !ok || srv == nil || (srv.Errors != nil && len(srv.Errors.Routes) > 0) {
 		return caddyhttp.Error(status, msg)
 	}
-	body, err := json.Marshal(struct {
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	httpx.WriteJSON(w, status, struct {
 		Detail Message `json:"detail"`
 	}{msg})
-	if err != nil {
-		return caddyhttp.Error(status, msg)
-	}
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Del("Content-Length")
-	w.WriteHeader(status)
-	_, _ = w.Write(append(body, '\n'))
 	return nil
 }
