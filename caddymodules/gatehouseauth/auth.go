@@ -100,8 +100,10 @@ type Handler struct {
 	// upstream that checks tokens itself (authsvc). Default: false.
 	ForwardToken bool `json:"forward_token,omitempty"`
 
-	// How many verified tokens to remember. Default: 10000.
-	CacheSize int `json:"cache_size,omitempty"`
+	// How many verified tokens to remember; 0 turns the cache off, so every
+	// request is verified anew. A pointer, because an absent cache_size
+	// (the default, 10000) and an explicit 0 must stay different things.
+	CacheSize *int `json:"cache_size,omitempty"`
 
 	// How often to refresh the JWKS when its response has no Cache-Control
 	// max-age (a max-age is honoured between 1m and 1h). Default: 5m.
@@ -160,9 +162,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.StripOnly {
 		return nil
 	}
-	if h.CacheSize == 0 {
-		h.CacheSize = DefaultCacheSize
-	}
 	if h.JWKSRefreshInterval == 0 {
 		h.JWKSRefreshInterval = caddy.Duration(DefaultRefreshInterval)
 	}
@@ -172,8 +171,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.JWKSTimeout == 0 {
 		h.JWKSTimeout = caddy.Duration(DefaultFetchTimeout)
 	}
-	if h.CacheSize > 0 {
-		h.cache = newTokenCache(h.CacheSize)
+	switch {
+	case h.CacheSize == nil:
+		h.cache = newTokenCache(DefaultCacheSize)
+	case *h.CacheSize > 0:
+		h.cache = newTokenCache(*h.CacheSize)
 	}
 	algs, err := accesstoken.ParseAlgorithms(h.Algorithms)
 	if err != nil {
@@ -260,8 +262,8 @@ func (c fetcherConfig) check() error {
 func (h *Handler) Validate() error {
 	if h.StripOnly {
 		if h.JWKSURL != "" || h.JWKSFile != "" || h.Issuer != "" || h.Audience != "" || h.Cookie != "" || h.AllowPreflight ||
-			h.RevocationsURL != "" || h.ForwardToken {
-			return errors.New("strip_only takes no token settings (jwks_url, jwks_file, issuer, audience, cookie, allow_preflight, revocations_url, forward_token)")
+			h.RevocationsURL != "" || h.ForwardToken || h.CacheSize != nil {
+			return errors.New("strip_only takes no token settings (jwks_url, jwks_file, issuer, audience, cookie, allow_preflight, revocations_url, forward_token, cache_size)")
 		}
 		return nil
 	}
@@ -274,7 +276,7 @@ func (h *Handler) Validate() error {
 		return errors.New("issuer is required")
 	case h.Audience == "":
 		return errors.New("audience is required")
-	case h.CacheSize < 0:
+	case h.CacheSize != nil && *h.CacheSize < 0:
 		return errors.New("cache_size must not be negative")
 	}
 	for _, s := range h.StripHeaders {

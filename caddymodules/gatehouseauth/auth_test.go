@@ -236,6 +236,33 @@ func TestCacheHitsAndExpiry(t *testing.T) {
 	}
 }
 
+// cache_size 0 turns the cache off: every request pays for a verification
+// and none is a hit (an explicit 0 is not "unset, use the default").
+func TestCacheSizeZeroVerifiesEveryRequest(t *testing.T) {
+	var clock atomic.Int64
+	now := time.Now().Truncate(time.Second)
+	clock.Store(now.UnixNano())
+	h := testHandler(t, &clock, func(h *Handler) { h.CacheSize = ptr(0) })
+	tok := sign(t, testKey(t, 0), validClaims(now))
+	hits := counterValue(metrics.cacheHits)
+	verified := counterValue(metrics.verifyOK)
+	for range 3 {
+		r := httptest.NewRequest("GET", "http://edge/", nil)
+		r.Header.Set("Authorization", "Bearer "+tok)
+		if out := serve(h, r); !out.reached {
+			t.Fatalf("refused: %v", out.err)
+		}
+	}
+	if d := counterValue(metrics.verifyOK) - verified; d != 3 {
+		t.Errorf("RSA verifications = %v, want 3", d)
+	}
+	if d := counterValue(metrics.cacheHits) - hits; d != 0 {
+		t.Errorf("cache hits = %v, want 0", d)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
 // Withdrawing a key from the JWKS retires the cached tokens it signed.
 func TestCacheHitNeedsKeyStillPublished(t *testing.T) {
 	srv := newJWKSServer(t, jwksJSON(t, testKey(t, 0)))
@@ -332,7 +359,8 @@ func TestValidate(t *testing.T) {
 		{"no audience", Handler{JWKSURL: "http://x", Issuer: "i"}, "audience is required"},
 		{"strip only with token settings", Handler{StripOnly: true, Issuer: "i"}, "strip_only takes no token settings"},
 		{"empty strip header", Handler{JWKSURL: "http://x", Issuer: "i", Audience: "a", StripHeaders: []string{"*"}}, "names no header"},
-		{"negative cache", Handler{JWKSURL: "http://x", Issuer: "i", Audience: "a", CacheSize: -1}, "cache_size"},
+		{"negative cache", Handler{JWKSURL: "http://x", Issuer: "i", Audience: "a", CacheSize: ptr(-1)}, "cache_size"},
+		{"strip only with cache", Handler{StripOnly: true, CacheSize: ptr(0)}, "strip_only takes no token settings"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			err := tt.h.Validate()
@@ -380,7 +408,7 @@ func TestServeHTTPParallel(t *testing.T) {
 	var clock atomic.Int64
 	now := time.Now()
 	clock.Store(now.UnixNano())
-	h := testHandler(t, &clock, func(h *Handler) { h.CacheSize = 64 })
+	h := testHandler(t, &clock, func(h *Handler) { h.CacheSize = ptr(64) })
 	toks := make([]string, 8)
 	for i := range toks {
 		c := validClaims(now)

@@ -36,7 +36,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		strip_header <name...>   # optional, repeatable; "X-Tenant-*" is a prefix
 //		allow_preflight          # let CORS preflights through without a token
 //		forward_token            # keep the token on the request for the upstream
-//		cache_size <n>           # verified tokens remembered; default 10000
+//		cache_size <n>           # verified tokens remembered; default 10000, 0 disables
 //		jwks_refresh_interval <duration>      # default 5m
 //		jwks_unknown_kid_interval <duration>  # default 10s
 //		jwks_timeout <duration>               # default 10s
@@ -116,7 +116,7 @@ func (a *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err != nil || n < 0 {
 				return d.Errf("cache_size: want a non-negative integer, got %q", v)
 			}
-			a.CacheSize = n
+			a.CacheSize = &n
 		case "jwks_refresh_interval", "jwks_unknown_kid_interval", "jwks_timeout", "revocations_interval":
 			var v string
 			if !d.AllArgs(&v) {
