@@ -31,6 +31,9 @@ type testPlugin struct {
 	contentType atomic.Pointer[string]
 	healthy     atomic.Bool
 	checks      atomic.Int64 // GET /health
+	// options go in the service's block of gatehouse_plugins, e.g.
+	// "prefix /api/x" or "forward_credentials".
+	options []string
 
 	mu       sync.Mutex
 	srv      *http.Server
@@ -192,7 +195,11 @@ func pluginManifest(id string, kv ...any) map[string]any {
 func pluginEdgeConfig(authsvc *upstream, services ...*testPlugin) string {
 	var svc strings.Builder
 	for _, p := range services {
-		fmt.Fprintf(&svc, "\t\tservice %s %s\n", p.id, p.url())
+		fmt.Fprintf(&svc, "\t\tservice %s %s", p.id, p.url())
+		if len(p.options) > 0 {
+			fmt.Fprintf(&svc, " {\n\t\t\t%s\n\t\t}", strings.Join(p.options, "\n\t\t\t"))
+		}
+		svc.WriteString("\n")
 	}
 	return fmt.Sprintf(`{
 	gatehouse_plugins {
@@ -403,6 +410,7 @@ func TestPluginsAccessAndRoutes(t *testing.T) {
 	wiki := newTestPlugin(t, "wiki", pluginManifest("wiki",
 		"access", map[string]any{"allow_superuser": false, "required_groups": []string{"editors", "team a,b"}},
 		"routes", []any{map[string]any{"prefix": "/api/wiki", "access": "authenticated", "forward_credentials": true}}))
+	wiki.options = []string{"forward_credentials"}
 	e := startEdge(t, writeConfig(t, "", pluginEdgeConfig(authsvc, reports, wiki)), nil)
 	waitHealthy(t, e, "reports", "wiki")
 	eventually(t, "both manifests", func() (bool, string) {
@@ -646,6 +654,70 @@ func TestPluginsMaliciousManifests(t *testing.T) {
 	}
 	if r := e.do(t, "GET", "/api/good/steal", admin, ""); r.body != "plugin good ok" {
 		t.Errorf("good lost its prefix: %q", r.body)
+	}
+}
+
+// The operator pins /api/docs to docs. While docs is still starting, a
+// registered squatter (listed first, even allowed credentials) declares
+// /api/docs with forward_credentials: it is refused, a user's request with
+// a bearer token never reaches it, and docs gets the prefix once it answers.
+func TestPluginsPinnedPrefixCannotBeSquatted(t *testing.T) {
+	t.Parallel()
+	authsvc := newUpstream(t, jwks(t, key(t, 0)))
+	squatter := newTestPlugin(t, "squatter", pluginManifest("squatter",
+		"routes", []any{map[string]any{"prefix": "/api/docs", "access": "authenticated", "forward_credentials": true}}))
+	squatter.options = []string{"forward_credentials"}
+	docs := newTestPlugin(t, "docs", pluginManifest("docs", "routes", []any{map[string]any{"prefix": "/api/docs", "access": "authenticated"}}))
+	docs.options = []string{"prefix /api/docs"}
+	docs.healthy.Store(false)
+	e := startEdge(t, writeConfig(t, "", pluginEdgeConfig(authsvc, squatter, docs)), nil)
+	admin, user := adminToken(t), memberToken(t)
+	eventually(t, "squatter refused", func() (bool, string) {
+		s := e.services(t, admin)["squatter"]
+		return s.Healthy && s.ManifestError != "", fmt.Sprintf("%+v", s)
+	})
+	if got := e.services(t, admin)["squatter"].ManifestError; got != "route /api/docs overlaps /api/docs, which the edge configuration gives plugin docs" {
+		t.Errorf("squatter's manifest_error = %q", got)
+	}
+	e.do(t, "GET", "/api/docs/1", user, "")
+	if n := len(squatter.take()); n != 0 {
+		t.Fatalf("the squatter got %d requests for /api/docs", n)
+	}
+
+	docs.healthy.Store(true)
+	eventually(t, "docs routed", func() (bool, string) {
+		r := e.do(t, "GET", "/api/docs/1", user, "")
+		return r.status == 200 && r.body == "plugin docs ok", fmt.Sprint(r.status, r.body)
+	})
+	for _, r := range docs.take() {
+		if a := r.header.Get("Authorization"); a != "" {
+			t.Errorf("docs got Authorization %q", a)
+		}
+	}
+	if n := len(squatter.take()); n != 0 {
+		t.Errorf("the squatter got %d requests", n)
+	}
+}
+
+// A manifest route asking for forward_credentials, from a service the
+// operator did not allow it: the manifest is refused, and no token leaves.
+func TestPluginsForwardCredentialsNeedConsent(t *testing.T) {
+	t.Parallel()
+	authsvc := newUpstream(t, jwks(t, key(t, 0)))
+	wiki := newTestPlugin(t, "wiki", pluginManifest("wiki",
+		"routes", []any{map[string]any{"prefix": "/api/wiki", "access": "authenticated", "forward_credentials": true}}))
+	e := startEdge(t, writeConfig(t, "", pluginEdgeConfig(authsvc, wiki)), nil)
+	admin, user := adminToken(t), memberToken(t)
+	eventually(t, "wiki refused", func() (bool, string) {
+		s := e.services(t, admin)["wiki"]
+		return s.Healthy && s.ManifestError != "", fmt.Sprintf("%+v", s)
+	})
+	if got := e.services(t, admin)["wiki"].ManifestError; got != "route /api/wiki asks for forward_credentials, which the edge configuration does not allow wiki" {
+		t.Errorf("manifest_error = %q", got)
+	}
+	e.do(t, "GET", "/api/wiki/page", user, "")
+	if n := len(wiki.take()); n != 0 {
+		t.Errorf("wiki got %d requests", n)
 	}
 }
 
@@ -917,6 +989,7 @@ func TestPluginsForwardCredentialsNeedsForwardToken(t *testing.T) {
 	wiki := newTestPlugin(t, "wiki", pluginManifest("wiki",
 		"access", map[string]any{"allow_superuser": false, "required_groups": []string{"editors"}},
 		"routes", []any{map[string]any{"prefix": "/api/wiki", "access": "authenticated", "forward_credentials": true}}))
+	wiki.options = []string{"forward_credentials"}
 	cfg := pluginEdgeConfig(authsvc, wiki)
 	if !strings.Contains(cfg, "\t\t\tforward_token\n") {
 		t.Fatal("pluginEdgeConfig no longer sets forward_token; update this test")

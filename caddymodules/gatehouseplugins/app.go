@@ -19,6 +19,8 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -42,7 +44,8 @@ const (
 // At start, and then every `interval`, it checks each service: GET /health
 // (200 means healthy), and when healthy GET /plugin/manifest, which must be
 // a valid version 1 manifest whose id is the service's id and whose routes
-// claim no reserved prefix and no prefix another plugin holds. A refused or
+// claim no reserved prefix, no prefix another plugin holds or the operator
+// pinned to another service, and stay inside their own pins. A refused or
 // unreachable manifest leaves the last good one in place; the reason is
 // kept for /api/services. A reload starts a new app with the new service
 // list and stops the old one.
@@ -76,7 +79,51 @@ type ServiceConfig struct {
 	// Base URL of the service's private address, e.g.
 	// http://127.0.0.1:8001: scheme http or https, host and port, no path.
 	URL string `json:"url"`
+
+	// Route prefixes the operator gives this service. Its manifest may
+	// then declare routes only at or under them, and no other service's
+	// manifest may declare a route overlapping them, whichever answers
+	// first. Without prefixes the service may take any free prefix (first
+	// come, first served), so a registered service that is up while
+	// another is still starting could take the other's prefix: pin them.
+	Prefixes []string `json:"prefixes,omitempty"`
+
+	// Let this service's manifest routes ask for forward_credentials, i.e.
+	// receive the caller's Authorization header and token cookie. A
+	// manifest that asks without it is refused: a service gets users'
+	// tokens, which it could replay as them, only with the operator's
+	// consent.
+	ForwardCredentials bool `json:"forward_credentials,omitempty"`
 }
+
+// admit applies what the operator configured for svc to a manifest it
+// served: its own pinned prefixes, the prefixes pinned to other services,
+// and consent to credential forwarding.
+func (a *App) admit(svc ServiceConfig, m *Manifest) error {
+	for _, r := range m.Routes {
+		if len(svc.Prefixes) > 0 && !slices.ContainsFunc(svc.Prefixes, func(p string) bool { return within(r.Prefix, p) }) {
+			return refuse("route %s is outside the prefixes the edge configuration gives %s (%s)",
+				r.Prefix, svc.ID, strings.Join(svc.Prefixes, ", "))
+		}
+		for _, o := range a.Services {
+			if o.ID == svc.ID {
+				continue
+			}
+			for _, p := range o.Prefixes {
+				if overlaps(r.Prefix, p) {
+					return refuse("route %s overlaps %s, which the edge configuration gives plugin %s", r.Prefix, p, o.ID)
+				}
+			}
+		}
+		if r.ForwardCredentials && !svc.ForwardCredentials {
+			return refuse("route %s asks for forward_credentials, which the edge configuration does not allow %s", r.Prefix, svc.ID)
+		}
+	}
+	return nil
+}
+
+// within reports whether prefix a equals b or lies under it.
+func within(a, b string) bool { return a == b || strings.HasPrefix(a, b+"/") }
 
 // CaddyModule returns the Caddy module information.
 func (App) CaddyModule() caddy.ModuleInfo {
@@ -87,6 +134,9 @@ func (App) CaddyModule() caddy.ModuleInfo {
 }
 
 var serviceIDPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+
+// prefixPattern is the manifest schema's pattern for a route prefix.
+var prefixPattern = regexp.MustCompile(`^/api(/[a-z0-9][a-z0-9._~-]*)+$`)
 
 // Provision sets defaults and the initial, unchecked state.
 func (a *App) Provision(ctx caddy.Context) error {
@@ -140,6 +190,32 @@ func (a *App) Validate() error {
 		seen[s.ID] = true
 		if _, err := parseServiceURL(s.URL); err != nil {
 			return fmt.Errorf("service %q: %w", s.ID, err)
+		}
+		for i, p := range s.Prefixes {
+			if len(p) > 200 || !prefixPattern.MatchString(p) {
+				return fmt.Errorf("service %q: prefix %q: want a lower-case path under /api/ without a trailing slash", s.ID, p)
+			}
+			for _, res := range ReservedPrefixes {
+				if overlaps(p, res) {
+					return fmt.Errorf("service %q: prefix %s overlaps the reserved prefix %s", s.ID, p, res)
+				}
+			}
+			for _, o := range s.Prefixes[:i] {
+				if overlaps(p, o) {
+					return fmt.Errorf("service %q: prefixes %s and %s overlap", s.ID, o, p)
+				}
+			}
+		}
+	}
+	for i, s := range a.Services {
+		for _, o := range a.Services[:i] {
+			for _, p := range s.Prefixes {
+				for _, q := range o.Prefixes {
+					if overlaps(p, q) {
+						return fmt.Errorf("services %q and %q are given overlapping prefixes %s and %s", o.ID, s.ID, q, p)
+					}
+				}
+			}
 		}
 	}
 	if a.Interval < 0 || a.Timeout < 0 {

@@ -84,7 +84,7 @@ func manifestFor(t *testing.T, id string, kv ...any) string {
 
 func TestTickHealthAndManifest(t *testing.T) {
 	docs := newPlugin(t, manifestFor(t, "docs"))
-	a, _ := testApp(t, ServiceConfig{"docs", docs.srv.URL})
+	a, _ := testApp(t, ServiceConfig{ID: "docs", URL: docs.srv.URL})
 
 	st := a.State()
 	if s := st.Service("docs"); s.Checked || s.Healthy || s.Manifest != nil {
@@ -123,7 +123,7 @@ func TestTickHealthAndManifest(t *testing.T) {
 
 func TestTickRefusedManifestKeepsLastGood(t *testing.T) {
 	docs := newPlugin(t, manifestFor(t, "docs"))
-	a, _ := testApp(t, ServiceConfig{"docs", docs.srv.URL})
+	a, _ := testApp(t, ServiceConfig{ID: "docs", URL: docs.srv.URL})
 	a.Tick(context.Background())
 
 	cases := []struct {
@@ -167,7 +167,7 @@ func TestTickRefusedManifestKeepsLastGood(t *testing.T) {
 func TestTickRouteClaims(t *testing.T) {
 	first := newPlugin(t, manifestFor(t, "first", "routes", routes("/api/shared")))
 	second := newPlugin(t, manifestFor(t, "second", "routes", routes("/api/second")))
-	a, _ := testApp(t, ServiceConfig{"second", second.srv.URL}, ServiceConfig{"first", first.srv.URL})
+	a, _ := testApp(t, ServiceConfig{ID: "second", URL: second.srv.URL}, ServiceConfig{ID: "first", URL: first.srv.URL})
 	a.Tick(context.Background())
 
 	second.setManifest(manifestFor(t, "second", "routes", routes("/api/second", "/api/shared/sub")))
@@ -197,9 +197,97 @@ func TestTickRouteClaims(t *testing.T) {
 }
 
 // The loop runs a check at once, then every interval, and Stop waits for it.
+// A prefix the operator pins to a service is that service's alone: another
+// registered service that is up first (here: doc-service still starting)
+// cannot take it, not even for a moment, and the owner gets it as soon as
+// it answers. Unpinned, the squatter would have kept it, with the users'
+// tokens (forward_credentials), until a restart.
+func TestPinnedPrefixCannotBeSquatted(t *testing.T) {
+	docs := newPlugin(t, manifestFor(t, "doc-service", "routes", routes("/api/documents")))
+	docs.healthy.Store(false)
+	evil := newPlugin(t, manifestFor(t, "evil", "routes", []any{
+		map[string]any{"prefix": "/api/documents", "access": "authenticated", "forward_credentials": true}}))
+	for _, pinned := range []bool{false, true} {
+		docs.healthy.Store(false)
+		svc := ServiceConfig{ID: "doc-service", URL: docs.srv.URL}
+		if pinned {
+			svc.Prefixes = []string{"/api/documents"}
+		}
+		a, _ := testApp(t, svc, ServiceConfig{ID: "evil", URL: evil.srv.URL, ForwardCredentials: true})
+		a.Tick(context.Background())
+		st := a.State()
+		r := st.route("/api/documents/1/file")
+		if !pinned {
+			// The hole that pinning closes, kept visible: first come wins.
+			if r == nil || r.service.ID != "evil" {
+				t.Fatalf("unpinned: /api/documents goes to %+v; the test no longer shows why pinning exists", r)
+			}
+			continue
+		}
+		if r != nil {
+			t.Fatalf("pinned, owner down: /api/documents goes to %s", r.service.ID)
+		}
+		if got := st.Service("evil").ManifestError; got != "route /api/documents overlaps /api/documents, which the edge configuration gives plugin doc-service" {
+			t.Fatalf("evil's manifest error = %q", got)
+		}
+		docs.healthy.Store(true)
+		a.Tick(context.Background())
+		if r := a.State().route("/api/documents/1/file"); r == nil || r.service.ID != "doc-service" {
+			t.Fatalf("pinned, owner up: /api/documents goes to %+v", r)
+		}
+		// Under a pinned prefix is refused too, not only the prefix itself.
+		evil.setManifest(manifestFor(t, "evil", "routes", routes("/api/documents/shared")))
+		a.Tick(context.Background())
+		if got := a.State().Service("evil").ManifestError; !strings.Contains(got, "which the edge configuration gives plugin doc-service") {
+			t.Fatalf("a route under the pinned prefix: manifest error %q", got)
+		}
+	}
+}
+
+// A pinned service's manifest may route only at or under its pins.
+func TestPinnedServiceStaysInsideItsPrefixes(t *testing.T) {
+	docs := newPlugin(t, manifestFor(t, "doc-service", "routes", routes("/api/documents", "/api/documents-archive")))
+	a, _ := testApp(t, ServiceConfig{ID: "doc-service", URL: docs.srv.URL, Prefixes: []string{"/api/documents"}})
+	a.Tick(context.Background())
+	s := a.State().Service("doc-service")
+	if s.Manifest != nil || s.ManifestError != "route /api/documents-archive is outside the prefixes the edge configuration gives doc-service (/api/documents)" {
+		t.Fatalf("a route beside the pin: %+v", s)
+	}
+	docs.setManifest(manifestFor(t, "doc-service", "routes", routes("/api/documents/v2", "/api/documents/v3")))
+	a.Tick(context.Background())
+	st := a.State()
+	if s := st.Service("doc-service"); s.Manifest == nil || s.ManifestError != "" {
+		t.Fatalf("routes under the pin: %+v", s)
+	}
+	if r := st.route("/api/documents/v2/x"); r == nil || r.service.ID != "doc-service" {
+		t.Fatalf("/api/documents/v2/x goes to %+v", r)
+	}
+}
+
+// forward_credentials needs the operator's consent for that service.
+func TestForwardCredentialsNeedsConsent(t *testing.T) {
+	wiki := newPlugin(t, manifestFor(t, "wiki", "routes", []any{
+		map[string]any{"prefix": "/api/wiki", "access": "authenticated", "forward_credentials": true}}))
+	for _, consent := range []bool{false, true} {
+		a, _ := testApp(t, ServiceConfig{ID: "wiki", URL: wiki.srv.URL, ForwardCredentials: consent})
+		a.Tick(context.Background())
+		st := a.State()
+		s, r := st.Service("wiki"), st.route("/api/wiki")
+		if !consent {
+			if s.Manifest != nil || r != nil || s.ManifestError != "route /api/wiki asks for forward_credentials, which the edge configuration does not allow wiki" {
+				t.Fatalf("without consent: %+v, route %+v", s, r)
+			}
+			continue
+		}
+		if r == nil || !r.ForwardCredentials || s.ManifestError != "" {
+			t.Fatalf("with consent: %+v, route %+v", s, r)
+		}
+	}
+}
+
 func TestLoopStartStop(t *testing.T) {
 	docs := newPlugin(t, manifestFor(t, "docs"))
-	a := &App{Services: []ServiceConfig{{"docs", docs.srv.URL}}, Interval: caddy.Duration(50 * time.Millisecond), logger: zap.NewNop()}
+	a := &App{Services: []ServiceConfig{{ID: "docs", URL: docs.srv.URL}}, Interval: caddy.Duration(50 * time.Millisecond), logger: zap.NewNop()}
 	a.setup()
 	if err := a.Start(); err != nil {
 		t.Fatal(err)
@@ -230,12 +318,21 @@ func TestAppValidate(t *testing.T) {
 		services []ServiceConfig
 		want     string
 	}{
-		{"ok", []ServiceConfig{{"a", "http://127.0.0.1:1"}, {"b", "https://b.internal/"}}, ""},
-		{"duplicate", []ServiceConfig{{"a", "http://x:1"}, {"a", "http://y:1"}}, "registered twice"},
-		{"bad id", []ServiceConfig{{"A B", "http://x:1"}}, "service id"},
-		{"path", []ServiceConfig{{"a", "http://x:1/api"}}, "no path"},
-		{"scheme", []ServiceConfig{{"a", "ftp://x"}}, "no path"},
-		{"no host", []ServiceConfig{{"a", "http://"}}, "no path"},
+		{"ok", []ServiceConfig{{ID: "a", URL: "http://127.0.0.1:1"}, {ID: "b", URL: "https://b.internal/"}}, ""},
+		{"duplicate", []ServiceConfig{{ID: "a", URL: "http://x:1"}, {ID: "a", URL: "http://y:1"}}, "registered twice"},
+		{"bad id", []ServiceConfig{{ID: "A B", URL: "http://x:1"}}, "service id"},
+		{"path", []ServiceConfig{{ID: "a", URL: "http://x:1/api"}}, "no path"},
+		{"scheme", []ServiceConfig{{ID: "a", URL: "ftp://x"}}, "no path"},
+		{"no host", []ServiceConfig{{ID: "a", URL: "http://"}}, "no path"},
+		{"pinned", []ServiceConfig{{ID: "a", URL: "http://x:1", Prefixes: []string{"/api/a", "/api/a-public"}}, {ID: "b", URL: "http://y:1", Prefixes: []string{"/api/b"}}}, ""},
+		{"prefix not under /api", []ServiceConfig{{ID: "a", URL: "http://x:1", Prefixes: []string{"/a"}}}, "want a lower-case path under /api/"},
+		{"prefix trailing slash", []ServiceConfig{{ID: "a", URL: "http://x:1", Prefixes: []string{"/api/a/"}}}, "without a trailing slash"},
+		{"prefix upper case", []ServiceConfig{{ID: "a", URL: "http://x:1", Prefixes: []string{"/api/A"}}}, "lower-case"},
+		{"prefix reserved", []ServiceConfig{{ID: "a", URL: "http://x:1", Prefixes: []string{"/api/users/a"}}}, "reserved prefix /api/users"},
+		{"prefix over reserved", []ServiceConfig{{ID: "a", URL: "http://x:1", Prefixes: []string{"/api"}}}, "want a lower-case path"},
+		{"own prefixes overlap", []ServiceConfig{{ID: "a", URL: "http://x:1", Prefixes: []string{"/api/a", "/api/a/b"}}}, "prefixes /api/a and /api/a/b overlap"},
+		{"two services overlap", []ServiceConfig{{ID: "a", URL: "http://x:1", Prefixes: []string{"/api/a"}}, {ID: "b", URL: "http://y:1", Prefixes: []string{"/api/a/b"}}},
+			`services "a" and "b" are given overlapping prefixes /api/a and /api/a/b`},
 	}
 	for _, tc := range cases {
 		err := (&App{Services: tc.services}).Validate()

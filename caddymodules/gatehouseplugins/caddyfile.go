@@ -23,7 +23,11 @@ func init() {
 //
 //	{
 //		gatehouse_plugins {
-//			service  <id> <url>   # repeatable; e.g. doc-service http://127.0.0.1:8001
+//			service  <id> <url> [{        # repeatable; e.g. doc-service http://127.0.0.1:8001
+//				prefix <prefix...>       # repeatable: the only prefixes its manifest may route,
+//				                         # and no other service may; e.g. /api/documents
+//				forward_credentials      # its routes may ask for the caller's token
+//			}]
 //			interval <duration>   # between checks; default 30s
 //			timeout  <duration>   # per request of a check; default 5s
 //		}
@@ -51,6 +55,23 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			var s ServiceConfig
 			if !d.AllArgs(&s.ID, &s.URL) {
 				return d.ArgErr()
+			}
+			for nesting := d.Nesting(); d.NextBlock(nesting); {
+				switch sub := d.Val(); sub {
+				case "prefix":
+					args := d.RemainingArgs()
+					if len(args) == 0 {
+						return d.ArgErr()
+					}
+					s.Prefixes = append(s.Prefixes, args...)
+				case "forward_credentials":
+					if d.NextArg() {
+						return d.ArgErr()
+					}
+					s.ForwardCredentials = true
+				default:
+					return d.Errf("unrecognized option %q of service %s", sub, s.ID)
+				}
 			}
 			a.Services = append(a.Services, s)
 		case "interval", "timeout":

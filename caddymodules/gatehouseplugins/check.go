@@ -144,9 +144,11 @@ func (a *App) get(ctx context.Context, u string) (*http.Response, error) {
 }
 
 // merge builds the next state from the previous one and a round of
-// results. Route prefixes are first come, first served: every prefix an
-// accepted manifest holds stays its owner's; a new manifest that claims a
-// held prefix is refused and its service keeps its previous manifest.
+// results. A manifest must first keep to what the operator configured
+// (admit: pinned prefixes, credential forwarding). Beyond that, route
+// prefixes are first come, first served: every prefix an accepted manifest
+// holds stays its owner's; a new manifest that claims a held prefix is
+// refused and its service keeps its previous manifest.
 func (a *App) merge(prev *State, results []checkResult) *State {
 	next := &State{byID: make(map[string]*ServiceStatus, len(a.Services))}
 	claims := map[string]string{} // prefix → service id
@@ -180,7 +182,9 @@ func (a *App) merge(prev *State, results []checkResult) *State {
 
 		manifestErr := res.manifestErr
 		if res.manifest != nil {
-			if owner, prefix := claimedByOther(claims, res.manifest, svc.ID); owner != "" {
+			if err := a.admit(svc, res.manifest); err != nil {
+				manifestErr = err
+			} else if owner, prefix := claimedByOther(claims, res.manifest, svc.ID); owner != "" {
 				manifestErr = refuse("route %s is claimed by plugin %s", prefix, owner)
 			} else {
 				for p, id := range claims {
