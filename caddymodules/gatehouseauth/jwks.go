@@ -388,6 +388,7 @@ func (f *jwksFetcher) key(ctx context.Context, kid string) (*accesstoken.Key, er
 		// requests that race it.
 		select {
 		case <-f.firstDone:
+		case <-f.done: // stopped before its first fetch: nothing will come
 		case <-ctx.Done():
 			return nil, accesstoken.ErrNoKeys
 		}
@@ -409,6 +410,7 @@ func (f *jwksFetcher) key(ctx context.Context, kid string) (*accesstoken.Key, er
 	}
 	select {
 	case <-wait:
+	case <-f.done: // stopped (a reload dropped this fetcher) with the kick unserved
 	case <-ctx.Done():
 		return nil, nil
 	}

@@ -468,3 +468,60 @@ func TestProvisionCleanupSharesFetcherAndLeaksNothing(t *testing.T) {
 		t.Fatalf("pool still holds %d references", n)
 	}
 }
+
+// A request waiting on a fetch must not outlive the loop that would have
+// done it. A loop can end without serving its waiters: a reload destroys
+// the fetcher while an unknown kid's refresh is still queued, or before the
+// first fetch began. The loops here are stand-ins that end exactly so (the
+// real ones end that way only in a narrow race); the waiters must be
+// released when the loop ends, not when the client gives up.
+func TestWaitersReleasedWhenLoopStops(t *testing.T) {
+	idle := func(ctx context.Context) { <-ctx.Done() } // serves nothing
+	released := func(name string, stop func() error, wait func()) {
+		t.Helper()
+		out := make(chan struct{})
+		go func() { wait(); close(out) }()
+		time.Sleep(50 * time.Millisecond) // let the waiter block
+		select {
+		case <-out:
+			t.Fatalf("%s: the waiter returned before the loop stopped; the test proves nothing", name)
+		default:
+		}
+		go func() { _ = stop() }()
+		select {
+		case <-out:
+		case <-time.After(3 * time.Second):
+			t.Fatalf("%s: the waiter still blocks after the loop stopped", name)
+		}
+	}
+	cfg := fetcherConfig{URL: "http://127.0.0.1:1/jwks", RefreshInterval: time.Hour, UnknownKIDInterval: time.Hour, Timeout: time.Second}
+
+	f := newJWKSFetcher(cfg, zap.NewNop())
+	f.background.start(idle)
+	released("jwks, first fetch", f.Destruct, func() {
+		if _, err := f.key(context.Background(), "k"); err != accesstoken.ErrNoKeys {
+			t.Errorf("no keys ever loaded: err %v", err)
+		}
+	})
+
+	f = newJWKSFetcher(cfg, zap.NewNop())
+	ks, _, err := parseJWKS(jwksJSON(t, testKey(t, 0)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.keys.Store(ks)
+	f.background.start(idle)
+	released("jwks, queued refresh", f.Destruct, func() {
+		if k, _ := f.key(context.Background(), "unknown"); k != nil {
+			t.Error("a key for an unknown kid")
+		}
+	})
+
+	rf := newRevocationFollower(revocationConfig{URL: "http://127.0.0.1:1/feed", Interval: time.Hour}, zap.NewNop())
+	rf.background.start(idle)
+	released("revocations, first fetch", rf.Destruct, func() {
+		if s := rf.current(context.Background()); s != nil {
+			t.Errorf("a list from nowhere: %+v", s)
+		}
+	})
+}

@@ -257,6 +257,7 @@ func (f *revocationFollower) current(ctx context.Context) *revocationSet {
 	}
 	select {
 	case <-f.firstDone:
+	case <-f.done: // stopped before its first fetch finished
 	case <-ctx.Done():
 	}
 	return f.set.Load()
@@ -273,7 +274,9 @@ func (f *revocationFollower) retryAfter() time.Duration {
 // that used it; an HTTP client for a fixed upstream of ours; and
 // firstDone, which the loop closes when its first fetch has finished,
 // successful or not, so that requests arriving at startup wait for it
-// rather than fail.
+// rather than fail; and done, closed when the loop has ended, which every
+// such waiter also watches: a loop stopped mid-fetch (a reload that drops
+// it) closes neither firstDone nor a pending refresh's channel.
 type background struct {
 	client    *http.Client
 	firstDone chan struct{}
