@@ -5,6 +5,7 @@ package caddymodules_test
 // contract (docs/plugins.md) and record what reaches them.
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -31,6 +32,10 @@ type testPlugin struct {
 	contentType atomic.Pointer[string]
 	healthy     atomic.Bool
 	checks      atomic.Int64 // GET /health
+	// proxyConns counts the open connections that have carried a
+	// request other than a check (GET /health, /plugin/manifest): the
+	// gateway's proxy connections.
+	proxyConns atomic.Int64
 	// options go in the service's block of gatehouse_plugins, e.g.
 	// "prefix /api/x" or "forward_credentials".
 	options []string
@@ -68,8 +73,28 @@ func (p *testPlugin) setManifest(t testing.TB, m map[string]any) {
 	p.manifest.Store(&s)
 }
 
+// proxiedConn marks a connection that carried a proxied request.
+type proxiedConn struct{ proxied atomic.Bool }
+
+type proxiedConnKey struct{}
+
 func (p *testPlugin) serve(ln net.Listener) {
-	srv := &http.Server{Handler: http.HandlerFunc(p.handle)}
+	conns := sync.Map{} // net.Conn → *proxiedConn
+	srv := &http.Server{
+		Handler: http.HandlerFunc(p.handle),
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			pc := &proxiedConn{}
+			conns.Store(c, pc)
+			return context.WithValue(ctx, proxiedConnKey{}, pc)
+		},
+		ConnState: func(c net.Conn, s http.ConnState) {
+			if s == http.StateClosed || s == http.StateHijacked {
+				if pc, ok := conns.LoadAndDelete(c); ok && pc.(*proxiedConn).proxied.Load() {
+					p.proxyConns.Add(-1)
+				}
+			}
+		},
+	}
 	p.mu.Lock()
 	p.srv = srv
 	p.mu.Unlock()
@@ -118,6 +143,9 @@ func (p *testPlugin) handle(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", *p.contentType.Load())
 		_, _ = io.WriteString(w, *p.manifest.Load())
 		return
+	}
+	if pc, ok := r.Context().Value(proxiedConnKey{}).(*proxiedConn); ok && !pc.proxied.Swap(true) {
+		p.proxyConns.Add(1)
 	}
 	body, _ := io.ReadAll(r.Body)
 	p.mu.Lock()
@@ -785,6 +813,14 @@ func TestPluginsReload(t *testing.T) {
 		}
 	}
 
+	// A proxied request leaves an idle connection to first.
+	if r := e.do(t, "GET", "/api/first/x", admin, ""); r.body != "plugin first ok" {
+		t.Fatalf("first's route: %d %q", r.status, r.body)
+	}
+	if n := first.proxyConns.Load(); n != 1 {
+		t.Fatalf("first has %d proxy connections, want 1", n)
+	}
+
 	reload(first, second)
 	eventually(t, "second added", func() (bool, string) {
 		ids := e.pluginIDs(t, admin)
@@ -810,6 +846,12 @@ func TestPluginsReload(t *testing.T) {
 	if after := first.healthChecks(); after != before {
 		t.Errorf("first still checked after the reload: %d → %d", before, after)
 	}
+	// Nor does the old gateway keep its proxy connections to first open
+	// (idle ones would otherwise linger for minutes after each reload).
+	eventually(t, "first's proxy connections closed", func() (bool, string) {
+		n := first.proxyConns.Load()
+		return n == 0, fmt.Sprint(n, " open")
+	})
 }
 
 // The gateway trusts only gatehouse_auth's verified identity: placed
