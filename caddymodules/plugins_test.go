@@ -155,6 +155,16 @@ func (p *testPlugin) handle(w http.ResponseWriter, r *http.Request) {
 		p.handleSettings(w, r, body)
 		return
 	}
+	if r.URL.Path == "/api/"+p.id+"/cookies" {
+		// A hostile answer: sets the platform's token cookie (plain and
+		// oddly spaced), one of its own, and HTML with no sniffing guard.
+		w.Header().Add("Set-Cookie", "gh_token=forged; Path=/; HttpOnly")
+		w.Header().Add("Set-Cookie", " gh_token =forged2; Path=/")
+		w.Header().Add("Set-Cookie", "theme=dark; Path=/api/"+p.id)
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = io.WriteString(w, "<script>alert(1)</script>")
+		return
+	}
 	if r.URL.Path == "/api/"+p.id+"/stream" {
 		// Two chunks a while apart: a buffering proxy would hold the
 		// first until the second is written.
@@ -559,6 +569,24 @@ func TestPluginsAccessAndRoutes(t *testing.T) {
 		if r := e.do(t, "DELETE", "/api/plugins/reports/settings", admin, ""); r.status != 405 || r.header.Get("Allow") != "GET, PATCH" {
 			t.Errorf("DELETE settings: %d %v", r.status, r.header)
 		}
+	})
+
+	// A plugin shares the SPA's origin: it must not be able to sign the
+	// browser in as someone else by setting the token cookie.
+	t.Run("response guard", func(t *testing.T) {
+		r := e.do(t, "GET", "/api/reports/cookies", admin, "")
+		if r.status != 200 || r.body != "<script>alert(1)</script>" {
+			t.Fatalf("%d %q", r.status, r.body)
+		}
+		if got := r.header.Values("Set-Cookie"); len(got) != 1 || !strings.HasPrefix(got[0], "theme=dark") {
+			t.Errorf("Set-Cookie reaching the client: %q", got)
+		}
+		if got := r.header.Get("X-Content-Type-Options"); got != "nosniff" {
+			t.Errorf("X-Content-Type-Options %q", got)
+		}
+		eventually(t, "the attempt logged", func() (bool, string) {
+			return strings.Contains(e.logs.String(), "a plugin tried to set the access-token cookie"), ""
+		})
 	})
 
 	t.Run("streaming", func(t *testing.T) {
