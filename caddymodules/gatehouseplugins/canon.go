@@ -4,13 +4,16 @@ import (
 	"net/url"
 	"path"
 	"strings"
+	"unicode/utf8"
 )
 
 // canonicalPath returns the path the gateway matches u against, and
 // whether u is already spelled that way. A path is canonical when it has
 // no dot segments, no empty segments, no backslash or control character,
-// no encoded '/' or '\' and nothing left percent-encoded after one round of
-// decoding (double encoding).
+// no encoded '/' or '\', nothing left percent-encoded after one round of
+// decoding (double encoding), and nothing but valid UTF-8: an overlong
+// encoding (%c0%ae for '.', %c0%af for '/') is a dot or a slash to some
+// lenient decoders and a plain byte to us.
 //
 // The gateway refuses a request whose spelling is not canonical when any
 // reading of it lands on a plugin or the gateway's own API: the upstream,
@@ -28,7 +31,7 @@ func canonicalPath(u *url.URL) (string, bool) {
 		c += "/"
 	}
 	ok := c == u.Path && !strings.Contains(u.Path, "\\") && !hasEscape(u.Path) && !hasControl(u.Path) &&
-		!hasParamDotSegment(u.Path)
+		!hasParamDotSegment(u.Path) && utf8.ValidString(u.Path)
 	if ok && u.RawPath != "" {
 		raw := strings.ToLower(u.RawPath)
 		ok = !strings.Contains(raw, "%2f") && !strings.Contains(raw, "%5c")
@@ -38,12 +41,13 @@ func canonicalPath(u *url.URL) (string, bool) {
 
 // readings returns every path a non-canonical u could be taken for: the
 // cleaned path, and the cleaned result of decoding it again, up to three
-// times, with backslashes read as slashes (as some servers do).
+// times, with backslashes read as slashes and overlong UTF-8 dots and
+// slashes read as such (as some servers do).
 func readings(u *url.URL) []string {
 	out := []string{u.Path}
 	p := u.Path
 	for range 4 {
-		q := strings.ReplaceAll(p, "\\", "/")
+		q := overlong.Replace(strings.ReplaceAll(p, "\\", "/"))
 		if q == "" || q[0] != '/' {
 			q = "/" + q
 		}
@@ -56,6 +60,14 @@ func readings(u *url.URL) []string {
 	}
 	return out
 }
+
+// overlong reads the overlong UTF-8 spellings of '.', '/' and '\\' as
+// those characters, as lenient decoders do.
+var overlong = strings.NewReplacer(
+	"\xc0\xae", ".", "\xe0\x80\xae", ".", "\xf0\x80\x80\xae", ".",
+	"\xc0\xaf", "/", "\xe0\x80\xaf", "/", "\xf0\x80\x80\xaf", "/",
+	"\xc1\x9c", "/", "\xe0\x81\x9c", "/", "\xf0\x80\x81\x9c", "/",
+)
 
 // hasParamDotSegment reports a segment that is a dot segment once its
 // ";parameters" are cut off ("..;x", ".;"): servlet containers and others

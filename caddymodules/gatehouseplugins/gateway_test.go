@@ -66,6 +66,17 @@ func TestGatewayPathReadings(t *testing.T) {
 		{"/api/users/%252e%252e/x", "next"},
 		{"/api/documents/100%25 done.pdf", "docs"}, // a literal %, not an escape
 		{"/api/documents/a%00b", "400"},
+		// Overlong UTF-8: '.', '/' and '\' to lenient decoders.
+		{"/api/documents/%c0%ae%c0%ae/secret/x", "400"},
+		{"/api/x/%c0%ae%c0%ae/secret/x", "400"},
+		{"/api/x/%e0%80%ae%e0%80%ae/secret/x", "400"},
+		{"/api/x/..%c0%afsecret", "400"},
+		{"/api/x/..%c1%9csecret", "400"},
+		{"/api/x%c0%af..%c0%afsecret", "400"},
+		{"/api/documents/caf%e9", "400"},         // Latin-1, not UTF-8: refused on our prefixes ...
+		{"/api/users/caf%e9", "next"},            // ... and left to others elsewhere
+		{"/api/documents/caf%c3%a9", "docs"},     // valid UTF-8 is canonical
+		{"/api/documents/%e2%80%ae.pdf", "docs"}, // valid, however odd (U+202E)
 	}
 	for _, tc := range cases {
 		t.Run(tc.target, func(t *testing.T) {
