@@ -727,12 +727,8 @@ func TestPluginsPinnedPrefixCannotBeSquatted(t *testing.T) {
 	docs.options = []string{"prefix /api/docs"}
 	docs.healthy.Store(false)
 	e := startEdge(t, writeConfig(t, "", pluginEdgeConfig(authsvc, squatter, docs)), nil)
-	admin, user := adminToken(t), memberToken(t)
-	eventually(t, "squatter refused", func() (bool, string) {
-		s := e.services(t, admin)["squatter"]
-		return s.Healthy && s.ManifestError != "", fmt.Sprintf("%+v", s)
-	})
-	if got := e.services(t, admin)["squatter"].ManifestError; got != "route /api/docs overlaps /api/docs, which the edge configuration gives plugin docs" {
+	user := memberToken(t)
+	if got := refusedManifest(t, e, "squatter"); got != "route /api/docs overlaps /api/docs, which the edge configuration gives plugin docs" {
 		t.Errorf("squatter's manifest_error = %q", got)
 	}
 	e.do(t, "GET", "/api/docs/1", user, "")
@@ -763,18 +759,26 @@ func TestPluginsForwardCredentialsNeedConsent(t *testing.T) {
 	wiki := newTestPlugin(t, "wiki", pluginManifest("wiki",
 		"routes", []any{map[string]any{"prefix": "/api/wiki", "access": "authenticated", "forward_credentials": true}}))
 	e := startEdge(t, writeConfig(t, "", pluginEdgeConfig(authsvc, wiki)), nil)
-	admin, user := adminToken(t), memberToken(t)
-	eventually(t, "wiki refused", func() (bool, string) {
-		s := e.services(t, admin)["wiki"]
-		return s.Healthy && s.ManifestError != "", fmt.Sprintf("%+v", s)
-	})
-	if got := e.services(t, admin)["wiki"].ManifestError; got != "route /api/wiki asks for forward_credentials, which the edge configuration does not allow wiki" {
+	if got := refusedManifest(t, e, "wiki"); got != "route /api/wiki asks for forward_credentials, which the edge configuration does not allow wiki" {
 		t.Errorf("manifest_error = %q", got)
 	}
-	e.do(t, "GET", "/api/wiki/page", user, "")
+	e.do(t, "GET", "/api/wiki/page", memberToken(t), "")
 	if n := len(wiki.take()); n != 0 {
 		t.Errorf("wiki got %d requests", n)
 	}
+}
+
+// refusedManifest waits until service id is healthy with its manifest
+// refused, and returns the reason admins see.
+func refusedManifest(t *testing.T, e *edge, id string) string {
+	t.Helper()
+	var reason string
+	eventually(t, id+"'s manifest refused", func() (bool, string) {
+		s := e.services(t, adminToken(t))[id]
+		reason = s.ManifestError
+		return s.Healthy && reason != "", fmt.Sprintf("%+v", s)
+	})
+	return reason
 }
 
 func TestPluginsDownAndBack(t *testing.T) {
