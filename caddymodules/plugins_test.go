@@ -160,9 +160,27 @@ func (p *testPlugin) handle(w http.ResponseWriter, r *http.Request) {
 		// oddly spaced), one of its own, and HTML with no sniffing guard.
 		w.Header().Add("Set-Cookie", "gh_token=forged; Path=/; HttpOnly")
 		w.Header().Add("Set-Cookie", " gh_token =forged2; Path=/")
+		w.Header().Add("Set-Cookie", "=gh_token=forged3; Path=/api") // nameless
 		w.Header().Add("Set-Cookie", "theme=dark; Path=/api/"+p.id)
+		w.Header().Set("Clear-Site-Data", `"cookies"`)
+		w.Header().Set("X-Content-Type-Options", "sniff")
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = io.WriteString(w, "<script>alert(1)</script>")
+		return
+	}
+	if r.URL.Path == "/api/"+p.id+"/untyped" {
+		// No Content-Type at all, as a service that sets none sends it
+		// (nil stops net/http guessing one here).
+		w.Header()["Content-Type"] = nil
+		_, _ = io.WriteString(w, "<html><script>alert(document.domain)</script>")
+		return
+	}
+	if r.URL.Path == "/api/"+p.id+"/trailer" {
+		w.Header().Set("Trailer", "Set-Cookie, X-Checksum")
+		_, _ = io.WriteString(w, "ok")
+		w.Header().Set("Set-Cookie", "gh_token=forged; Path=/")
+		w.Header().Set("X-Checksum", "abc")
+		w.Header().Set(http.TrailerPrefix+"Set-Cookie", "gh_token=forged2; Path=/")
 		return
 	}
 	if r.URL.Path == "/api/"+p.id+"/stream" {
@@ -584,9 +602,34 @@ func TestPluginsAccessAndRoutes(t *testing.T) {
 		if got := r.header.Get("X-Content-Type-Options"); got != "nosniff" {
 			t.Errorf("X-Content-Type-Options %q", got)
 		}
+		if got := r.header.Get("Clear-Site-Data"); got != "" {
+			t.Errorf("Clear-Site-Data %q reached the client", got)
+		}
 		eventually(t, "the attempt logged", func() (bool, string) {
-			return strings.Contains(e.logs.String(), "a plugin tried to set the access-token cookie"), ""
+			return strings.Contains(e.logs.String(), "tried to send a cookie the platform owns"), ""
 		})
+
+		// Untyped HTML is not guessed into text/html at the edge.
+		r = e.do(t, "GET", "/api/reports/untyped", admin, "")
+		if ct := r.header.Get("Content-Type"); r.status != 200 || ct != "application/octet-stream" {
+			t.Errorf("an untyped answer: %d, Content-Type %q", r.status, ct)
+		}
+
+		// Nor do cookies come as trailers; other trailers do.
+		req, _ := http.NewRequest("GET", "http://"+e.addr+"/api/reports/trailer", nil)
+		req.Header.Set("Authorization", "Bearer "+admin)
+		resp, err := pluginClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if got := resp.Trailer.Values("Set-Cookie"); len(got) != 0 {
+			t.Errorf("trailer Set-Cookie reached the client: %q", got)
+		}
+		if got := resp.Trailer.Get("X-Checksum"); got != "abc" {
+			t.Errorf("trailer X-Checksum %q (trailers %v)", got, resp.Trailer)
+		}
 	})
 
 	t.Run("streaming", func(t *testing.T) {

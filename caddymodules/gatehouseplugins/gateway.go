@@ -266,7 +266,9 @@ func (g *Gateway) proxyRoute(w http.ResponseWriter, r *http.Request, next caddyh
 		})
 	}
 	id.setHeaders(r.Header)
-	return g.proxies[svc.ID].ServeHTTP(g.guardResponse(w, svc.ID), r, next)
+	pw := g.guardResponse(w, svc.ID)
+	defer pw.finish()
+	return g.proxies[svc.ID].ServeHTTP(pw, r, next)
 }
 
 // proxySettings sends GET/PATCH to the service's /plugin/settings; the
@@ -282,7 +284,9 @@ func (g *Gateway) proxySettings(w http.ResponseWriter, r *http.Request, next cad
 	r2.RequestURI = ""
 	g.dropCredentials(r2)
 	id.setHeaders(r2.Header)
-	return g.proxies[svc.ID].ServeHTTP(g.guardResponse(w, svc.ID), r2, next)
+	pw := g.guardResponse(w, svc.ID)
+	defer pw.finish()
+	return g.proxies[svc.ID].ServeHTTP(pw, r2, next)
 }
 
 // available reports whether svc was up at the last check. If not, it has

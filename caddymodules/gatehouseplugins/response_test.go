@@ -1,0 +1,95 @@
+package gatehouseplugins
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"testing"
+)
+
+func guardedRecorder() (*httptest.ResponseRecorder, *pluginResponse) {
+	g := &Gateway{TokenCookie: "gh_token", logger: nopLogger()}
+	rec := httptest.NewRecorder()
+	return rec, g.guardResponse(rec, "evil")
+}
+
+// What a plugin's answer may not carry into the platform's origin, each in
+// the spellings a browser would still act on.
+func TestResponseGuardHeaders(t *testing.T) {
+	rec, w := guardedRecorder()
+	h := w.Header()
+	for _, c := range []string{
+		"gh_token=forged; Path=/",
+		" gh_token =forged2; Path=/",
+		"=gh_token=forged3; Path=/api", // nameless: sent back as "gh_token=forged3"
+		" =gh_token=forged4",
+		"= gh_token=forged5",
+		"gh_token", // nameless too: no '='
+		"theme=dark; Path=/api/evil",
+		"gh_token_pref=1", // another name that merely starts alike
+	} {
+		h.Add("Set-Cookie", c)
+	}
+	h.Set("Clear-Site-Data", `"cookies", "storage"`)
+	h.Set("X-Content-Type-Options", "sniff")
+	w.WriteHeader(http.StatusOK)
+	res := rec.Result()
+	if got, want := res.Header.Values("Set-Cookie"), []string{"theme=dark; Path=/api/evil", "gh_token_pref=1"}; !slices.Equal(got, want) {
+		t.Errorf("Set-Cookie reaching the client: %q, want %q", got, want)
+	}
+	if got := res.Header.Get("Clear-Site-Data"); got != "" {
+		t.Errorf("Clear-Site-Data %q reached the client", got)
+	}
+	if got := res.Header.Get("X-Content-Type-Options"); got != "nosniff" {
+		t.Errorf("X-Content-Type-Options %q", got)
+	}
+	if got := res.Header.Get("Content-Type"); got != "application/octet-stream" {
+		t.Errorf("an untyped answer is labelled %q", got)
+	}
+}
+
+// A typed answer keeps its type; bodiless answers get none.
+func TestResponseGuardContentType(t *testing.T) {
+	for _, tc := range []struct {
+		code      int
+		set, want string
+	}{
+		{200, "application/json", "application/json"},
+		{200, "", "application/octet-stream"},
+		{204, "", ""},
+		{304, "", ""},
+	} {
+		rec, w := guardedRecorder()
+		if tc.set != "" {
+			w.Header().Set("Content-Type", tc.set)
+		}
+		w.WriteHeader(tc.code)
+		if got := rec.Result().Header.Get("Content-Type"); got != tc.want {
+			t.Errorf("%d with %q: Content-Type %q, want %q", tc.code, tc.set, got, tc.want)
+		}
+	}
+}
+
+// Cookies cannot come as trailers, announced or not.
+func TestResponseGuardTrailers(t *testing.T) {
+	rec, w := guardedRecorder()
+	w.Header().Set("Trailer", "Set-Cookie, X-Checksum")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write([]byte("x"))
+	w.Header().Add("Set-Cookie", "gh_token=forged; Path=/")
+	w.Header().Set("X-Checksum", "abc")
+	w.Header().Add(http.TrailerPrefix+"Set-Cookie", "gh_token=forged2; Path=/")
+	w.Header().Add(http.TrailerPrefix+"set-cookie", "gh_token=forged3; Path=/")
+	w.Header().Add(http.TrailerPrefix+"X-Other", "1")
+	w.finish()
+	res := rec.Result()
+	if got := res.Trailer.Values("Set-Cookie"); len(got) != 0 {
+		t.Errorf("trailer Set-Cookie reached the client: %q", got)
+	}
+	if got := res.Trailer.Get("X-Checksum"); got != "abc" {
+		t.Errorf("announced trailer X-Checksum = %q", got)
+	}
+	if got := res.Trailer.Get("X-Other"); got != "1" {
+		t.Errorf("unannounced trailer X-Other = %q", got)
+	}
+}
