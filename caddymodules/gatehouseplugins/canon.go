@@ -40,18 +40,21 @@ func canonicalPath(u *url.URL) (string, bool) {
 }
 
 // readings returns every path a non-canonical u could be taken for: the
-// cleaned path, and the cleaned result of decoding it again, up to three
-// times, with backslashes read as slashes and overlong UTF-8 dots and
-// slashes read as such (as some servers do).
+// path as it is, then decoded again up to three times, and each of those
+// cleaned with backslashes as ordinary characters or as slashes, with
+// overlong UTF-8 read strictly or leniently, and with ";parameters" kept or
+// cut: every way some server behind us might resolve it.
 func readings(u *url.URL) []string {
 	out := []string{u.Path}
 	p := u.Path
 	for range 4 {
-		q := overlong.Replace(strings.ReplaceAll(p, "\\", "/"))
-		if q == "" || q[0] != '/' {
-			q = "/" + q
+		lenient := lenientUTF8(p)
+		for _, q := range [...]string{p, lenient, strings.ReplaceAll(p, "\\", "/"), strings.ReplaceAll(lenient, "\\", "/")} {
+			if q == "" || q[0] != '/' {
+				q = "/" + q
+			}
+			out = append(out, path.Clean(q), path.Clean(stripParams(q)))
 		}
-		out = append(out, path.Clean(q), path.Clean(stripParams(q)))
 		d, err := url.PathUnescape(p)
 		if err != nil || d == p {
 			break
@@ -61,13 +64,48 @@ func readings(u *url.URL) []string {
 	return out
 }
 
-// overlong reads the overlong UTF-8 spellings of '.', '/' and '\\' as
-// those characters, as lenient decoders do.
-var overlong = strings.NewReplacer(
-	"\xc0\xae", ".", "\xe0\x80\xae", ".", "\xf0\x80\x80\xae", ".",
-	"\xc0\xaf", "/", "\xe0\x80\xaf", "/", "\xf0\x80\x80\xaf", "/",
-	"\xc1\x9c", "/", "\xe0\x81\x9c", "/", "\xf0\x80\x81\x9c", "/",
-)
+// lenientUTF8 reads p as a lenient (pre-RFC 3629) decoder would: at each
+// byte that does not start valid UTF-8, a lead byte 0xC0–0xFD takes the low
+// bits of the one to five bytes after it, whatever they are, and a result
+// of '.', '/' or '\' is read as that character. That covers every overlong
+// spelling (%c0%ae, %e0%80%ae, ... %fc%80%80%80%80%ae) and the sloppier
+// %c1%1c. Valid UTF-8 is left alone.
+func lenientUTF8(p string) string {
+	if utf8.ValidString(p) {
+		return p
+	}
+	var b strings.Builder
+	for i := 0; i < len(p); {
+		c := p[i]
+		n := 0 // bytes after the lead byte
+		switch {
+		case c >= 0xc0 && c <= 0xdf:
+			n = 1
+		case c >= 0xe0 && c <= 0xef:
+			n = 2
+		case c >= 0xf0 && c <= 0xf7:
+			n = 3
+		case c >= 0xf8 && c <= 0xfb:
+			n = 4
+		case c >= 0xfc && c <= 0xfd:
+			n = 5
+		}
+		if r, size := utf8.DecodeRuneInString(p[i:]); n > 0 && i+n < len(p) && r == utf8.RuneError && size == 1 {
+			v := uint32(c) & (0x3f >> n)
+			for k := 1; k <= n; k++ {
+				v = v<<6 | uint32(p[i+k]&0x3f)
+			}
+			if v == '.' || v == '/' || v == '\\' {
+				b.WriteByte(byte(v))
+				i += 1 + n
+				continue
+			}
+		}
+		b.WriteByte(c)
+		i++
+	}
+	return b.String()
+}
 
 // hasParamDotSegment reports a segment that is a dot segment once its
 // ";parameters" are cut off ("..;x", ".;"): servlet containers and others

@@ -73,6 +73,16 @@ func TestGatewayPathReadings(t *testing.T) {
 		{"/api/x/..%c0%afsecret", "400"},
 		{"/api/x/..%c1%9csecret", "400"},
 		{"/api/x%c0%af..%c0%afsecret", "400"},
+		{"/api/x/%f8%80%80%80%ae%f8%80%80%80%ae/secret/x", "400"}, // 5- and 6-byte forms
+		{"/api/x/%fc%80%80%80%80%ae%fc%80%80%80%80%ae/secret/x", "400"},
+		{"/api/x/..%f8%80%80%80%afsecret", "400"},
+		{"/api/x/..%fc%80%80%80%80%afsecret", "400"},
+		{"/api/x/..%c1%1csecret", "400"}, // a sloppy '\'
+		// '\' as an ordinary character, as most servers take it: the
+		// dots before it still resolve.
+		{`/api/x/../secret/z\..\..`, "400"},
+		{`/api/x/%2e%2e/secret/z%5c..%5c..`, "400"},
+		{`/api/x/%c0%ae%c0%ae/secret/z\..\..`, "400"},
 		{"/api/documents/caf%e9", "400"},         // Latin-1, not UTF-8: refused on our prefixes ...
 		{"/api/users/caf%e9", "next"},            // ... and left to others elsewhere
 		{"/api/documents/caf%c3%a9", "docs"},     // valid UTF-8 is canonical
