@@ -135,9 +135,6 @@ func (App) CaddyModule() caddy.ModuleInfo {
 
 var serviceIDPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
 
-// prefixPattern is the manifest schema's pattern for a route prefix.
-var prefixPattern = regexp.MustCompile(`^/api(/[a-z0-9][a-z0-9._~-]*)+$`)
-
 // Provision sets defaults and the initial, unchecked state.
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
@@ -191,31 +188,26 @@ func (a *App) Validate() error {
 		if _, err := parseServiceURL(s.URL); err != nil {
 			return fmt.Errorf("service %q: %w", s.ID, err)
 		}
-		for i, p := range s.Prefixes {
-			if len(p) > 200 || !prefixPattern.MatchString(p) {
-				return fmt.Errorf("service %q: prefix %q: want a lower-case path under /api/ without a trailing slash", s.ID, p)
-			}
-			for _, res := range ReservedPrefixes {
-				if overlaps(p, res) {
-					return fmt.Errorf("service %q: prefix %s overlaps the reserved prefix %s", s.ID, p, res)
-				}
-			}
-			for _, o := range s.Prefixes[:i] {
-				if overlaps(p, o) {
-					return fmt.Errorf("service %q: prefixes %s and %s overlap", s.ID, o, p)
-				}
+		// A pin follows the manifest's rules for a route prefix.
+		for _, p := range s.Prefixes {
+			if prefixSchema.Validate(p) != nil {
+				return fmt.Errorf("service %q: prefix %q: want a lower-case path under /api/ without a trailing slash, at most 200 characters", s.ID, p)
 			}
 		}
+		if err := checkPrefixes("prefix", "prefixes", s.Prefixes); err != nil {
+			return fmt.Errorf("service %q: %w", s.ID, err)
+		}
 	}
-	for i, s := range a.Services {
-		for _, o := range a.Services[:i] {
-			for _, p := range s.Prefixes {
-				for _, q := range o.Prefixes {
-					if overlaps(p, q) {
-						return fmt.Errorf("services %q and %q are given overlapping prefixes %s and %s", o.ID, s.ID, q, p)
-					}
+	// No two services are given overlapping pins.
+	var pins [][2]string // service id, prefix
+	for _, s := range a.Services {
+		for _, p := range s.Prefixes {
+			for _, o := range pins {
+				if o[0] != s.ID && overlaps(p, o[1]) {
+					return fmt.Errorf("services %q and %q are given overlapping prefixes %s and %s", o[0], s.ID, o[1], p)
 				}
 			}
+			pins = append(pins, [2]string{s.ID, p})
 		}
 	}
 	if a.Interval < 0 || a.Timeout < 0 {

@@ -328,6 +328,7 @@ func TestAppValidate(t *testing.T) {
 		{"prefix not under /api", []ServiceConfig{{ID: "a", URL: "http://x:1", Prefixes: []string{"/a"}}}, "want a lower-case path under /api/"},
 		{"prefix trailing slash", []ServiceConfig{{ID: "a", URL: "http://x:1", Prefixes: []string{"/api/a/"}}}, "without a trailing slash"},
 		{"prefix upper case", []ServiceConfig{{ID: "a", URL: "http://x:1", Prefixes: []string{"/api/A"}}}, "lower-case"},
+		{"prefix too long", []ServiceConfig{{ID: "a", URL: "http://x:1", Prefixes: []string{"/api/" + strings.Repeat("a", 196)}}}, "at most 200 characters"},
 		{"prefix reserved", []ServiceConfig{{ID: "a", URL: "http://x:1", Prefixes: []string{"/api/users/a"}}}, "reserved prefix /api/users"},
 		{"prefix over reserved", []ServiceConfig{{ID: "a", URL: "http://x:1", Prefixes: []string{"/api"}}}, "want a lower-case path"},
 		{"own prefixes overlap", []ServiceConfig{{ID: "a", URL: "http://x:1", Prefixes: []string{"/api/a", "/api/a/b"}}}, "prefixes /api/a and /api/a/b overlap"},

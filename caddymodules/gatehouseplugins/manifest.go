@@ -31,8 +31,9 @@ var manifestSchemaJSON []byte
 const manifestSchemaURL = "https://gatehouse.invalid/schemas/plugin-manifest.v1.schema.json"
 
 // manifestSchema is compiled once; a schema that does not compile is a bug
-// in this package, caught by its tests.
-var manifestSchema = func() *jsonschema.Schema {
+// in this package, caught by its tests. prefixSchema is its rule for one
+// route prefix, which the operator's pinned prefixes follow too.
+var manifestSchema, prefixSchema = func() (*jsonschema.Schema, *jsonschema.Schema) {
 	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(manifestSchemaJSON))
 	if err != nil {
 		panic(fmt.Sprintf("manifest schema: %v", err))
@@ -41,7 +42,7 @@ var manifestSchema = func() *jsonschema.Schema {
 	if err := c.AddResource(manifestSchemaURL, doc); err != nil {
 		panic(fmt.Sprintf("manifest schema: %v", err))
 	}
-	return c.MustCompile(manifestSchemaURL)
+	return c.MustCompile(manifestSchemaURL), c.MustCompile(manifestSchemaURL + "#/properties/routes/items/properties/prefix")
 }()
 
 // Manifest is a plugin manifest, version 1 (DESIGN.md, "Plugin contract").
@@ -163,17 +164,28 @@ func ParseManifest(contentType string, body io.Reader) (*Manifest, error) {
 	return &m, nil
 }
 
-// checkRoutes refuses prefixes that shadow the platform's or each other.
+// checkRoutes refuses route prefixes that shadow the platform's or each
+// other.
 func checkRoutes(routes []Route) error {
+	prefixes := make([]string, len(routes))
 	for i, r := range routes {
+		prefixes[i] = r.Prefix
+	}
+	return checkPrefixes("route", "routes", prefixes)
+}
+
+// checkPrefixes refuses prefixes that shadow the platform's or each other;
+// one and many name them in the reason ("route", "routes").
+func checkPrefixes(one, many string, prefixes []string) error {
+	for i, p := range prefixes {
 		for _, res := range ReservedPrefixes {
-			if overlaps(r.Prefix, res) {
-				return refuse("route %s overlaps the reserved prefix %s", r.Prefix, res)
+			if overlaps(p, res) {
+				return refuse("%s %s overlaps the reserved prefix %s", one, p, res)
 			}
 		}
-		for _, o := range routes[:i] {
-			if overlaps(r.Prefix, o.Prefix) {
-				return refuse("routes %s and %s overlap", o.Prefix, r.Prefix)
+		for _, o := range prefixes[:i] {
+			if overlaps(p, o) {
+				return refuse("%s %s and %s overlap", many, o, p)
 			}
 		}
 	}
