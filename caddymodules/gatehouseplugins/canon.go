@@ -48,8 +48,16 @@ func readings(u *url.URL) []string {
 	out := []string{u.Path}
 	p := u.Path
 	for range 4 {
-		lenient := lenientUTF8(p)
-		for _, q := range [...]string{p, lenient, strings.ReplaceAll(p, "\\", "/"), strings.ReplaceAll(lenient, "\\", "/")} {
+		variants := []string{p}
+		if l := lenientUTF8(p); l != p {
+			variants = append(variants, l)
+		}
+		for _, v := range variants { // the one or two above; range reads the slice once
+			if strings.Contains(v, "\\") {
+				variants = append(variants, strings.ReplaceAll(v, "\\", "/"))
+			}
+		}
+		for _, q := range variants {
 			if q == "" || q[0] != '/' {
 				q = "/" + q
 			}

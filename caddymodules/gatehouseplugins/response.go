@@ -25,7 +25,7 @@ import (
 // Everything else passes unchanged, streaming and upgrades included
 // (ResponseWriterWrapper unwraps for them).
 type pluginResponse struct {
-	*caddyhttp.ResponseWriterWrapper
+	caddyhttp.ResponseWriterWrapper // a value: one allocation per request, not two
 	tokenCookie string
 	service     string
 	logger      *zap.Logger
@@ -34,7 +34,7 @@ type pluginResponse struct {
 
 func (g *Gateway) guardResponse(w http.ResponseWriter, service string) *pluginResponse {
 	return &pluginResponse{
-		ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w},
+		ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: w},
 		tokenCookie:           g.TokenCookie,
 		service:               service,
 		logger:                g.logger,
