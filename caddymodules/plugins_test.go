@@ -246,6 +246,16 @@ func pluginManifest(id string, kv ...any) map[string]any {
 	return m
 }
 
+// route is a manifest's routes: one prefix with its access rule, and kv
+// (e.g. "forward_credentials", true) on top.
+func route(prefix, access string, kv ...any) []any {
+	r := map[string]any{"prefix": prefix, "access": access}
+	for i := 0; i < len(kv); i += 2 {
+		r[kv[i].(string)] = kv[i+1]
+	}
+	return []any{r}
+}
+
 // pluginEdgeConfig is a site like the repository's /api block: a fake
 // authsvc behind gatehouse_auth and the gateway, and the given services.
 func pluginEdgeConfig(authsvc *upstream, services ...*testPlugin) string {
@@ -465,7 +475,7 @@ func TestPluginsAccessAndRoutes(t *testing.T) {
 	// wiki lets its route see the caller's credentials.
 	wiki := newTestPlugin(t, "wiki", pluginManifest("wiki",
 		"access", map[string]any{"allow_superuser": false, "required_groups": []string{"editors", "team a,b"}},
-		"routes", []any{map[string]any{"prefix": "/api/wiki", "access": "authenticated", "forward_credentials": true}}))
+		"routes", route("/api/wiki", "authenticated", "forward_credentials", true)))
 	wiki.options = []string{"forward_credentials"}
 	e := startEdge(t, writeConfig(t, "", pluginEdgeConfig(authsvc, reports, wiki)), nil)
 	waitHealthy(t, e, "reports", "wiki")
@@ -698,22 +708,21 @@ func TestPluginsMaliciousManifests(t *testing.T) {
 	t.Parallel()
 	authsvc := newUpstream(t, jwks(t, key(t, 0)))
 	good := newTestPlugin(t, "good", pluginManifest("good"))
-	route := func(prefix string) []any { return []any{map[string]any{"prefix": prefix, "access": "authenticated"}} }
 	cases := []struct {
 		plugin *testPlugin
 		path   string // a path the manifest tried to claim
 		want   string // in manifest_error
 	}{
-		{newTestPlugin(t, "reserved", pluginManifest("reserved", "routes", route("/api/users"))), "/api/users/me", "reserved prefix /api/users"},
-		{newTestPlugin(t, "under-reserved", pluginManifest("under-reserved", "routes", route("/api/admin/x"))), "/api/admin/x", "reserved prefix /api/admin"},
-		{newTestPlugin(t, "thief", pluginManifest("thief", "routes", route("/api/good/steal"))), "/api/good/steal", "route /api/good/steal is claimed by plugin good"},
-		{newTestPlugin(t, "bad-schema", pluginManifest("bad-schema", "routes", route("/api/bad-schema"),
+		{newTestPlugin(t, "reserved", pluginManifest("reserved", "routes", route("/api/users", "authenticated"))), "/api/users/me", "reserved prefix /api/users"},
+		{newTestPlugin(t, "under-reserved", pluginManifest("under-reserved", "routes", route("/api/admin/x", "authenticated"))), "/api/admin/x", "reserved prefix /api/admin"},
+		{newTestPlugin(t, "thief", pluginManifest("thief", "routes", route("/api/good/steal", "authenticated"))), "/api/good/steal", "route /api/good/steal is claimed by plugin good"},
+		{newTestPlugin(t, "bad-schema", pluginManifest("bad-schema", "routes", route("/api/bad-schema", "authenticated"),
 			"settings", map[string]any{"schema": map[string]any{"type": "objekt"}})), "/api/bad-schema", "settings.schema does not compile"},
-		{newTestPlugin(t, "huge", pluginManifest("huge", "routes", route("/api/huge"),
+		{newTestPlugin(t, "huge", pluginManifest("huge", "routes", route("/api/huge", "authenticated"),
 			"description", strings.Repeat("x", 300<<10))), "/api/huge", "manifest larger than 256 KiB"},
-		{newTestPlugin(t, "html", pluginManifest("html", "routes", route("/api/html"))), "/api/html", `Content-Type is "text/html; charset=utf-8"`},
-		{newTestPlugin(t, "future", pluginManifest("future", "manifest_version", 2, "routes", route("/api/future"))), "/api/future", "unsupported manifest_version 2"},
-		{newTestPlugin(t, "impostor", pluginManifest("good", "routes", route("/api/impostor"))), "/api/impostor", `manifest id "good" is not the registered service id "impostor"`},
+		{newTestPlugin(t, "html", pluginManifest("html", "routes", route("/api/html", "authenticated"))), "/api/html", `Content-Type is "text/html; charset=utf-8"`},
+		{newTestPlugin(t, "future", pluginManifest("future", "manifest_version", 2, "routes", route("/api/future", "authenticated"))), "/api/future", "unsupported manifest_version 2"},
+		{newTestPlugin(t, "impostor", pluginManifest("good", "routes", route("/api/impostor", "authenticated"))), "/api/impostor", `manifest id "good" is not the registered service id "impostor"`},
 	}
 	html := "text/html; charset=utf-8"
 	cases[5].plugin.contentType.Store(&html)
@@ -764,9 +773,9 @@ func TestPluginsPinnedPrefixCannotBeSquatted(t *testing.T) {
 	t.Parallel()
 	authsvc := newUpstream(t, jwks(t, key(t, 0)))
 	squatter := newTestPlugin(t, "squatter", pluginManifest("squatter",
-		"routes", []any{map[string]any{"prefix": "/api/docs", "access": "authenticated", "forward_credentials": true}}))
+		"routes", route("/api/docs", "authenticated", "forward_credentials", true)))
 	squatter.options = []string{"forward_credentials"}
-	docs := newTestPlugin(t, "docs", pluginManifest("docs", "routes", []any{map[string]any{"prefix": "/api/docs", "access": "authenticated"}}))
+	docs := newTestPlugin(t, "docs", pluginManifest("docs", "routes", route("/api/docs", "authenticated")))
 	docs.options = []string{"prefix /api/docs"}
 	docs.healthy.Store(false)
 	e := startEdge(t, writeConfig(t, "", pluginEdgeConfig(authsvc, squatter, docs)), nil)
@@ -800,7 +809,7 @@ func TestPluginsForwardCredentialsNeedConsent(t *testing.T) {
 	t.Parallel()
 	authsvc := newUpstream(t, jwks(t, key(t, 0)))
 	wiki := newTestPlugin(t, "wiki", pluginManifest("wiki",
-		"routes", []any{map[string]any{"prefix": "/api/wiki", "access": "authenticated", "forward_credentials": true}}))
+		"routes", route("/api/wiki", "authenticated", "forward_credentials", true)))
 	e := startEdge(t, writeConfig(t, "", pluginEdgeConfig(authsvc, wiki)), nil)
 	if got := refusedManifest(t, e, "wiki"); got != "route /api/wiki asks for forward_credentials, which the edge configuration does not allow wiki" {
 		t.Errorf("manifest_error = %q", got)
@@ -934,7 +943,7 @@ func TestPluginsReload(t *testing.T) {
 func TestPluginsGatewayWithoutAuth(t *testing.T) {
 	t.Parallel()
 	reports := newTestPlugin(t, "reports", pluginManifest("reports",
-		"routes", []any{map[string]any{"prefix": "/api/reports", "access": "authenticated"}}))
+		"routes", route("/api/reports", "authenticated")))
 	cfg := fmt.Sprintf(`{
 	gatehouse_plugins {
 		service reports %s
@@ -968,10 +977,10 @@ func TestPluginsPathCanonicalisation(t *testing.T) {
 	t.Parallel()
 	authsvc := newUpstream(t, jwks(t, key(t, 0)))
 	open := newTestPlugin(t, "open", pluginManifest("open",
-		"routes", []any{map[string]any{"prefix": "/api/open", "access": "authenticated"}}))
+		"routes", route("/api/open", "authenticated")))
 	vault := newTestPlugin(t, "vault", pluginManifest("vault",
 		"access", map[string]any{"required_groups": []string{"vault-admin"}},
-		"routes", []any{map[string]any{"prefix": "/api/vault", "access": "plugin"}}))
+		"routes", route("/api/vault", "plugin")))
 	e := startEdge(t, writeConfig(t, "", pluginEdgeConfig(authsvc, open, vault)), nil)
 	user := memberToken(t, "staff")
 	waitHealthy(t, e, "open", "vault")
@@ -1105,7 +1114,7 @@ func TestPluginsForwardCredentialsNeedsForwardToken(t *testing.T) {
 	authsvc := newUpstream(t, jwks(t, key(t, 0)))
 	wiki := newTestPlugin(t, "wiki", pluginManifest("wiki",
 		"access", map[string]any{"allow_superuser": false, "required_groups": []string{"editors"}},
-		"routes", []any{map[string]any{"prefix": "/api/wiki", "access": "authenticated", "forward_credentials": true}}))
+		"routes", route("/api/wiki", "authenticated", "forward_credentials", true)))
 	wiki.options = []string{"forward_credentials"}
 	cfg := pluginEdgeConfig(authsvc, wiki)
 	if !strings.Contains(cfg, "\t\t\tforward_token\n") {
