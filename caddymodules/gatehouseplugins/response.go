@@ -26,10 +26,10 @@ import (
 // (ResponseWriterWrapper unwraps for them).
 type pluginResponse struct {
 	caddyhttp.ResponseWriterWrapper // a value: one allocation per request, not two
-	tokenCookie string
-	service     string
-	logger      *zap.Logger
-	wrote       bool
+	tokenCookie                     string
+	service                         string
+	logger                          *zap.Logger
+	wrote                           bool
 }
 
 func (g *Gateway) guardResponse(w http.ResponseWriter, service string) *pluginResponse {
