@@ -474,3 +474,19 @@ func TestUnknownRoutes(t *testing.T) {
 		t.Fatalf("wrong method: %d %v", r.status, r.header)
 	}
 }
+
+// A title set by PATCH is tidied as an upload's own title is: control
+// characters out (PostgreSQL refuses NUL in text). Before, a NUL gave 500.
+func TestPatchTitleControlCharacters(t *testing.T) {
+	e := newEnv(t)
+	u := newUser()
+	d := e.mustUpload(u, "t.pdf", makePDF("t", 1, 0), nil)
+	r := e.doJSON(&u, "PATCH", "/api/documents/"+docID(d), map[string]any{"title": "a\u0000b\nc\u007f"})
+	if m := r.json(t); r.status != 200 || m["title"] != "ab c" {
+		t.Fatalf("title with NUL: %d %s", r.status, r.body)
+	}
+	r = e.doJSON(&u, "PATCH", "/api/documents/"+docID(d), map[string]any{"title": "\u0000\u0001"})
+	if m := r.json(t); r.status != 200 || m["title"] != nil {
+		t.Fatalf("title of control characters only: %d %s", r.status, r.body)
+	}
+}

@@ -179,9 +179,9 @@ func (s *Service) patchDocument(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	if req.Title.Set {
-		if req.Title.Value == nil || strings.TrimSpace(*req.Title.Value) == "" {
+		if req.Title.Value == nil || strings.TrimSpace(cleanTitle(*req.Title.Value)) == "" {
 			ch.ClearTitle = true
-		} else if t := strings.TrimSpace(*req.Title.Value); len(t) > maxTitleBytes {
+		} else if t := strings.TrimSpace(cleanTitle(*req.Title.Value)); len(t) > maxTitleBytes {
 			fields = append(fields, httpx.FieldError{Field: "title", Message: "must be at most 500 bytes"})
 		} else {
 			ch.Title = &t

@@ -158,16 +158,7 @@ const maxTitleBytes = 500
 // MaxInt32 (the column's int4) is a lie, so it is unknown instead.
 func (i pdfInfo) tidy() pdfInfo {
 	if i.Title != nil {
-		t := strings.Map(func(r rune) rune {
-			switch {
-			case r == '\t' || r == '\n' || r == '\r':
-				return ' '
-			case r < 0x20 || r == 0x7f:
-				return -1
-			}
-			return r
-		}, strings.ToValidUTF8(*i.Title, ""))
-		t = strings.TrimSpace(truncateUTF8(t, maxTitleBytes))
+		t := strings.TrimSpace(truncateUTF8(cleanTitle(*i.Title), maxTitleBytes))
 		i.Title = nil
 		if t != "" {
 			i.Title = &t
@@ -177,6 +168,20 @@ func (i pdfInfo) tidy() pdfInfo {
 		i.Pages = nil
 	}
 	return i
+}
+
+// cleanTitle drops control characters (tabs and line ends become spaces)
+// and invalid UTF-8 from a title, whether a file or a PATCH gave it.
+func cleanTitle(s string) string {
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r == '\t' || r == '\n' || r == '\r':
+			return ' '
+		case r < 0x20 || r == 0x7f:
+			return -1
+		}
+		return r
+	}, strings.ToValidUTF8(s, ""))
 }
 
 // inspectPDF is checkPDF before tidy.
