@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -134,6 +135,9 @@ func parseListQuery(v url.Values) (ListQuery, error) {
 	}
 	if len(q.Search) > 200 {
 		fields = append(fields, httpx.FieldError{Field: "search", Message: "must be at most 200 characters"})
+	} else if !utf8.ValidString(q.Search) || strings.ContainsRune(q.Search, 0) {
+		// PostgreSQL takes neither as text; no name or title holds them.
+		fields = append(fields, httpx.FieldError{Field: "search", Message: "must be UTF-8 text without NUL"})
 	}
 	if len(fields) > 0 {
 		return q, httpx.Invalid(fields)
