@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/google/uuid"
 )
 
 func docID(m map[string]any) string { return m["id"].(string) }
@@ -490,5 +492,43 @@ func TestPatchTitleControlCharacters(t *testing.T) {
 	r = e.doJSON(&u, "PATCH", "/api/documents/"+docID(d), map[string]any{"title": "\u0000\u0001"})
 	if m := r.json(t); r.status != 200 || m["title"] != nil {
 		t.Fatalf("title of control characters only: %d %s", r.status, r.body)
+	}
+}
+
+// A category path is bounded: a deep tree of long names made a path too
+// long for PostgreSQL's index (from about 2 700 bytes), and creating or
+// moving a category there gave 500.
+func TestCategoryPathTooLong(t *testing.T) {
+	e := newEnv(t)
+	u := newUser()
+	// Names that do not compress, as PostgreSQL would otherwise squeeze
+	// the index entry under its limit.
+	name := func() string { return strings.ReplaceAll(uuid.NewString()+uuid.NewString()+uuid.NewString(), "-", "") }
+	chain := func(levels int) (top, leaf string) {
+		parent := ""
+		for range levels {
+			c := e.mustCategory(u, name(), parent)
+			if top == "" {
+				top = docID(c)
+			}
+			parent = docID(c)
+		}
+		return top, parent
+	}
+	_, deep := chain(MaxCategoryPathBytes / 97) // 96-byte names and a slash
+	r := e.doJSON(&u, "POST", "/api/documents/categories", map[string]any{"name": name(), "parent_id": deep})
+	if r.status != http.StatusBadRequest || !strings.Contains(string(r.body), "path") {
+		t.Errorf("create beyond the path limit: %d %.200s", r.status, r.body)
+	}
+	// Moving a tree under another: its deepest path counts.
+	top, leaf := chain(MaxCategoryPathBytes / 97)
+	e.mustUpload(u, "deep.pdf", makePDF("deep", 1, 0), map[string]string{"category_id": leaf})
+	before := e.storedFiles()
+	r = e.doJSON(&u, "PATCH", "/api/documents/categories/"+top, map[string]any{"parent_id": deep})
+	if r.status != http.StatusBadRequest || !strings.Contains(string(r.body), "path") {
+		t.Fatalf("move beyond the path limit: %d %s", r.status, r.body)
+	}
+	if got := e.storedFiles(); !slices.Equal(got, before) {
+		t.Fatalf("files changed: %v", got)
 	}
 }

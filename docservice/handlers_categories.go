@@ -2,6 +2,7 @@ package docservice
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"syscall"
@@ -49,6 +50,11 @@ func categoryName(raw *string) (string, *httpx.FieldError) {
 	return name, nil
 }
 
+func pathTooLong(field string) error {
+	return httpx.Invalid([]httpx.FieldError{{Field: field,
+		Message: fmt.Sprintf("the folder path (or a sub-category's) would be longer than %d bytes", MaxCategoryPathBytes)}})
+}
+
 func (s *Service) createCategory(w http.ResponseWriter, r *http.Request) error {
 	var req struct {
 		Name     *string    `json:"name"`
@@ -67,6 +73,8 @@ func (s *Service) createCategory(w http.ResponseWriter, r *http.Request) error {
 		return httpx.Errorf(http.StatusConflict, "a category named %q already exists there", name)
 	case errors.Is(err, ErrNotFound):
 		return httpx.Invalid([]httpx.FieldError{{Field: "parent_id", Message: "no such category"}})
+	case errors.Is(err, ErrPathTooLong):
+		return pathTooLong("name")
 	case err != nil:
 		return storeError(err, "category")
 	}
@@ -123,6 +131,12 @@ func (s *Service) patchCategory(w http.ResponseWriter, r *http.Request) error {
 		return httpx.Invalid([]httpx.FieldError{{Field: "parent_id", Message: "cannot move a category into itself or one of its sub-categories"}})
 	case errors.Is(err, ErrNotFound) && strings.HasPrefix(err.Error(), "parent"):
 		return httpx.Invalid([]httpx.FieldError{{Field: "parent_id", Message: "no such category"}})
+	case errors.Is(err, ErrPathTooLong):
+		field := "name"
+		if req.ParentID.Set {
+			field = "parent_id"
+		}
+		return pathTooLong(field)
 	case err != nil:
 		return storeError(err, "category")
 	}

@@ -21,6 +21,7 @@ var (
 	ErrNameTaken     = errors.New("name taken")
 	ErrNotEmpty      = errors.New("category not empty")
 	ErrInvalidMove   = errors.New("invalid category move")
+	ErrPathTooLong   = errors.New("category path too long")
 	ErrDBUnavailable = errors.New("database unavailable")
 )
 
@@ -108,7 +109,7 @@ func dbErr(err error) error {
 	if err == nil || errors.Is(err, context.Canceled) {
 		return err
 	}
-	for _, s := range []error{ErrNotFound, ErrDuplicate, ErrNameTaken, ErrNotEmpty, ErrInvalidMove, ErrTargetExists,
+	for _, s := range []error{ErrNotFound, ErrDuplicate, ErrNameTaken, ErrNotEmpty, ErrInvalidMove, ErrPathTooLong, ErrTargetExists,
 		ErrDBUnavailable, pgx.ErrNoRows, pgx.ErrTooManyRows} {
 		if errors.Is(err, s) {
 			return err

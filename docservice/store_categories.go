@@ -10,6 +10,12 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
+// MaxCategoryPathBytes bounds a category's path (its names joined by "/").
+// PostgreSQL's index on lower(path) takes at most about 2 700 bytes, and
+// the path plus a file name must stay well within PATH_MAX (4 096) for the
+// tools that read the tree: ten levels of 200-byte names.
+const MaxCategoryPathBytes = 2000
+
 const catColumns = `c.id, c.parent_id, c.name, c.path, c.created_by,
 	(SELECT count(*) FROM docs.documents d WHERE d.category_id = c.id), c.created_at, c.updated_at`
 
@@ -53,6 +59,9 @@ func (s *Store) CreateCategory(ctx context.Context, actor uuid.UUID, parent *uui
 				return err
 			}
 			p = pp + "/" + name
+		}
+		if len(p) > MaxCategoryPathBytes {
+			return ErrPathTooLong
 		}
 		_, err := tx.Exec(ctx, `INSERT INTO docs.categories (id, parent_id, name, path, created_by) VALUES ($1, $2, $3, $4, $5)`,
 			id, parent, name, p, actor)
@@ -129,6 +138,15 @@ func (s *Store) UpdateCategory(ctx context.Context, id uuid.UUID, name *string, 
 				return err
 			}
 			return nil
+		}
+		// Its sub-categories' paths grow as much as its own.
+		var deepest int
+		if err := tx.QueryRow(ctx, `SELECT coalesce(max(octet_length(path)), 0) FROM docs.categories WHERE path LIKE $1 ESCAPE '\'`,
+			likeEscape(cur.Path)+"/%").Scan(&deepest); err != nil {
+			return err
+		}
+		if len(newPath) > MaxCategoryPathBytes || deepest-len(cur.Path)+len(newPath) > MaxCategoryPathBytes {
+			return ErrPathTooLong
 		}
 		var taken bool
 		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM docs.categories WHERE lower(path) = lower($1) AND id <> $2)`,
