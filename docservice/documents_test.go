@@ -2,6 +2,7 @@ package docservice
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net/http"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 )
@@ -530,5 +532,59 @@ func TestCategoryPathTooLong(t *testing.T) {
 	}
 	if got := e.storedFiles(); !slices.Equal(got, before) {
 		t.Fatalf("files changed: %v", got)
+	}
+}
+
+// A category created under a sub-category while an ancestor is renamed
+// gets the renamed path. Before, the creation locked only its parent row,
+// so the rename's update of the descendants' paths, which had already
+// begun, missed the new row: its path kept the old name, and its
+// documents went to a folder outside the renamed tree.
+func TestCategoryCreatedDuringAncestorRename(t *testing.T) {
+	e := newEnv(t)
+	u := newUser()
+	ctx := context.Background()
+	top := e.mustCategory(u, "Old", "")
+	sub := e.mustCategory(u, "Sub", docID(top))
+	// A trigger holds the creation of "Slow" open after its parent is locked.
+	for _, q := range []string{
+		`CREATE FUNCTION docs.test_slow_category() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF NEW.name = 'Slow' THEN PERFORM pg_sleep(1); END IF;
+			RETURN NEW;
+		END $$`,
+		`CREATE TRIGGER test_slow_category BEFORE INSERT ON docs.categories FOR EACH ROW EXECUTE FUNCTION docs.test_slow_category()`,
+	} {
+		if _, err := testPool.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		testPool.Exec(ctx, `DROP TRIGGER test_slow_category ON docs.categories`)
+		testPool.Exec(ctx, `DROP FUNCTION docs.test_slow_category()`)
+	})
+	created := make(chan resp, 1)
+	go func() {
+		created <- e.doJSON(&u, "POST", "/api/documents/categories", map[string]any{"name": "Slow", "parent_id": docID(sub)})
+	}()
+	time.Sleep(300 * time.Millisecond)
+	if r := e.doJSON(&u, "PATCH", "/api/documents/categories/"+docID(top), map[string]any{"name": "New"}); r.status != 200 {
+		t.Fatalf("rename: %d %s", r.status, r.body)
+	}
+	r := <-created
+	if r.status != http.StatusCreated {
+		t.Fatalf("create: %d %s", r.status, r.body)
+	}
+	slow := docID(r.json(t))
+	var path string
+	if err := testPool.QueryRow(ctx, `SELECT path FROM docs.categories WHERE id = $1`, slow).Scan(&path); err != nil {
+		t.Fatal(err)
+	}
+	if path != "New/Sub/Slow" {
+		t.Fatalf("path of the category created during the rename: %q", path)
+	}
+	e.mustUpload(u, "in-slow.pdf", makePDF("in slow", 1, 0), map[string]string{"category_id": slow})
+	if got := e.storedFiles(); !slices.Equal(got, []string{"New/Sub/Slow/in-slow.pdf"}) {
+		t.Fatalf("files: %v", got)
 	}
 }

@@ -26,9 +26,10 @@ var (
 )
 
 // treeLockID is the advisory lock that orders folder changes: placing or
-// moving a document takes it shared, renaming or deleting a category takes
-// it exclusively, so a file is never linked into a folder that is being
-// moved away (across every docservice instance).
+// moving a document and creating a category take it shared, renaming or
+// deleting a category takes it exclusively, so a file is never linked into
+// a folder that is being moved away, nor a category made under one
+// (across every docservice instance).
 const treeLockID int64 = 0x646f6373_74726565 // "docstree"
 
 // Store is docservice's storage layer: plain SQL on the docs schema.

@@ -49,6 +49,11 @@ func (s *Store) GetCategory(ctx context.Context, id uuid.UUID) (Category, error)
 func (s *Store) CreateCategory(ctx context.Context, actor uuid.UUID, parent *uuid.UUID, name string) (Category, error) {
 	id := uuid.New()
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		// Shared, as a rename of an ancestor (exclusive) rewrites the
+		// paths below it in one statement, which would miss this row.
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock_shared($1)`, treeLockID); err != nil {
+			return err
+		}
 		p := name
 		if parent != nil {
 			var pp string
