@@ -309,6 +309,10 @@ func TestCategories(t *testing.T) {
 	if r := e.doJSON(&other, "POST", "/api/documents/categories", map[string]any{"name": "Cafe\u0301 " + tag}); r.status != http.StatusConflict {
 		t.Fatalf("decomposed duplicate name: %d %s", r.status, r.body)
 	}
+	// Also when a dropped character kept the accent from composing.
+	if r := e.doJSON(&other, "POST", "/api/documents/categories", map[string]any{"name": "Cafe\u200b\u0301 " + tag}); r.status != http.StatusConflict {
+		t.Fatalf("decomposed duplicate name behind a zero-width space: %d %s", r.status, r.body)
+	}
 	for _, bad := range []map[string]any{{"name": ""}, {"name": "a/b"}, {"name": `..`}, {"name": "x.pdf"}, {"name": "Report.PDF  "}, {"name": "x", "parent_id": "6a1f3f9c-5a0e-4e4e-9a53-2f8f3f2b1a11"}} {
 		if r := e.doJSON(&creator, "POST", "/api/documents/categories", bad); r.status != http.StatusBadRequest {
 			t.Errorf("create %v: %d %s", bad, r.status, r.body)

@@ -23,11 +23,6 @@ const MaxNameBytes = 200
 // returns "": fallback is
 // used when nothing is left.
 func SanitizeName(s, fallback string) string {
-	// One spelling per name: "é" typed on one system and decomposed
-	// ("e" + U+0301) on another must be the same name here, or two
-	// categories or files would look the same (and be the same on a
-	// normalisation-insensitive file system such as APFS).
-	s = norm.NFC.String(s)
 	var b strings.Builder
 	for _, r := range s {
 		switch {
@@ -46,7 +41,13 @@ func SanitizeName(s, fallback string) string {
 			b.WriteRune(r)
 		}
 	}
-	name := strings.Join(strings.Fields(b.String()), " ")
+	// One spelling per name: "é" typed on one system and decomposed
+	// ("e" + U+0301) on another must be the same name here, or two
+	// categories or files would look the same (and be the same on a
+	// normalisation-insensitive file system such as APFS). Composed after
+	// the characters above are dropped: one between "e" and U+0301 (a
+	// zero-width space, a NUL) kept the two apart.
+	name := strings.Join(strings.Fields(norm.NFC.String(b.String())), " ")
 	name = strings.TrimLeft(name, ". ")
 	name = truncateUTF8(name, MaxNameBytes)
 	name = strings.TrimRight(name, ". ")

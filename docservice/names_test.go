@@ -28,8 +28,12 @@ func TestSanitizeName(t *testing.T) {
 		"\u202eevil":            "evil",
 		"Ünïcødé ok":            "Ünïcødé ok",
 		"Cafe\u0301":            "Caf\u00e9", // decomposed é: one spelling (NFC)
-		"COM0.pdf":              "_COM0.pdf",
-		"lpt0":                  "_lpt0",
+		// Characters dropped between a letter and its accent leave the
+		// decomposed spelling, which must be composed too.
+		"Cafe\u200b\u0301": "Caf\u00e9",
+		"Cafe\x00\u0301":   "Caf\u00e9",
+		"COM0.pdf":         "_COM0.pdf",
+		"lpt0":             "_lpt0",
 	}
 	for in, want := range cases {
 		if got := SanitizeName(in, "fallback"); got != want {
