@@ -184,6 +184,41 @@ func TestDownload(t *testing.T) {
 		r.header.Get("Content-Range") != fmt.Sprintf("bytes */%d", len(content)) {
 		t.Fatalf("%d ranges: %d %s (Content-Range %q)", maxRanges+1, r.status, r.body, r.header.Get("Content-Range"))
 	}
+	n := len(content)
+	for _, c := range []struct {
+		rng, ifRange string
+		status       int
+		body         []byte
+		contentRange string
+	}{
+		// A zero-length suffix is unsatisfiable: net/http answered 206
+		// with an empty body and "bytes n-(n-1)/n".
+		{"bytes=-0", "", 416, nil, fmt.Sprintf("bytes */%d", n)},
+		{"bytes=-00", "", 416, nil, fmt.Sprintf("bytes */%d", n)},
+		{"bytes=-0, 100-199", "", 206, content[100:200], fmt.Sprintf("bytes 100-199/%d", n)},
+		// Positions past int64 (net/http: 416): the end, or past it.
+		{"bytes=10-99999999999999999999", "", 206, content[10:], fmt.Sprintf("bytes 10-%d/%d", n-1, n)},
+		{"bytes=-99999999999999999999", "", 206, content, fmt.Sprintf("bytes 0-%d/%d", n-1, n)},
+		{"bytes=99999999999999999999-", "", 416, nil, fmt.Sprintf("bytes */%d", n)},
+		// If-Range naming another version: the whole file, even for a
+		// Range that would be refused.
+		{ranges(maxRanges + 1), `"0000"`, 200, content, ""},
+		{ranges(maxRanges + 1), etag, 416, nil, fmt.Sprintf("bytes */%d", n)},
+		{"bytes=100-199", "W/" + etag, 200, content, ""},
+		{"bytes=100-199", etag, 206, content[100:200], fmt.Sprintf("bytes 100-199/%d", n)},
+		{"bytes=100-199", "Sat, 01 Jan 2000 00:00:00 GMT", 200, content, ""},
+	} {
+		h := map[string]string{"Range": c.rng}
+		if c.ifRange != "" {
+			h["If-Range"] = c.ifRange
+		}
+		r = e.do(&u, "GET", path, nil, h)
+		if r.status != c.status || (c.body != nil && !bytes.Equal(r.body, c.body)) ||
+			r.header.Get("Content-Range") != c.contentRange {
+			t.Errorf("Range %.40q If-Range %q: %d, %d bytes, Content-Range %q; want %d, %d bytes, %q",
+				c.rng, c.ifRange, r.status, len(r.body), r.header.Get("Content-Range"), c.status, len(c.body), c.contentRange)
+		}
+	}
 	r = e.do(&u, "GET", path, nil, map[string]string{"If-None-Match": etag})
 	if r.status != http.StatusNotModified || len(r.body) != 0 {
 		t.Fatalf("If-None-Match: %d", r.status)

@@ -134,7 +134,7 @@ func parseListQuery(v url.Values) (ListQuery, error) {
 		q.Sort = s
 	}
 	if len(q.Search) > 200 {
-		fields = append(fields, httpx.FieldError{Field: "search", Message: "must be at most 200 characters"})
+		fields = append(fields, httpx.FieldError{Field: "search", Message: "must be at most 200 bytes"})
 	} else if !utf8.ValidString(q.Search) || strings.ContainsRune(q.Search, 0) {
 		// PostgreSQL takes neither as text; no name or title holds them.
 		fields = append(fields, httpx.FieldError{Field: "search", Message: "must be UTF-8 text without NUL"})
@@ -314,12 +314,20 @@ func (s *Service) downloadDocument(w http.ResponseWriter, r *http.Request) error
 	if !fi.Mode().IsRegular() {
 		return fmt.Errorf("document %s: %s is not a regular file", d.ID, d.RelPath())
 	}
-	// Each range of a multipart/byteranges answer costs a part header of
-	// about 100 bytes: a Range of thousands of "0-0" would make a small
-	// request a large answer. Readers ask for a few at a time.
-	if rng := r.Header.Get("Range"); strings.Count(rng, ",") >= maxRanges {
-		w.Header().Set("Content-Range", fmt.Sprintf("bytes */%d", fi.Size()))
-		return httpx.Errorf(http.StatusRequestedRangeNotSatisfiable, "at most %d ranges per request", maxRanges)
+	etag := `"` + d.SHA256 + `"`
+	if rng := r.Header.Get("Range"); rng != "" {
+		if !ifRangeHolds(r, etag, fi.ModTime()) {
+			r.Header.Del("Range") // the whole file, whatever it asked
+		} else if strings.Count(rng, ",") >= maxRanges {
+			// Each range of a multipart/byteranges answer costs a part
+			// header of about 100 bytes: a Range of thousands of "0-0"
+			// would make a small request a large answer. Readers ask
+			// for a few at a time.
+			w.Header().Set("Content-Range", fmt.Sprintf("bytes */%d", fi.Size()))
+			return httpx.Errorf(http.StatusRequestedRangeNotSatisfiable, "at most %d ranges per request", maxRanges)
+		} else {
+			r.Header.Set("Range", tidyRange(rng, fi.Size()))
+		}
 	}
 	disposition := "attachment"
 	if r.URL.Query().Get("disposition") == "inline" {
@@ -328,7 +336,7 @@ func (s *Service) downloadDocument(w http.ResponseWriter, r *http.Request) error
 	h := w.Header()
 	h.Set("Content-Type", "application/pdf")
 	h.Set("Content-Disposition", contentDisposition(disposition, d.Filename))
-	h.Set("ETag", `"`+d.SHA256+`"`)
+	h.Set("ETag", etag)
 	h.Set("Cache-Control", "private, no-cache")
 	h.Set("X-Content-Type-Options", "nosniff")
 	http.ServeContent(w, r, d.Filename, fi.ModTime(), f)
