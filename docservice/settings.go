@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"maps"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -116,6 +117,8 @@ func NewSettingsStore(dir string, log *slog.Logger) (*SettingsStore, error) {
 	}
 	c := jsonschema.NewCompiler()
 	c.DefaultDraft(jsonschema.Draft7)
+	c.RegisterFormat(&jsonschema.Format{Name: "path-glob", Validate: validateGlob})
+	c.AssertFormat()
 	const url = "doc-service-settings.json"
 	if err := c.AddResource(url, doc); err != nil {
 		return nil, fmt.Errorf("settings schema: %w", err)
@@ -139,6 +142,19 @@ func NewSettingsStore(dir string, log *slog.Logger) (*SettingsStore, error) {
 	}
 	s.cur.Store(snap)
 	return s, nil
+}
+
+// validateGlob is the schema's "path-glob" format: a pattern path.Match
+// takes. A malformed one ("[") would match nothing, silently.
+func validateGlob(v any) error {
+	p, ok := v.(string)
+	if !ok {
+		return nil // the type keyword reports it
+	}
+	if _, err := path.Match(p, ""); err != nil {
+		return errors.New("not a valid shell pattern (path.Match)")
+	}
+	return nil
 }
 
 // SchemaJSON is the settings schema as published in the manifest.

@@ -68,6 +68,8 @@ func TestSettings(t *testing.T) {
 		`{"max_pdf_size_mb": 0}`, `{"max_pdf_size_mb": "big"}`, `{"max_pdf_size_mb": 1.5}`,
 		`{"unknown": true}`, `{"watch": {"enabled": true, "typo": 1}}`, `{"watch": {"visibility": "nobody"}}`,
 		`{"watch": {"ignore_patterns": "*.tmp"}}`, `{"ai": {"max_text_chars": 10}}`,
+		`{"watch": {"ignore_patterns": ["*.tmp", "["]}}`, `{"watch": {"ignore_patterns": ["a\\"]}}`,
+		`{"ai": {"language": "en_US"}}`, `{"ai": {"language": "-"}}`, `{"ai": {"language": "de CH"}}`,
 	} {
 		r := e.do(&admin, "PATCH", "/plugin/settings", strings.NewReader(bad), map[string]string{"Content-Type": "application/merge-patch+json"})
 		if r.status != http.StatusBadRequest {
@@ -78,6 +80,16 @@ func TestSettings(t *testing.T) {
 			t.Errorf("%s: no field errors: %s", bad, r.body)
 		}
 	}
+	r = e.do(&admin, "PATCH", "/plugin/settings", strings.NewReader(`{"watch": {"ignore_patterns": ["ok*", "[z-"]}}`), nil)
+	if fe := r.json(t)["errors"].([]any)[0].(map[string]any); fe["field"] != "watch.ignore_patterns.1" || !strings.Contains(fe["message"].(string), "path.Match") {
+		t.Errorf("bad pattern error: %s", r.body)
+	}
+	r = e.doJSON(&admin, "PATCH", "/plugin/settings", map[string]any{
+		"watch": map[string]any{"ignore_patterns": []string{"[a-z]*.pdf", `\*`}}, "ai": map[string]any{"language": "de-CH"}})
+	if r.status != 200 {
+		t.Errorf("good pattern and language: %d %s", r.status, r.body)
+	}
+	before, _ = os.ReadFile(filepath.Join(e.configDir, SettingsFile))
 	r = e.do(&admin, "PATCH", "/plugin/settings", strings.NewReader(`{"watch": {"typo": 1}}`), nil)
 	if fe := r.json(t)["errors"].([]any)[0].(map[string]any); fe["field"] != "watch" || !strings.Contains(fe["message"].(string), "typo") {
 		t.Errorf("unknown nested key error: %s", r.body)
