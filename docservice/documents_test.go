@@ -247,6 +247,21 @@ func TestRenameAndMove(t *testing.T) {
 	if got, _ := os.ReadFile(filepath.Join(e.storageDir, "a (2).pdf")); !bytes.Equal(got, bContent) {
 		t.Fatal("renamed file's content changed")
 	}
+	// Renaming "a (2)" to the taken "a" again keeps its own name (it
+	// became "a (3)") and records no move.
+	r = e.doJSON(&u, "PATCH", "/api/documents/"+docID(b), map[string]any{"filename": "a"})
+	if r.status != 200 || r.json(t)["filename"] != "a (2).pdf" {
+		t.Fatalf("rename a (2) onto a.pdf again: %d %s", r.status, r.body)
+	}
+	if got := e.storedFiles(); !slices.Equal(got, []string{"a (2).pdf", "a.pdf"}) {
+		t.Fatalf("files after the second rename: %v", got)
+	}
+	if got, _ := os.ReadFile(filepath.Join(e.storageDir, "a (2).pdf")); !bytes.Equal(got, bContent) {
+		t.Fatal("file changed by a rename to its own name")
+	}
+	if h := e.do(&u, "GET", "/api/documents/"+docID(b)+"/history", nil, nil); strings.Count(string(h.body), `"move"`) != 1 {
+		t.Fatalf("history after renaming to its own name: %s", h.body)
+	}
 	// Move both into a category; the second collides there too.
 	cat := e.mustCategory(u, "Move "+u.id.String()[:8], "")
 	catPath := cat["path"].(string)

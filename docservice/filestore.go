@@ -173,7 +173,8 @@ func (s *FileStore) Stat(rel string) (fs.FileInfo, error) { return s.root.Lstat(
 // LinkNew gives the file at src a new name in folder dir (created if
 // needed): name, or "name (2)", "name (3)", ... when taken on disk or,
 // if reserved is not nil, reserved by it (a row whose file has gone). It
-// never replaces an existing file. It returns the name used, relative to dir.
+// never replaces an existing file. It returns the name used, relative to dir;
+// when that is src's own name, nothing was linked.
 func (s *FileStore) LinkNew(src, dir, name string, reserved func(name string) (bool, error)) (string, error) {
 	if dir != "" {
 		if err := s.root.MkdirAll(dir, 0o750); err != nil {
@@ -192,6 +193,11 @@ func (s *FileStore) LinkNew(src, dir, name string, reserved func(name string) (b
 			cand = strings.Replace(cand, "(0)", "("+hex.EncodeToString(b[:])+")", 1)
 		case n > 1:
 			cand = withSuffix(name, n)
+		}
+		if path.Join(dir, cand) == path.Clean(src) {
+			// The file's own name: renaming "x (2)" to a taken "x"
+			// keeps "x (2)" rather than making "x (3)".
+			return cand, nil
 		}
 		if reserved != nil {
 			if r, err := reserved(cand); err != nil {
@@ -218,6 +224,10 @@ func (s *FileStore) LinkNew(src, dir, name string, reserved func(name string) (b
 // as keep: after a move or an undone placement the content stays reachable,
 // so this can never lose a user's file.
 func (s *FileStore) Unlink(rel, keep string) error {
+	if path.Clean(rel) == path.Clean(keep) {
+		// One name, not two: removing it would lose the file.
+		return fmt.Errorf("unlink %s: refused, it is the name to keep", rel)
+	}
 	a, err := s.root.Lstat(rel)
 	if err != nil {
 		return err

@@ -218,6 +218,11 @@ func (s *Service) moveFile(oldRel, dir, name string, reserved func(string) (bool
 		return "", nil, nil, &fileError{err}
 	}
 	newRel := joinPath(dir, used)
+	if newRel == oldRel {
+		// The name it has already (every other candidate was taken).
+		nop := func() error { return nil }
+		return used, nop, nop, nil
+	}
 	finish := func() error { return s.files.Unlink(oldRel, newRel) }
 	undo := func() error { return s.files.Unlink(newRel, oldRel) }
 	return used, finish, undo, nil

@@ -455,7 +455,9 @@ func (s *Store) UpdateDocument(ctx context.Context, v Visibility, actor uuid.UUI
 				return err
 			}
 			finish, undo, newName = f, u, used
-			details["from"], details["to"] = cur.RelPath(), joinPath(newDir, used)
+			if to := joinPath(newDir, used); to != cur.RelPath() {
+				details["from"], details["to"] = cur.RelPath(), to
+			}
 		}
 		title := cur.Title
 		if ch.ClearTitle {
