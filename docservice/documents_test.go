@@ -642,3 +642,44 @@ func TestCategoryCreatedDuringAncestorRename(t *testing.T) {
 		t.Fatalf("files: %v", got)
 	}
 }
+
+// Two renames of one document in a row: the first one's removal of its old
+// name may run after the second has committed and removed the first's new
+// name. The first rename still succeeded, and no extra name is left.
+func TestRenameFinishedAfterALaterRename(t *testing.T) {
+	e := newEnv(t)
+	u := newUser()
+	d := e.mustUpload(u, "zero.pdf", makePDF("zero", 1, 0), nil)
+	id := uuid.MustParse(docID(d))
+	release := make(chan struct{})
+	slow := func(oldRel, dir, name string, reserved func(string) (bool, error)) (string, func(string) error, func() error, error) {
+		used, finish, undo, err := e.svc.moveFile(oldRel, dir, name, reserved)
+		return used, func(keep string) error { <-release; return finish(keep) }, undo, err
+	}
+	first := make(chan error, 1)
+	go func() {
+		one := "one.pdf"
+		_, err := e.svc.store.UpdateDocument(context.Background(), Visibility{UserID: u.id}, u.id, id,
+			DocumentChange{Filename: &one}, slow)
+		first <- err
+	}()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		r := e.do(&u, "GET", "/api/documents/"+docID(d), nil, nil)
+		if r.json(t)["filename"] == "one.pdf" {
+			break // the first rename has committed and waits to finish
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the first rename never committed: %s", r.body)
+		}
+	}
+	if r := e.doJSON(&u, "PATCH", "/api/documents/"+docID(d), map[string]any{"filename": "two"}); r.status != 200 {
+		t.Fatalf("second rename: %d %s", r.status, r.body)
+	}
+	close(release)
+	if err := <-first; err != nil {
+		t.Fatalf("first rename, finished last: %v", err)
+	}
+	if got := e.storedFiles(); !slices.Equal(got, []string{"two.pdf"}) {
+		t.Fatalf("files: %v", got)
+	}
+}

@@ -212,7 +212,7 @@ func (s *Service) patchDocument(w http.ResponseWriter, r *http.Request) error {
 // moveFile is the Mover of a document rename or move: link the new name
 // (never over an existing file), and only once the row names it, unlink
 // the old one.
-func (s *Service) moveFile(oldRel, dir, name string, reserved func(string) (bool, error)) (string, func() error, func() error, error) {
+func (s *Service) moveFile(oldRel, dir, name string, reserved func(string) (bool, error)) (string, func(string) error, func() error, error) {
 	used, err := s.files.LinkNew(oldRel, dir, name, reserved)
 	if err != nil {
 		return "", nil, nil, &fileError{err}
@@ -220,10 +220,9 @@ func (s *Service) moveFile(oldRel, dir, name string, reserved func(string) (bool
 	newRel := joinPath(dir, used)
 	if newRel == oldRel {
 		// The name it has already (every other candidate was taken).
-		nop := func() error { return nil }
-		return used, nop, nop, nil
+		return used, func(string) error { return nil }, func() error { return nil }, nil
 	}
-	finish := func() error { return s.files.Unlink(oldRel, newRel) }
+	finish := func(keep string) error { return s.files.Unlink(oldRel, keep) }
 	undo := func() error { return s.files.Unlink(newRel, oldRel) }
 	return used, finish, undo, nil
 }

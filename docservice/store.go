@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"strings"
 	"time"
 
@@ -406,16 +407,18 @@ type DocumentChange struct {
 }
 
 // Mover links the file at oldRel into dir under name (suffix on
-// collision, on disk or in reserved), returning the name used and a finish
-// that removes the old name once the row is committed, and an undo for
-// failure.
-type Mover func(oldRel, dir, name string, reserved func(string) (bool, error)) (used string, finish, undo func() error, err error)
+// collision, on disk or in reserved), returning the name used, a finish
+// that removes the old name once the row is committed (if it is another
+// name of the file at keep), and an undo for failure.
+type Mover func(oldRel, dir, name string, reserved func(string) (bool, error)) (used string, finish func(keep string) error, undo func() error, err error)
 
 // UpdateDocument renames and/or moves a document, and sets its title. The
 // row is locked for the whole change, so concurrent changes of one
 // document apply one after the other.
 func (s *Store) UpdateDocument(ctx context.Context, v Visibility, actor uuid.UUID, id uuid.UUID, ch DocumentChange, move Mover) (Document, error) {
-	var finish, undo func() error
+	var finish func(keep string) error
+	var undo func() error
+	var newRel string // the file's name once the row is committed
 	var newCat *uuid.UUID
 	var newName string
 	ran, err := s.runTx(ctx, func(tx pgx.Tx) error {
@@ -455,8 +458,8 @@ func (s *Store) UpdateDocument(ctx context.Context, v Visibility, actor uuid.UUI
 				return err
 			}
 			finish, undo, newName = f, u, used
-			if to := joinPath(newDir, used); to != cur.RelPath() {
-				details["from"], details["to"] = cur.RelPath(), to
+			if newRel = joinPath(newDir, used); newRel != cur.RelPath() {
+				details["from"], details["to"] = cur.RelPath(), newRel
 			}
 		}
 		title := cur.Title
@@ -498,7 +501,15 @@ func (s *Store) UpdateDocument(ctx context.Context, v Visibility, actor uuid.UUI
 	if finish != nil {
 		// The row now names the new path; the old name is a second link to
 		// the same file. Failing to remove it leaves a harmless extra name.
-		if err := finish(); err != nil {
+		err := finish(newRel)
+		if errors.Is(err, fs.ErrNotExist) {
+			// A later rename of the document, committed meanwhile, may
+			// have moved the file on from newRel: keep where it is now.
+			if d, gerr := s.GetDocumentSettled(ctx, v, id); gerr == nil && d.RelPath() != newRel {
+				err = finish(d.RelPath())
+			}
+		}
+		if err != nil {
 			return Document{}, fmt.Errorf("remove old name: %w", err)
 		}
 	}
