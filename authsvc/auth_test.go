@@ -6,9 +6,11 @@ import (
 	"crypto/rsa"
 	"encoding/base64"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -455,5 +457,95 @@ func TestRegisterConcurrentDuplicates(t *testing.T) {
 	a, b := <-statuses, <-statuses
 	if !(a == 201 && b == 409 || a == 409 && b == 201) {
 		t.Errorf("two registrations of one email at once: %d and %d, want 201 and 409", a, b)
+	}
+}
+
+// Login checks the password first and issues the token after: the account
+// may change in between (a password check can wait seconds for a hasher
+// slot). The token must carry the account as it is when the session
+// begins, or a demoted, deactivated or regrouped user gets a token whose
+// stale claims the edge accepts: no session of theirs predates the
+// change's cut-off, so the revocation feed does not list them.
+func TestLoginClaimsFollowChangesDuringThePasswordCheck(t *testing.T) {
+	cfg := testConfig()
+	cfg.HashConcurrency = 1
+	e := newEnv(t, testPool, cfg)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name   string
+		role   string
+		change func(t *testing.T, u User) string // returns a group the token must name, if any
+		status int
+		role2  string
+	}{
+		{"demoted", "admin", func(t *testing.T, u User) string {
+			newUser(t, "admin") // not the last admin
+			role := "user"
+			if _, err := e.svc.store.UpdateUser(ctx, u.ID, UserUpdate{Role: &role}); err != nil {
+				t.Fatal(err)
+			}
+			return ""
+		}, http.StatusOK, "user"},
+		{"deactivated", "user", func(t *testing.T, u User) string {
+			off := false
+			if _, err := e.svc.store.UpdateUser(ctx, u.ID, UserUpdate{IsActive: &off}); err != nil {
+				t.Fatal(err)
+			}
+			return ""
+		}, http.StatusForbidden, ""},
+		{"added to a group", "user", func(t *testing.T, u User) string {
+			g, err := e.svc.store.CreateGroup(ctx, "mid-login-"+uuid.NewString()[:6], "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := e.svc.store.AddMember(ctx, g.ID, u.ID); err != nil {
+				t.Fatal(err)
+			}
+			return g.Name
+		}, http.StatusOK, "user"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			u := newUser(t, tc.role)
+			// Hold the only hasher slot, so the login waits in its
+			// password check after it has read the account.
+			if err := e.svc.hasher.acquire(ctx); err != nil {
+				t.Fatal(err)
+			}
+			var release sync.Once
+			defer release.Do(e.svc.hasher.release)
+			got := make(chan *response, 1)
+			go func() {
+				form := url.Values{"username": {u.Email}, "password": {fixturePassword}}
+				res, err := e.srv.Client().PostForm(e.srv.URL+"/api/auth/login", form)
+				if err != nil {
+					got <- &response{Body: []byte(err.Error())}
+					return
+				}
+				defer res.Body.Close()
+				b, _ := io.ReadAll(res.Body)
+				got <- &response{Status: res.StatusCode, Header: res.Header, Body: b}
+			}()
+			time.Sleep(300 * time.Millisecond)
+			group := tc.change(t, u)
+			// A token issued in the change's second is caught by the iat
+			// rule anyway; make the stale one look fresh.
+			time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(1100 * time.Millisecond)))
+			release.Do(e.svc.hasher.release)
+			r := (<-got).expect(t, tc.status)
+			if tc.status != http.StatusOK {
+				return
+			}
+			var tr tokenResponse
+			r.Decode(t, &tr)
+			c := decodeSegment(t, tr.AccessToken, 1)
+			if c["role"] != tc.role2 {
+				t.Errorf("role claim %v, want %s", c["role"], tc.role2)
+			}
+			if group != "" {
+				if gs, _ := c["groups"].([]any); len(gs) != 1 || gs[0] != group {
+					t.Errorf("groups claim %v, want [%s]", c["groups"], group)
+				}
+			}
+		})
 	}
 }

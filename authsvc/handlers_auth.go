@@ -130,7 +130,10 @@ func loginCredentials(w http.ResponseWriter, r *http.Request) (username, passwor
 	return username, password, nil
 }
 
-var errBadCredentials = &httpx.Error{Status: http.StatusUnauthorized, Detail: "incorrect email or password"}
+var (
+	errBadCredentials = &httpx.Error{Status: http.StatusUnauthorized, Detail: "incorrect email or password"}
+	errDisabled       = httpx.Errorf(http.StatusForbidden, "account is disabled")
+)
 
 type tokenResponse struct {
 	AccessToken string `json:"access_token"`
@@ -168,18 +171,24 @@ func (s *Service) login(w http.ResponseWriter, r *http.Request) error {
 		return errBadCredentials
 	}
 	if !u.IsActive {
-		return httpx.Errorf(http.StatusForbidden, "account is disabled")
+		return errDisabled
 	}
-	groups, err := s.store.GroupNamesOf(r.Context(), u.ID)
-	if err != nil {
-		return err
-	}
+	// The password check may have waited seconds for a hasher slot: the
+	// claims come from the account as the session begins, not as it was
+	// read above. iat is taken before, so that a change committing after
+	// the session began voids the token at the edge too.
 	now := s.now()
 	exp := now.Add(s.cfg.AccessTokenTTL)
 	host, _, _ := net.SplitHostPort(r.RemoteAddr)
-	sid, err := s.store.CreateSession(r.Context(), u.ID, exp, r.UserAgent(), host)
+	u, groups, sid, err := s.store.OpenSession(r.Context(), u.ID, exp, r.UserAgent(), host)
+	if errors.Is(err, ErrNotFound) {
+		return errBadCredentials
+	}
 	if err != nil {
 		return err
+	}
+	if !u.IsActive {
+		return errDisabled
 	}
 	tok, err := s.signer.Sign(&accesstoken.Claims{
 		Issuer:    s.cfg.Issuer,

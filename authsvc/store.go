@@ -151,6 +151,43 @@ func (s *Store) CreateSession(ctx context.Context, userID uuid.UUID, expires tim
 	return id, nil
 }
 
+// OpenSession records a login of an account whose password was just
+// checked, and returns the account as it is when the session begins, with
+// its groups: what the session's tokens claim. The user's row is read
+// under a share lock, so a concurrent change of role, activity or groups
+// either commits first and is read here, or waits for the session and then
+// voids it. An inactive account gets no session (uuid.Nil).
+func (s *Store) OpenSession(ctx context.Context, userID uuid.UUID, expires time.Time, userAgent, remoteAddr string) (User, []string, uuid.UUID, error) {
+	var u User
+	var groups []string
+	id := uuid.New()
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var err error
+		u, err = scanUser(tx.QueryRow(ctx, `SELECT `+userColumns+userFrom+`WHERE u.id = $1 FOR SHARE OF u`, userID))
+		if err != nil || !u.IsActive {
+			return err
+		}
+		rows, _ := tx.Query(ctx, `SELECT g.name FROM auth.groups g JOIN auth.group_memberships m ON m.group_id = g.id
+			WHERE m.user_id = $1 ORDER BY g.name`, userID)
+		if groups, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `INSERT INTO auth.sessions (id, user_id, expires_at, user_agent, remote_addr) VALUES ($1, $2, $3, $4, $5)`,
+			id, userID, expires, truncate(userAgent, 512), truncate(remoteAddr, 128))
+		return err
+	})
+	if errors.Is(err, ErrNotFound) {
+		return User{}, nil, uuid.Nil, err
+	}
+	if err != nil {
+		return User{}, nil, uuid.Nil, fmt.Errorf("open session: %w", err)
+	}
+	if !u.IsActive {
+		id = uuid.Nil
+	}
+	return u, groups, id, nil
+}
+
 // truncate makes s valid UTF-8 of at most n bytes, cut on a rune boundary:
 // request headers may carry any bytes, and PostgreSQL text refuses what is
 // not UTF-8 (a failed login otherwise).
