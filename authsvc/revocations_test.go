@@ -1,7 +1,11 @@
 package authsvc
 
 import (
+	"bytes"
+	"context"
+	"io"
 	"net/http"
+	"net/url"
 	"testing"
 	"time"
 
@@ -194,5 +198,97 @@ func TestIssuedAt(t *testing.T) {
 		if got := issuedAt(tt.now, tt.cutoff); !got.Equal(tt.want) {
 			t.Errorf("%s: %v, want %v", tt.name, got, tt.want)
 		}
+	}
+}
+
+// A change's cut-off must come after every session that began before the
+// change committed, or a login made meanwhile keeps a token with the old
+// claims, here and at the edge. now() is the transaction's start: a
+// demotion that waited for the admins' locks, or a removal from a group
+// that waited for its membership row, stamped a cut-off older than such a
+// login.
+func TestCutoffIsStampedAfterTheLocks(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		// setup returns the user, the row to hold (SQL, argument) so
+		// that change waits, and whether a token's claims are stale.
+		setup func(t *testing.T) (u User, hold string, arg any, change func() error, stale func(claims map[string]any) bool)
+	}{
+		{"demotion", func(t *testing.T) (User, string, any, func() error, func(map[string]any) bool) {
+			a, b := newUser(t, "admin"), newUser(t, "admin")
+			// The demotion locks the active admins in id order: hold
+			// the lower one so that it waits before it reaches the
+			// other, its target.
+			held, target := a, b
+			if bytes.Compare(a.ID[:], b.ID[:]) > 0 {
+				held, target = b, a
+			}
+			role := "user"
+			return target, `SELECT 1 FROM auth.users WHERE id = $1 FOR UPDATE`, held.ID,
+				func() error { _, err := env.svc.store.UpdateUser(ctx, target.ID, UserUpdate{Role: &role}); return err },
+				func(c map[string]any) bool { return c["role"] != "user" }
+		}},
+		{"removal from a group", func(t *testing.T) (User, string, any, func() error, func(map[string]any) bool) {
+			u := newUser(t, "user")
+			g, err := env.svc.store.CreateGroup(ctx, "leaving-"+uuid.NewString()[:6], "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := env.svc.store.AddMember(ctx, g.ID, u.ID); err != nil {
+				t.Fatal(err)
+			}
+			return u, `SELECT 1 FROM auth.group_memberships WHERE group_id = $1 FOR UPDATE`, g.ID,
+				func() error { return env.svc.store.RemoveMember(ctx, g.ID, u.ID) },
+				func(c map[string]any) bool { gs, _ := c["groups"].([]any); return len(gs) != 0 }
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			u, hold, arg, change, stale := tc.setup(t)
+			tx, err := testPool.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tx.Rollback(ctx)
+			if _, err := tx.Exec(ctx, hold, arg); err != nil {
+				t.Fatal(err)
+			}
+			changed := make(chan error, 1)
+			go func() { changed <- change() }()
+			time.Sleep(200 * time.Millisecond)
+			// A login in a later second than the change's start, while
+			// the change waits.
+			time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(1100 * time.Millisecond)))
+			logged := make(chan *response, 1)
+			go func() {
+				form := url.Values{"username": {u.Email}, "password": {fixturePassword}}
+				res, err := env.srv.Client().PostForm(env.srv.URL+"/api/auth/login", form)
+				if err != nil {
+					logged <- &response{Body: []byte(err.Error())}
+					return
+				}
+				defer res.Body.Close()
+				b, _ := io.ReadAll(res.Body)
+				logged <- &response{Status: res.StatusCode, Header: res.Header, Body: b}
+			}()
+			time.Sleep(500 * time.Millisecond)
+			if err := tx.Commit(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-changed; err != nil {
+				t.Fatal(err)
+			}
+			var tr tokenResponse
+			(<-logged).expect(t, http.StatusOK).Decode(t, &tr)
+			tok := tr.AccessToken
+			if !stale(decodeSegment(t, tok, 1)) {
+				return // the login waited for the change
+			}
+			env.get(t, "/api/users/me", tok).expectError(t, http.StatusUnauthorized, "revoked")
+			f, _ := feed(t, env)
+			if nb, ok := f.cutoff(u.ID); !ok || iatOf(t, tok) >= nb {
+				t.Errorf("feed cut-off %d (listed %v) does not void the token of iat %d", nb, ok, iatOf(t, tok))
+			}
+		})
 	}
 }

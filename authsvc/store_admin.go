@@ -108,7 +108,9 @@ type UserUpdate struct {
 // UpdateUser applies u, refusing to demote or deactivate the last active
 // admin. Active admins are locked first, so two admins demoting each other
 // at once cannot both succeed. A change of role or activity voids the
-// user's earlier tokens.
+// user's earlier tokens: the cut-off is the clock once the row is locked,
+// not now() (the transaction's start, maybe before a wait for the admins'
+// locks), so it follows every session that began before the change.
 func (s *Store) UpdateUser(ctx context.Context, id uuid.UUID, u UserUpdate) (User, error) {
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		rows, _ := tx.Query(ctx, `SELECT id FROM auth.users WHERE role = 'admin' AND is_active ORDER BY id FOR UPDATE`)
@@ -141,7 +143,7 @@ func (s *Store) UpdateUser(ctx context.Context, id uuid.UUID, u UserUpdate) (Use
 			return nil
 		}
 		_, err = tx.Exec(ctx, `UPDATE auth.users SET role = $2, is_active = $3, updated_at = now(),
-			tokens_valid_after = now() WHERE id = $1`, id, newRole, newActive)
+			tokens_valid_after = clock_timestamp() WHERE id = $1`, id, newRole, newActive)
 		return err
 	})
 	if err != nil {
@@ -288,8 +290,21 @@ func (s *Store) UpdateGroup(ctx context.Context, id uuid.UUID, name, description
 }
 
 func (s *Store) voidMembersTokens(ctx context.Context, tx pgx.Tx, groupID uuid.UUID) error {
-	_, err := tx.Exec(ctx, `UPDATE auth.users SET tokens_valid_after = now()
-		WHERE id IN (SELECT user_id FROM auth.group_memberships WHERE group_id = $1)`, groupID)
+	rows, _ := tx.Query(ctx, `SELECT id FROM auth.users
+		WHERE id IN (SELECT user_id FROM auth.group_memberships WHERE group_id = $1) ORDER BY id FOR NO KEY UPDATE`, groupID)
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	if err != nil {
+		return err
+	}
+	return voidTokens(ctx, tx, ids...)
+}
+
+// voidTokens sets the cut-off of users whose rows tx has locked (FOR NO KEY
+// UPDATE, which a login's share lock waits for). It is the clock now, after
+// the locks, not now(): a login may have begun and ended its session since
+// the transaction started, with the claims the change alters.
+func voidTokens(ctx context.Context, tx pgx.Tx, userIDs ...uuid.UUID) error {
+	_, err := tx.Exec(ctx, `UPDATE auth.users SET tokens_valid_after = clock_timestamp() WHERE id = ANY($1)`, userIDs)
 	return err
 }
 
@@ -312,7 +327,7 @@ func (s *Store) AddMember(ctx context.Context, groupID, userID uuid.UUID) error 
 	return s.inTx(ctx, "add member", func(tx pgx.Tx) error {
 		var groupExists, userExists bool
 		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM auth.groups WHERE id = $1 FOR SHARE),
-			EXISTS (SELECT 1 FROM auth.users WHERE id = $2 FOR SHARE)`, groupID, userID).Scan(&groupExists, &userExists); err != nil {
+			EXISTS (SELECT 1 FROM auth.users WHERE id = $2 FOR NO KEY UPDATE)`, groupID, userID).Scan(&groupExists, &userExists); err != nil {
 			return err
 		}
 		if !groupExists || !userExists {
@@ -326,14 +341,17 @@ func (s *Store) AddMember(ctx context.Context, groupID, userID uuid.UUID) error 
 		if tag.RowsAffected() == 0 {
 			return ErrAlreadyMember
 		}
-		_, err = tx.Exec(ctx, `UPDATE auth.users SET tokens_valid_after = now() WHERE id = $1`, userID)
-		return err
+		return voidTokens(ctx, tx, userID)
 	})
 }
 
 // RemoveMember removes a user from a group.
 func (s *Store) RemoveMember(ctx context.Context, groupID, userID uuid.UUID) error {
 	return s.inTx(ctx, "remove member", func(tx pgx.Tx) error {
+		// The user's row first: a login reading the groups waits from here.
+		if _, err := tx.Exec(ctx, `SELECT 1 FROM auth.users WHERE id = $1 FOR NO KEY UPDATE`, userID); err != nil {
+			return err
+		}
 		tag, err := tx.Exec(ctx, `DELETE FROM auth.group_memberships WHERE group_id = $1 AND user_id = $2`, groupID, userID)
 		if err != nil {
 			return err
@@ -341,8 +359,7 @@ func (s *Store) RemoveMember(ctx context.Context, groupID, userID uuid.UUID) err
 		if tag.RowsAffected() == 0 {
 			return ErrNotFound
 		}
-		_, err = tx.Exec(ctx, `UPDATE auth.users SET tokens_valid_after = now() WHERE id = $1`, userID)
-		return err
+		return voidTokens(ctx, tx, userID)
 	})
 }
 
