@@ -59,6 +59,27 @@ func TestRegister(t *testing.T) {
 	}}).expectError(t, http.StatusConflict, "already exists")
 }
 
+// An address with accents has one stored form, NFC, whichever form the
+// keyboard or a paste produced: "josé" typed decomposed (e + U+0301) is the
+// same account, not a second one that looks identical in every list.
+func TestRegisterEmailUnicodeForms(t *testing.T) {
+	at := uniqueEmail("")
+	composed, decomposed := "jos\u00e9"+at, "jose\u0301"+at
+	r := env.do(t, req{Method: http.MethodPost, Path: "/api/auth/register", Body: map[string]any{
+		"email": decomposed, "password": "Str0ng-Passw0rd!",
+	}}).expect(t, http.StatusCreated)
+	var u map[string]any
+	r.Decode(t, &u)
+	if u["email"] != composed {
+		t.Errorf("email %+q, want the NFC form %+q", u["email"], composed)
+	}
+	env.do(t, req{Method: http.MethodPost, Path: "/api/auth/register", Body: map[string]any{
+		"email": strings.ToUpper(composed), "password": "An0ther-Passw0rd!",
+	}}).expectError(t, http.StatusConflict, "already exists")
+	env.login(t, composed, "Str0ng-Passw0rd!")
+	env.login(t, decomposed, "Str0ng-Passw0rd!")
+}
+
 func TestRegisterValidation(t *testing.T) {
 	okEmail := func() string { return uniqueEmail("val") }
 	long := strings.Repeat("Aa1!", 32) + "x" // 129 characters

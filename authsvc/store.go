@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/text/unicode/norm"
 )
 
 // Sentinel errors of the storage layer; handlers map them to statuses.
@@ -68,8 +69,10 @@ func isUniqueViolation(err error, constraint string) bool {
 	return errors.As(err, &pgErr) && pgErr.Code == "23505" && (constraint == "" || pgErr.ConstraintName == constraint)
 }
 
-// NormaliseEmail trims and lower-cases an email, the form stored and compared.
-func NormaliseEmail(s string) string { return strings.ToLower(strings.TrimSpace(s)) }
+// NormaliseEmail trims and lower-cases an email and puts it in Unicode
+// normal form C (RFC 6532 section 3.1), the form stored and compared: an
+// accented address typed composed or decomposed is one account.
+func NormaliseEmail(s string) string { return norm.NFC.String(strings.ToLower(strings.TrimSpace(s))) }
 
 // CreateUser inserts a user and its profile in one transaction.
 func (s *Store) CreateUser(ctx context.Context, email, hash, role string, fullName *string) (User, error) {
