@@ -64,15 +64,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger, ready chan<- string
 	if err != nil {
 		return fmt.Errorf("DOCSERVICE_ADDR: %w", err)
 	}
-	srv := &http.Server{
-		Handler:           svc.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		// No ReadTimeout/WriteTimeout: a 1 GiB upload or download on a slow
-		// link may take hours. Uploads end when their client stalls
-		// (uploadIdleTimeout); idle keep-alive connections after IdleTimeout.
-		IdleTimeout:    120 * time.Second,
-		MaxHeaderBytes: 64 << 10,
-	}
+	srv := newHTTPServer(svc.Handler(), bodyReadTimeout)
 	log.Info("docservice listening", "addr", ln.Addr().String(), "storage_dir", cfg.StorageDir,
 		"app_config_dir", cfg.AppConfigDir)
 	if ready != nil {
@@ -80,6 +72,26 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger, ready chan<- string
 	}
 	go sweepTemp(ctx, files, log)
 	return httpx.Serve(ctx, srv, ln)
+}
+
+// bodyReadTimeout is how long a request may take to arrive, headers and
+// body, unless its handler extends it: a JSON body trickled in a byte at a
+// time no longer holds a connection for ever.
+const bodyReadTimeout = 30 * time.Second
+
+// newHTTPServer is docservice's server. No WriteTimeout, and uploads
+// extend the read deadline on every read (idleReader): a 1 GiB upload or
+// download on a slow link may take hours, and ends only when its client
+// stalls (uploadIdleTimeout). Idle keep-alive connections end after
+// IdleTimeout.
+func newHTTPServer(h http.Handler, readTimeout time.Duration) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       readTimeout,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+	}
 }
 
 // sweepTemp removes abandoned temporary files now and then, for instances

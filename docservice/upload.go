@@ -23,9 +23,9 @@ const (
 	// multipartSlack is what an upload's body may hold beyond the file's
 	// limit: boundaries, part headers and the small category_id field.
 	multipartSlack = 64 << 10
-	// uploadIdleTimeout ends an upload whose client stops sending; the
-	// server has no overall read timeout, as a large file on a slow link
-	// may rightly take hours.
+	// uploadIdleTimeout ends an upload whose client stops sending; every
+	// read extends the server's read timeout (bodyReadTimeout) by it, as a
+	// large file on a slow link may rightly take hours.
 	uploadIdleTimeout = 2 * time.Minute
 	// bodyBufferSize is formdata's buffer: the most read from the
 	// connection, and scanned for the boundary, at once.

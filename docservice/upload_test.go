@@ -650,3 +650,68 @@ func (e *env) uploadGivesUpWhileFull(t *testing.T, u user, pdf []byte, s slots, 
 		<-s
 	}
 }
+
+// The server's read timeout ends a JSON body sent too slowly (408), while
+// an upload that takes longer than it, data flowing, still lands: every
+// read of an upload extends the deadline.
+func TestReadTimeoutSparesFlowingUploads(t *testing.T) {
+	e := newEnv(t)
+	u := newUser()
+	const timeout = 500 * time.Millisecond
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := newHTTPServer(e.svc.Handler(), timeout)
+	go srv.Serve(ln)
+	defer srv.Close()
+
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "POST /api/documents/categories HTTP/1.1\r\nHost: x\r\nX-User-Id: %s\r\n"+
+		"Content-Type: application/json\r\nContent-Length: 40\r\n\r\n{\"na", u.id)
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	start := time.Now()
+	res, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("no answer to a stalled JSON body: %v", err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusRequestTimeout || !strings.Contains(string(body), `"detail":"request body not received in time"`) {
+		t.Fatalf("stalled JSON body: %d %s", res.StatusCode, body)
+	}
+	if waited := time.Since(start); waited > 5*time.Second {
+		t.Fatalf("answered after %v", waited)
+	}
+
+	pdf := makePDF("Slow", 2, 0)
+	whole, ct := multipartBody(t, "slow.pdf", pdf, nil)
+	pr, pw := io.Pipe()
+	go func() {
+		b := whole.Bytes()
+		for i := 0; i < 4; i++ { // four pieces, 300 ms apart: 900 ms in all
+			piece := b[len(b)*i/4 : len(b)*(i+1)/4]
+			if _, err := pw.Write(piece); err != nil {
+				return
+			}
+			time.Sleep(300 * time.Millisecond)
+		}
+		pw.Close()
+	}()
+	req, _ := http.NewRequest("POST", "http://"+ln.Addr().String()+"/api/documents", pr)
+	req.ContentLength = int64(whole.Len())
+	req.Header.Set("Content-Type", ct)
+	u.set(req.Header)
+	res, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("slow upload: %v", err)
+	}
+	body, _ = io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusCreated {
+		t.Fatalf("upload taking longer than the read timeout: %d %s", res.StatusCode, body)
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 )
@@ -147,6 +148,9 @@ func DecodeJSON(w http.ResponseWriter, r *http.Request, dst any, limit int64) er
 			return Errorf(http.StatusRequestEntityTooLarge, "request body too large (limit %d bytes)", mbe.Limit)
 		case errors.Is(err, io.EOF):
 			return Errorf(http.StatusBadRequest, "request body is empty; expected a JSON object")
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			// The server's read timeout: the client sent too slowly.
+			return Errorf(http.StatusRequestTimeout, "request body not received in time")
 		case errors.As(err, &ute):
 			field := ute.Field
 			if field == "" {
