@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -687,7 +688,7 @@ func TestReadTimeoutSparesFlowingUploads(t *testing.T) {
 		t.Fatalf("answered after %v", waited)
 	}
 
-	pdf := makePDF("Slow", 2, 0)
+	pdf := makePDF("Slow", 2, 8<<20)
 	whole, ct := multipartBody(t, "slow.pdf", pdf, nil)
 	pr, pw := io.Pipe()
 	go func() {
@@ -713,5 +714,31 @@ func TestReadTimeoutSparesFlowingUploads(t *testing.T) {
 	res.Body.Close()
 	if res.StatusCode != http.StatusCreated {
 		t.Fatalf("upload taking longer than the read timeout: %d %s", res.StatusCode, body)
+	}
+
+	// A download read slowly, for longer than the read timeout (which
+	// also ends the request's context), arrives whole.
+	var d map[string]any
+	if err := json.Unmarshal(body, &d); err != nil {
+		t.Fatal(err)
+	}
+	req, _ = http.NewRequest("GET", "http://"+ln.Addr().String()+"/api/documents/"+docID(d)+"/file", nil)
+	u.set(req.Header)
+	res, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var got bytes.Buffer
+	start = time.Now()
+	for {
+		n, err := io.CopyN(&got, res.Body, 256<<10)
+		if err != nil || n == 0 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !bytes.Equal(got.Bytes(), pdf) || time.Since(start) < 2*timeout {
+		t.Fatalf("slow download: %d of %d bytes in %v", got.Len(), len(pdf), time.Since(start))
 	}
 }
