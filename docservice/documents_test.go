@@ -517,10 +517,15 @@ func TestSymlinkEscapeOnDownloadAndMove(t *testing.T) {
 }
 
 func TestContentDisposition(t *testing.T) {
-	got := contentDisposition("attachment", `a"b\c é;.pdf`)
-	want := `attachment; filename="a_b_c _;.pdf"; filename*=UTF-8''a%22b%5Cc%20%C3%A9%3B.pdf`
-	if got != want {
-		t.Fatalf("got  %s\nwant %s", got, want)
+	for _, c := range []struct{ name, want string }{
+		{`a"b\c é;.pdf`, `attachment; filename="a_b_c _;.pdf"; filename*=UTF-8''a%22b%5Cc%20%C3%A9%3B.pdf`},
+		// Some clients percent-decode the plain filename: "%2e%2e%2f"
+		// would turn into "../".
+		{`100% %2e%2e%2fx.pdf`, `attachment; filename="100_ _2e_2e_2fx.pdf"; filename*=UTF-8''100%25%20%252e%252e%252fx.pdf`},
+	} {
+		if got := contentDisposition("attachment", c.name); got != c.want {
+			t.Errorf("got  %s\nwant %s", got, c.want)
+		}
 	}
 }
 

@@ -353,7 +353,8 @@ func contentDisposition(kind, name string) string {
 	var ascii strings.Builder
 	for _, r := range name {
 		switch {
-		case r == '"' || r == '\\':
+		case r == '"' || r == '\\' || r == '%':
+			// '%': some clients percent-decode this plain filename.
 			ascii.WriteByte('_')
 		case r >= 0x20 && r < 0x7f:
 			ascii.WriteRune(r)
