@@ -305,8 +305,12 @@ func (s *SettingsStore) Patch(patch map[string]any) (map[string]any, error) {
 	patch = deepCopy(patch).(map[string]any)
 	for _, p := range s.writeOnly {
 		if parent, key := walkTo(patch, p); parent != nil {
-			if _, isObj := parent[key].(map[string]any); isObj {
-				delete(parent, key)
+			// Only that echo: any other object is left for the schema
+			// to refuse, not dropped in silence.
+			if m, isObj := parent[key].(map[string]any); isObj && len(m) == 1 {
+				if _, isBool := m["is_set"].(bool); isBool {
+					delete(parent, key)
+				}
 			}
 		}
 	}

@@ -69,6 +69,7 @@ func TestSettings(t *testing.T) {
 		`{"unknown": true}`, `{"watch": {"enabled": true, "typo": 1}}`, `{"watch": {"visibility": "nobody"}}`,
 		`{"watch": {"ignore_patterns": "*.tmp"}}`, `{"ai": {"max_text_chars": 10}}`,
 		`{"watch": {"ignore_patterns": ["*.tmp", "["]}}`, `{"watch": {"ignore_patterns": ["a\\"]}}`,
+		`{"ai": {"api_key": {"is_set": false, "value": "x"}}}`, `{"ai": {"api_key": {"foo": 1}}}`, `{"ai": {"api_key": {"is_set": "yes"}}}`,
 		`{"ai": {"language": "en_US"}}`, `{"ai": {"language": "-"}}`, `{"ai": {"language": "de CH"}}`,
 	} {
 		r := e.do(&admin, "PATCH", "/plugin/settings", strings.NewReader(bad), map[string]string{"Content-Type": "application/merge-patch+json"})
