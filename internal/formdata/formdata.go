@@ -76,7 +76,7 @@ type Reader struct {
 // buffer of bufSize bytes (at least 4 KiB and twice the delimiter's
 // length, whatever is asked).
 func NewReader(r io.Reader, boundary string, bufSize int) *Reader {
-	return NewReaderBuffer(r, boundary, make([]byte, bufSize))
+	return NewReaderBuffer(r, boundary, make([]byte, max(bufSize, 0)))
 }
 
 // NewReaderBuffer is NewReader reading through buf, which the caller may
