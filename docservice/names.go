@@ -55,7 +55,8 @@ func SanitizeName(s, fallback string) string {
 		return fallback
 	}
 	if isReservedWindowsName(name) {
-		name = "_" + name
+		// Within the limit still: "CON." and 196 more bytes.
+		name = strings.TrimRight(truncateUTF8("_"+name, MaxNameBytes), ". ")
 	}
 	return name
 }

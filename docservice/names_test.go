@@ -3,7 +3,10 @@ package docservice
 import (
 	"strings"
 	"testing"
+	"unicode"
 	"unicode/utf8"
+
+	"golang.org/x/text/unicode/norm"
 )
 
 func TestSanitizeName(t *testing.T) {
@@ -87,4 +90,38 @@ func TestLoadConfig(t *testing.T) {
 			t.Errorf("error does not name %s: %v", name, err)
 		}
 	}
+}
+
+// Whatever a client sends, a stored name is one safe path component, and
+// sanitising it again changes nothing (one spelling per name).
+func FuzzSanitizeName(f *testing.F) {
+	for _, s := range []string{"a.pdf", "../../x", "CON.txt", "Cafe\u200b\u0301", " .. ", "a\x00b", "é" + strings.Repeat("x", 300),
+		"CON." + strings.Repeat("x", 300), "com¹." + strings.Repeat("é", 150)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		for _, name := range []string{SanitizeName(s, "fallback"), SanitizePDFName(s)} {
+			switch {
+			case !utf8.ValidString(name), name == "", name == ".", name == "..":
+				t.Fatalf("%q → %q", s, name)
+			case len(name) > MaxNameBytes:
+				t.Fatalf("%q → %q: %d bytes", s, name, len(name))
+			case strings.ContainsAny(name, "/\\:*?\"<>|\x00"), strings.IndexFunc(name, unicode.IsControl) >= 0:
+				t.Fatalf("%q → %q: a separator or control character", s, name)
+			case strings.HasPrefix(name, ".") || strings.HasPrefix(name, " ") ||
+				strings.HasSuffix(name, ".") || strings.HasSuffix(name, " "):
+				t.Fatalf("%q → %q: leading or trailing dot or space", s, name)
+			case isReservedWindowsName(name):
+				t.Fatalf("%q → %q: a Windows device name", s, name)
+			case !norm.NFC.IsNormalString(name):
+				t.Fatalf("%q → %q: not in normal form C", s, name)
+			}
+		}
+		if once := SanitizeName(s, "fallback"); SanitizeName(once, "other") != once {
+			t.Fatalf("%q → %q → %q", s, once, SanitizeName(once, "other"))
+		}
+		if once := SanitizePDFName(s); SanitizePDFName(once) != once {
+			t.Fatalf("%q → %q → %q", s, once, SanitizePDFName(once))
+		}
+	})
 }
