@@ -688,3 +688,44 @@ func TestRenameFinishedAfterALaterRename(t *testing.T) {
 		t.Fatalf("files: %v", got)
 	}
 }
+
+// A watched-folder document that watch.visibility shows to every user can
+// be read by them, but changed (renamed, moved, archived, restored) only
+// by an admin: 403 for the others, and nothing changes.
+func TestWatchedDocumentsReadOnlyForViewers(t *testing.T) {
+	e := newEnv(t)
+	viewer, admin := newUser(), newAdmin()
+	d := e.mustUpload(admin, "watched.pdf", makePDF("watched", 1, 0), nil)
+	id := docID(d)
+	if _, err := testPool.Exec(context.Background(), `UPDATE docs.documents SET source = 'watch', owner_id = NULL WHERE id = $1`, id); err != nil {
+		t.Fatal(err)
+	}
+	changes := []struct{ method, path string }{
+		{"PATCH", "/api/documents/" + id}, {"DELETE", "/api/documents/" + id}, {"POST", "/api/documents/" + id + "/restore"},
+	}
+	// Hidden (the default, admins only): 404 for everything.
+	for _, c := range append(changes, struct{ method, path string }{"GET", "/api/documents/" + id}) {
+		if r := e.doJSON(&viewer, c.method, c.path, map[string]any{"filename": "renamed"}); r.status != http.StatusNotFound {
+			t.Errorf("hidden, %s %s: %d %s", c.method, c.path, r.status, r.body)
+		}
+	}
+	if _, err := e.svc.settings.Patch(map[string]any{"watch": map[string]any{"visibility": "everyone"}}); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.do(&viewer, "GET", "/api/documents/"+id+"/file", nil, nil); r.status != 200 {
+		t.Fatalf("viewer download: %d", r.status)
+	}
+	for _, c := range changes {
+		r := e.doJSON(&viewer, c.method, c.path, map[string]any{"filename": "renamed", "title": "Mine now"})
+		if r.status != http.StatusForbidden || !strings.Contains(string(r.body), "only an admin") {
+			t.Errorf("viewer %s %s: %d %s", c.method, c.path, r.status, r.body)
+		}
+	}
+	r := e.do(&viewer, "GET", "/api/documents/"+id, nil, nil)
+	if m := r.json(t); r.status != 200 || m["filename"] != "watched.pdf" || m["title"] != "watched" || m["archived"] != false {
+		t.Fatalf("after the viewer's attempts: %d %s", r.status, r.body)
+	}
+	if r := e.doJSON(&admin, "PATCH", "/api/documents/"+id, map[string]any{"filename": "renamed"}); r.status != 200 {
+		t.Fatalf("admin rename: %d %s", r.status, r.body)
+	}
+}

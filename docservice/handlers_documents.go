@@ -23,6 +23,24 @@ func (s *Service) visibility(p *Principal) Visibility {
 	return Visibility{UserID: p.ID, All: p.Admin, WatchedToo: st.WatchedVisibleTo(p)}
 }
 
+// changeAccess is who may rename, move, archive or restore a document: its
+// owner and admins. Seeing a watched-folder document (watch.visibility)
+// does not let a user change it for everybody.
+func changeAccess(p *Principal) Visibility {
+	return Visibility{UserID: p.ID, All: p.Admin}
+}
+
+// changeError is storeError for a change refused by changeAccess: a
+// document the caller may see but not change is 403, not 404.
+func (s *Service) changeError(r *http.Request, p *Principal, id uuid.UUID, err error) error {
+	if errors.Is(err, ErrNotFound) && !strings.HasPrefix(err.Error(), "category") {
+		if _, gerr := s.store.GetDocument(r.Context(), s.visibility(p), id); gerr == nil {
+			return httpx.Errorf(http.StatusForbidden, "only an admin can change a document from the watched folder")
+		}
+	}
+	return storeError(err, "document")
+}
+
 func pathID(r *http.Request, name string) (uuid.UUID, error) {
 	id, err := uuid.Parse(r.PathValue(name))
 	if err != nil {
@@ -198,12 +216,12 @@ func (s *Service) patchDocument(w http.ResponseWriter, r *http.Request) error {
 		return httpx.Invalid(fields)
 	}
 	p := principal(r)
-	d, err := s.store.UpdateDocument(r.Context(), s.visibility(p), p.ID, id, ch, s.moveFile)
+	d, err := s.store.UpdateDocument(r.Context(), changeAccess(p), p.ID, id, ch, s.moveFile)
 	if err != nil {
 		if errors.Is(err, ErrNotFound) && strings.HasPrefix(err.Error(), "category") {
 			return httpx.Invalid([]httpx.FieldError{{Field: "category_id", Message: "no such category"}})
 		}
-		return storeError(err, "document")
+		return s.changeError(r, p, id, err)
 	}
 	httpx.WriteJSON(w, http.StatusOK, d)
 	return nil
@@ -241,9 +259,9 @@ func (s *Service) setArchived(w http.ResponseWriter, r *http.Request, archived b
 		return err
 	}
 	p := principal(r)
-	d, err := s.store.SetArchived(r.Context(), s.visibility(p), p.ID, id, archived)
+	d, err := s.store.SetArchived(r.Context(), changeAccess(p), p.ID, id, archived)
 	if err != nil {
-		return storeError(err, "document")
+		return s.changeError(r, p, id, err)
 	}
 	if archived {
 		w.WriteHeader(http.StatusNoContent)
