@@ -150,12 +150,11 @@ func run(ctx context.Context, rounds, slice, concurrency, misses int, caddyPath 
 	go up.Serve(upLn)
 	defer up.Close()
 
-	var plainPort, headersPort, guardedPort, forwardPort, adminPort string
-	for _, p := range []*string{&plainPort, &headersPort, &guardedPort, &forwardPort, &adminPort} {
-		if *p, err = benchutil.FreePort(); err != nil {
-			return err
-		}
+	ports, err := benchutil.FreePorts(5)
+	if err != nil {
+		return err
 	}
+	plainPort, headersPort, guardedPort, forwardPort, adminPort := ports[0], ports[1], ports[2], ports[3], ports[4]
 	upAddr := upLn.Addr().String()
 	plainSite := func(port string) string {
 		return fmt.Sprintf(":%s {\n\treverse_proxy %s {\n\t\theader_up Host plain\n\t}\n}\n", port, upAddr)

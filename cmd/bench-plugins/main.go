@@ -97,12 +97,11 @@ func run(ctx context.Context, rounds int, duration time.Duration, concurrency in
 	go up.Serve(upLn)
 	defer up.Close()
 
-	var staticPort, manifestPort, adminPort string
-	for _, p := range []*string{&staticPort, &manifestPort, &adminPort} {
-		if *p, err = benchutil.FreePort(); err != nil {
-			return err
-		}
+	ports, err := benchutil.FreePorts(3)
+	if err != nil {
+		return err
 	}
+	staticPort, manifestPort, adminPort := ports[0], ports[1], ports[2]
 	auth := fmt.Sprintf(`gatehouse_auth {
 		jwks_file %s
 		issuer gatehouse

@@ -25,14 +25,25 @@ func FreeAddr() (string, error) {
 	return ln.Addr().String(), nil
 }
 
-// FreePort is FreeAddr's port.
-func FreePort() (string, error) {
-	addr, err := FreeAddr()
-	if err != nil {
-		return "", err
+// FreePorts returns n distinct loopback ports that were free a moment ago.
+// Each is held until all are picked: picked one after the other, the
+// kernel may hand out the same port twice (a bench's Caddyfile then had
+// two sites on one port and Caddy refused it).
+func FreePorts(n int) ([]string, error) {
+	ports := make([]string, 0, n)
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		defer ln.Close()
+		_, port, err := net.SplitHostPort(ln.Addr().String())
+		if err != nil {
+			return nil, err
+		}
+		ports = append(ports, port)
 	}
-	_, port, err := net.SplitHostPort(addr)
-	return port, err
+	return ports, nil
 }
 
 // WaitTCP waits until addr accepts connections.
