@@ -207,6 +207,9 @@ func TestLogin(t *testing.T) {
 			"application/x-www-form-urlencoded;charset=UTF-8"},
 		{"json username", map[string]string{"username": u.Email, "password": fixturePassword}, ""},
 		{"json email", map[string]string{"email": u.Email, "password": fixturePassword}, "application/json; charset=utf-8"},
+		{"multipart, as a browser's FormData sends it", "------b\r\nContent-Disposition: form-data; name=\"username\"\r\n\r\n" + u.Email +
+			"\r\n------b\r\nContent-Disposition: form-data; name=\"password\"\r\n\r\n" + fixturePassword + "\r\n------b--\r\n",
+			"multipart/form-data; boundary=----b"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			start := time.Now().Truncate(time.Second)
@@ -319,7 +322,11 @@ func TestLoginFailures(t *testing.T) {
 		{"wrong JSON type", `{"username": "a@example.com", "password": 12345678}`, "", 400, "password", 0},
 		{"text/plain", "username=a&password=b", "text/plain", 415, "x-www-form-urlencoded", 0},
 		{"no content type", "username=a&password=b", "-", 415, "x-www-form-urlencoded", 0},
-		{"multipart", "--x--", "multipart/form-data; boundary=x", 415, "", 0},
+		{"multipart without fields", "--x--\r\n", "multipart/form-data; boundary=x", 400, "username: is required", 0},
+		{"multipart without boundary", "--x--\r\n", "multipart/form-data", 400, "malformed form body", 0},
+		{"multipart, wrong password", "--x\r\nContent-Disposition: form-data; name=\"username\"\r\n\r\n" + u.Email +
+			"\r\n--x\r\nContent-Disposition: form-data; name=\"password\"\r\n\r\nWrong-Pass-1!\r\n--x--\r\n",
+			"multipart/form-data; boundary=x", 401, "incorrect email or password", 1},
 		{"form over 64 KiB", form(u.Email, strings.Repeat("x", 70<<10)), "", 413, "too large", 0},
 	}
 	for _, tt := range tests {

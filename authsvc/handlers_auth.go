@@ -87,9 +87,21 @@ func (s *Service) register(w http.ResponseWriter, r *http.Request) error {
 func loginCredentials(w http.ResponseWriter, r *http.Request) (username, password string, err error) {
 	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	switch mt {
-	case "application/x-www-form-urlencoded":
+	case "application/x-www-form-urlencoded", "multipart/form-data":
+		// FastAPI's OAuth2PasswordRequestForm took both; a browser's
+		// FormData is sent as multipart.
 		r.Body = http.MaxBytesReader(w, r.Body, httpx.MaxJSONBody)
-		if err := r.ParseForm(); err != nil {
+		var err error
+		if mt == "multipart/form-data" {
+			// Everything in memory: the body is at most MaxJSONBody.
+			err = r.ParseMultipartForm(httpx.MaxJSONBody)
+			if r.MultipartForm != nil {
+				defer r.MultipartForm.RemoveAll()
+			}
+		} else {
+			err = r.ParseForm()
+		}
+		if err != nil {
 			var mbe *http.MaxBytesError
 			if errors.As(err, &mbe) {
 				return "", "", httpx.Errorf(http.StatusRequestEntityTooLarge, "request body too large")
@@ -115,7 +127,7 @@ func loginCredentials(w http.ResponseWriter, r *http.Request) (username, passwor
 		}
 	default:
 		return "", "", httpx.Errorf(http.StatusUnsupportedMediaType,
-			"send username and password as application/x-www-form-urlencoded (OAuth2 password flow) or JSON")
+			"send username and password as application/x-www-form-urlencoded or multipart/form-data (OAuth2 password flow), or JSON")
 	}
 	var fields []httpx.FieldError
 	if strings.TrimSpace(username) == "" {
