@@ -292,3 +292,68 @@ func TestCutoffIsStampedAfterTheLocks(t *testing.T) {
 		})
 	}
 }
+
+// An admin's change of a user and a group deletion that both lock that
+// user and an admin take them in one order: queued behind the same lock,
+// neither is refused as a deadlock (500). Before, the change locked the
+// admins and then its target, the deletion its members in id order.
+func TestUserChangeAndGroupDeleteDoNotDeadlock(t *testing.T) {
+	ctx := context.Background()
+	target, admin := newUser(t, "user"), newUser(t, "admin")
+	for target.ID.String() > admin.ID.String() { // the target's row comes first
+		target, admin = newUser(t, "user"), newUser(t, "admin")
+	}
+	g, err := env.svc.store.CreateGroup(ctx, "deadlock-"+uuid.NewString()[:8], "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range []User{target, admin} {
+		if err := env.svc.store.AddMember(ctx, g.ID, u.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Hold the target's row, queue the deletion behind it, then the change.
+	hold, err := testPool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Rollback(ctx)
+	if _, err := hold.Exec(ctx, `SELECT 1 FROM auth.users WHERE id = $1 FOR UPDATE`, target.ID); err != nil {
+		t.Fatal(err)
+	}
+	waiting := func(n int) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			var w int
+			if err := testPool.QueryRow(ctx, `SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+				WHERE NOT l.granted AND a.datname = current_database() AND l.locktype IN ('transactionid', 'tuple')
+				AND a.query LIKE '%auth.users%'`).Scan(&w); err != nil {
+				t.Fatal(err)
+			}
+			if w >= n {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d transactions waiting, want %d", w, n)
+			}
+		}
+	}
+	deleted, changed := make(chan error, 1), make(chan error, 1)
+	go func() { deleted <- env.svc.store.DeleteGroup(ctx, g.ID) }()
+	waiting(1)
+	inactive := false
+	go func() {
+		_, err := env.svc.store.UpdateUser(ctx, target.ID, UserUpdate{IsActive: &inactive})
+		changed <- err
+	}()
+	waiting(2)
+	if err := hold.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-deleted; err != nil {
+		t.Errorf("group deletion: %v", err)
+	}
+	if err := <-changed; err != nil {
+		t.Errorf("user change: %v", err)
+	}
+}

@@ -113,10 +113,24 @@ type UserUpdate struct {
 // locks), so it follows every session that began before the change.
 func (s *Store) UpdateUser(ctx context.Context, id uuid.UUID, u UserUpdate) (User, error) {
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		rows, _ := tx.Query(ctx, `SELECT id FROM auth.users WHERE role = 'admin' AND is_active ORDER BY id FOR UPDATE`)
-		admins, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+		// The active admins and the target, locked in one pass in id
+		// order, the order every transaction here locks users in (a
+		// group's members, for its rename or deletion): locking the
+		// admins first and then the target could deadlock with one.
+		rows, _ := tx.Query(ctx, `SELECT id, role = 'admin' AND is_active FROM auth.users
+			WHERE (role = 'admin' AND is_active) OR id = $1 ORDER BY id FOR UPDATE`, id)
+		locked, err := pgx.CollectRows(rows, pgx.RowToStructByPos[struct {
+			ID    uuid.UUID
+			Admin bool
+		}])
 		if err != nil {
 			return err
+		}
+		admins := 0
+		for _, l := range locked {
+			if l.Admin {
+				admins++
+			}
 		}
 		var role string
 		var active bool
@@ -136,7 +150,7 @@ func (s *Store) UpdateUser(ctx context.Context, id uuid.UUID, u UserUpdate) (Use
 		}
 		wasAdmin := role == "admin" && active
 		staysAdmin := newRole == "admin" && newActive
-		if wasAdmin && !staysAdmin && len(admins) <= 1 {
+		if wasAdmin && !staysAdmin && admins <= 1 {
 			return ErrLastAdmin
 		}
 		if newRole == role && newActive == active {
@@ -311,13 +325,21 @@ func voidTokens(ctx context.Context, tx pgx.Tx, userIDs ...uuid.UUID) error {
 // DeleteGroup deletes a group; its memberships go with it.
 func (s *Store) DeleteGroup(ctx context.Context, id uuid.UUID) error {
 	return s.inTx(ctx, "delete group", func(tx pgx.Tx) error {
+		// The group first, as a rename and AddMember lock it: a member
+		// added meanwhile either is voided here or finds no group, and
+		// the lock order (group, then users) is theirs.
+		var one int
+		err := tx.QueryRow(ctx, `SELECT 1 FROM auth.groups WHERE id = $1 FOR UPDATE`, id).Scan(&one)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
 		if err := s.voidMembersTokens(ctx, tx, id); err != nil {
 			return err
 		}
-		tag, err := tx.Exec(ctx, `DELETE FROM auth.groups WHERE id = $1`, id)
-		if err == nil && tag.RowsAffected() == 0 {
-			return ErrNotFound
-		}
+		_, err = tx.Exec(ctx, `DELETE FROM auth.groups WHERE id = $1`, id)
 		return err
 	})
 }
