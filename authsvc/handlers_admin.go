@@ -52,7 +52,7 @@ func (s *Service) listUsers(w http.ResponseWriter, r *http.Request) error {
 	search := r.URL.Query().Get("search")
 	switch {
 	case len(search) > 254:
-		fields = append(fields, httpx.FieldError{Field: "search", Message: "must be at most 254 characters"})
+		fields = append(fields, httpx.FieldError{Field: "search", Message: "must be at most 254 bytes"})
 	case !validText(search):
 		fields = append(fields, httpx.FieldError{Field: "search", Message: "must be UTF-8 text without NUL characters"})
 	}

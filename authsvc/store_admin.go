@@ -173,7 +173,7 @@ func (s *Store) UpdateUser(ctx context.Context, id uuid.UUID, u UserUpdate) (Use
 // hash, creating it if missing (the create-admin bootstrap command).
 func (s *Store) SetAdmin(ctx context.Context, email, hash string) (created bool, err error) {
 	tag, err := s.pool.Exec(ctx, `UPDATE auth.users SET role = 'admin', is_active = true, hashed_password = $2,
-		updated_at = now(), tokens_valid_after = now() WHERE email = $1`, email, hash)
+		updated_at = now(), tokens_valid_after = clock_timestamp() WHERE email = $1`, email, hash)
 	if err != nil {
 		return false, fmt.Errorf("promote admin: %w", err)
 	}
