@@ -606,22 +606,7 @@ func TestCategoryCreatedDuringAncestorRename(t *testing.T) {
 	top := e.mustCategory(u, "Old", "")
 	sub := e.mustCategory(u, "Sub", docID(top))
 	// A trigger holds the creation of "Slow" open after its parent is locked.
-	for _, q := range []string{
-		`CREATE FUNCTION docs.test_slow_category() RETURNS trigger LANGUAGE plpgsql AS $$
-		BEGIN
-			IF NEW.name = 'Slow' THEN PERFORM pg_sleep(1); END IF;
-			RETURN NEW;
-		END $$`,
-		`CREATE TRIGGER test_slow_category BEFORE INSERT ON docs.categories FOR EACH ROW EXECUTE FUNCTION docs.test_slow_category()`,
-	} {
-		if _, err := testPool.Exec(ctx, q); err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Cleanup(func() {
-		testPool.Exec(ctx, `DROP TRIGGER test_slow_category ON docs.categories`)
-		testPool.Exec(ctx, `DROP FUNCTION docs.test_slow_category()`)
-	})
+	beforeInsert(t, "categories", "test_slow_category", `IF NEW.name = 'Slow' THEN PERFORM pg_sleep(1); END IF; RETURN NEW;`)
 	created := make(chan resp, 1)
 	go func() {
 		created <- e.doJSON(&u, "POST", "/api/documents/categories", map[string]any{"name": "Slow", "parent_id": docID(sub)})

@@ -52,24 +52,9 @@ func TestDatabaseDown(t *testing.T) {
 func TestInsertFailureUndoesPlacement(t *testing.T) {
 	e := newEnv(t)
 	u := newUser()
-	ctx := context.Background()
 	// A trigger makes the insert fail for one file name, after placement.
-	for _, q := range []string{
-		`CREATE FUNCTION docs.test_fail_insert() RETURNS trigger LANGUAGE plpgsql AS $$
-		BEGIN
-			IF NEW.original_filename = 'fail-insert.pdf' THEN RAISE EXCEPTION 'injected failure'; END IF;
-			RETURN NEW;
-		END $$`,
-		`CREATE TRIGGER test_fail_insert BEFORE INSERT ON docs.documents FOR EACH ROW EXECUTE FUNCTION docs.test_fail_insert()`,
-	} {
-		if _, err := testPool.Exec(ctx, q); err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Cleanup(func() {
-		testPool.Exec(ctx, `DROP TRIGGER test_fail_insert ON docs.documents`)
-		testPool.Exec(ctx, `DROP FUNCTION docs.test_fail_insert()`)
-	})
+	beforeInsert(t, "documents", "test_fail_insert",
+		`IF NEW.original_filename = 'fail-insert.pdf' THEN RAISE EXCEPTION 'injected failure'; END IF; RETURN NEW;`)
 	r := e.upload(u, "fail-insert.pdf", makePDF("fail", 1, 0), nil)
 	if r.status != http.StatusInternalServerError || strings.Contains(string(r.body), "injected") {
 		t.Fatalf("upload: %d %s", r.status, r.body)

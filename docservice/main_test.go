@@ -289,3 +289,23 @@ func pdfObjects(header, trailer string, objs ...string) []byte {
 	fmt.Fprintf(&b, "trailer\n<< /Size %d /Root 1 0 R%s >>\nstartxref\n%d\n%%%%EOF\n", len(objs)+1, trailer, xref)
 	return b.Bytes()
 }
+
+// beforeInsert installs, for the test's duration, a BEFORE INSERT trigger
+// named name on docs.table whose plpgsql body runs for every row (NEW is
+// the row; it must RETURN NEW or raise).
+func beforeInsert(t *testing.T, table, name, body string) {
+	t.Helper()
+	ctx := context.Background()
+	for _, q := range []string{
+		`CREATE FUNCTION docs.` + name + `() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN ` + body + ` END $$`,
+		`CREATE TRIGGER ` + name + ` BEFORE INSERT ON docs.` + table + ` FOR EACH ROW EXECUTE FUNCTION docs.` + name + `()`,
+	} {
+		if _, err := testPool.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		testPool.Exec(ctx, `DROP TRIGGER `+name+` ON docs.`+table)
+		testPool.Exec(ctx, `DROP FUNCTION docs.`+name+`()`)
+	})
+}
