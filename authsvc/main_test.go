@@ -326,3 +326,21 @@ func onlyAdmins(t *testing.T, keep ...uuid.UUID) {
 	exec(t, `UPDATE auth.users SET role = 'user' WHERE role = 'admin' AND NOT (id = ANY($1))`, keep)
 	exec(t, `UPDATE auth.users SET role = 'admin', is_active = true WHERE id = ANY($1)`, keep)
 }
+
+// loginInBackground starts u's login with fixturePassword and returns where
+// its answer arrives, for tests that change the account meanwhile.
+func (e *testEnv) loginInBackground(u User) <-chan *response {
+	got := make(chan *response, 1)
+	go func() {
+		form := url.Values{"username": {u.Email}, "password": {fixturePassword}}
+		res, err := e.srv.Client().PostForm(e.srv.URL+"/api/auth/login", form)
+		if err != nil {
+			got <- &response{Body: []byte(err.Error())}
+			return
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		got <- &response{Status: res.StatusCode, Header: res.Header, Body: b}
+	}()
+	return got
+}

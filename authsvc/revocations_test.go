@@ -3,9 +3,7 @@ package authsvc
 import (
 	"bytes"
 	"context"
-	"io"
 	"net/http"
-	"net/url"
 	"testing"
 	"time"
 
@@ -259,18 +257,7 @@ func TestCutoffIsStampedAfterTheLocks(t *testing.T) {
 			// A login in a later second than the change's start, while
 			// the change waits.
 			time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(1100 * time.Millisecond)))
-			logged := make(chan *response, 1)
-			go func() {
-				form := url.Values{"username": {u.Email}, "password": {fixturePassword}}
-				res, err := env.srv.Client().PostForm(env.srv.URL+"/api/auth/login", form)
-				if err != nil {
-					logged <- &response{Body: []byte(err.Error())}
-					return
-				}
-				defer res.Body.Close()
-				b, _ := io.ReadAll(res.Body)
-				logged <- &response{Status: res.StatusCode, Header: res.Header, Body: b}
-			}()
+			logged := env.loginInBackground(u)
 			time.Sleep(500 * time.Millisecond)
 			if err := tx.Commit(ctx); err != nil {
 				t.Fatal(err)
