@@ -218,6 +218,17 @@ func TestDownload(t *testing.T) {
 			t.Errorf("Range %.40q If-Range %q: %d, %d bytes, Content-Range %q; want %d, %d bytes, %q",
 				c.rng, c.ifRange, r.status, len(r.body), r.header.Get("Content-Range"), c.status, len(c.body), c.contentRange)
 		}
+		if c.status == 416 && (r.header.Get("Content-Type") != "application/json" || !strings.Contains(string(r.body), `"detail":"`) ||
+			r.header.Get("Content-Disposition") != "") {
+			t.Errorf("Range %.40q: 416 as %q %s (Content-Disposition %q), want {\"detail\"} JSON",
+				c.rng, r.header.Get("Content-Type"), r.body, r.header.Get("Content-Disposition"))
+		}
+	}
+	// A failed If-Match: 412, in the same JSON shape.
+	r = e.do(&u, "GET", path, nil, map[string]string{"If-Match": `"0000"`})
+	if r.status != http.StatusPreconditionFailed || r.header.Get("Content-Type") != "application/json" ||
+		!strings.Contains(string(r.body), `"detail":"`) {
+		t.Errorf("If-Match another version: %d %q %s", r.status, r.header.Get("Content-Type"), r.body)
 	}
 	r = e.do(&u, "GET", path, nil, map[string]string{"If-None-Match": etag})
 	if r.status != http.StatusNotModified || len(r.body) != 0 {

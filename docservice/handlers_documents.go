@@ -361,7 +361,9 @@ func (s *Service) downloadDocument(w http.ResponseWriter, r *http.Request) error
 	h.Set("ETag", etag)
 	h.Set("Cache-Control", "private, no-cache")
 	h.Set("X-Content-Type-Options", "nosniff")
-	http.ServeContent(w, r, d.Filename, fi.ModTime(), f)
+	jw := &jsonErrors{ResponseWriter: w}
+	http.ServeContent(jw, r, d.Filename, fi.ModTime(), f)
+	jw.finish()
 	return nil
 }
 

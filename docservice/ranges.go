@@ -1,14 +1,16 @@
 package docservice
 
 import (
+	"encoding/json"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
 )
 
-// The Range header is answered by http.ServeContent; the two functions here
-// mend what it gets wrong, before it sees the request.
+// The Range header is answered by http.ServeContent; what is here mends what
+// it gets wrong: the request before it sees it, its refusals after.
 
 // ifRangeHolds reports whether a request's Range applies: it has no If-Range,
 // or its If-Range names the current representation (the strong ETag, or
@@ -85,3 +87,59 @@ func fitsInt64(digits string) bool {
 	_, err := strconv.ParseInt(digits, 10, 64)
 	return err == nil
 }
+
+// jsonErrors gives http.ServeContent's refusals (416 for a Range it cannot
+// serve, 412 for a failed If-Match) the {"detail": ...} shape of every
+// other answer instead of plain text, and drops Content-Disposition from
+// them: a browser would save the error as the PDF.
+type jsonErrors struct {
+	http.ResponseWriter
+	failed int // the refusal's status
+	said   bool
+}
+
+func (w *jsonErrors) WriteHeader(code int) {
+	if code >= 400 {
+		w.failed = code
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Del("Content-Disposition")
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// Write sends a refusal's message (http.Error writes it in one call) as
+// JSON, anything else as it is.
+func (w *jsonErrors) Write(p []byte) (int, error) {
+	if w.failed == 0 {
+		return w.ResponseWriter.Write(p)
+	}
+	w.said = true
+	b, err := json.Marshal(map[string]string{"detail": strings.TrimSpace(string(p))})
+	if err != nil {
+		return 0, err
+	}
+	if _, err := w.ResponseWriter.Write(append(b, '\n')); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// ReadFrom keeps the file's copy on the underlying writer's own ReadFrom
+// (sendfile) where it has one.
+func (w *jsonErrors) ReadFrom(r io.Reader) (int64, error) {
+	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok && w.failed == 0 {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(struct{ io.Writer }{w}, r)
+}
+
+// finish gives a refusal that came without a message (412 for a failed
+// If-Match or If-Unmodified-Since) one.
+func (w *jsonErrors) finish() {
+	if w.failed != 0 && !w.said {
+		_, _ = w.Write([]byte(strings.ToLower(http.StatusText(w.failed))))
+	}
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *jsonErrors) Unwrap() http.ResponseWriter { return w.ResponseWriter }
