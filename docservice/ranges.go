@@ -2,7 +2,6 @@ package docservice
 
 import (
 	"encoding/json"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -122,15 +121,6 @@ func (w *jsonErrors) Write(p []byte) (int, error) {
 		return 0, err
 	}
 	return len(p), nil
-}
-
-// ReadFrom keeps the file's copy on the underlying writer's own ReadFrom
-// (sendfile) where it has one.
-func (w *jsonErrors) ReadFrom(r io.Reader) (int64, error) {
-	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok && w.failed == 0 {
-		return rf.ReadFrom(r)
-	}
-	return io.Copy(struct{ io.Writer }{w}, r)
 }
 
 // finish gives a refusal that came without a message (412 for a failed
