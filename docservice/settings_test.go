@@ -85,6 +85,9 @@ func TestSettings(t *testing.T) {
 	if fe := r.json(t)["errors"].([]any)[0].(map[string]any); fe["field"] != "watch.ignore_patterns.1" || !strings.Contains(fe["message"].(string), "path.Match") {
 		t.Errorf("bad pattern error: %s", r.body)
 	}
+	if after, _ := os.ReadFile(filepath.Join(e.configDir, SettingsFile)); !bytes.Equal(before, after) {
+		t.Fatal("a refused patch changed the file")
+	}
 	r = e.doJSON(&admin, "PATCH", "/plugin/settings", map[string]any{
 		"watch": map[string]any{"ignore_patterns": []string{"[a-z]*.pdf", `\*`}}, "ai": map[string]any{"language": "de-CH"}})
 	if r.status != 200 {
