@@ -26,12 +26,12 @@ func claimsFor(u User, sid uuid.UUID) *accesstoken.Claims {
 func TestAuthenticationRefusals(t *testing.T) {
 	ctx := context.Background()
 	u := newUser(t, "user")
-	sid, err := env.svc.store.CreateSession(ctx, u.ID, time.Now().Add(time.Hour), "", "")
+	_, _, sid, err := env.svc.store.OpenSession(ctx, u.ID, time.Now().Add(time.Hour), "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	other := newUser(t, "user")
-	otherSID, err := env.svc.store.CreateSession(ctx, other.ID, time.Now().Add(time.Hour), "", "")
+	_, _, otherSID, err := env.svc.store.OpenSession(ctx, other.ID, time.Now().Add(time.Hour), "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,7 +199,7 @@ func TestAuthenticationFollowsDatabase(t *testing.T) {
 	})
 	t.Run("a forged admin role claim gives nothing", func(t *testing.T) {
 		u := newUser(t, "user")
-		sid, err := env.svc.store.CreateSession(ctx, u.ID, time.Now().Add(time.Hour), "", "")
+		_, _, sid, err := env.svc.store.OpenSession(ctx, u.ID, time.Now().Add(time.Hour), "", "")
 		if err != nil {
 			t.Fatal(err)
 		}

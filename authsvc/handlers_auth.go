@@ -182,12 +182,9 @@ func (s *Service) login(w http.ResponseWriter, r *http.Request) error {
 	if !ok {
 		return errBadCredentials
 	}
-	if !u.IsActive {
-		return errDisabled
-	}
 	// The password check may have waited seconds for a hasher slot: the
-	// claims come from the account as the session begins, not as it was
-	// read above. iat is taken before, so that a change committing after
+	// claims (and whether the account is active) come from the account as
+	// the session begins, not as it was read above. iat is taken before, so that a change committing after
 	// the session began voids the token at the edge too.
 	now := s.now()
 	exp := now.Add(s.cfg.AccessTokenTTL)

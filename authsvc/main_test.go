@@ -274,11 +274,7 @@ func (e *testEnv) token(t *testing.T, u User) string {
 	ctx := context.Background()
 	now := time.Now()
 	exp := now.Add(e.svc.cfg.AccessTokenTTL)
-	sid, err := e.svc.store.CreateSession(ctx, u.ID, exp, "test", "127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	groups, err := e.svc.store.GroupNamesOf(ctx, u.ID)
+	u, groups, sid, err := e.svc.store.OpenSession(ctx, u.ID, exp, "test", "127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -143,17 +143,6 @@ func (s *Store) LoadPrincipal(ctx context.Context, userID uuid.UUID, sessionID *
 	return p, err
 }
 
-// CreateSession records a login; its id is the tokens' sid.
-func (s *Store) CreateSession(ctx context.Context, userID uuid.UUID, expires time.Time, userAgent, remoteAddr string) (uuid.UUID, error) {
-	id := uuid.New()
-	_, err := s.pool.Exec(ctx, `INSERT INTO auth.sessions (id, user_id, expires_at, user_agent, remote_addr) VALUES ($1, $2, $3, $4, $5)`,
-		id, userID, expires, truncate(userAgent, 512), truncate(remoteAddr, 128))
-	if err != nil {
-		return uuid.Nil, fmt.Errorf("create session: %w", err)
-	}
-	return id, nil
-}
-
 // OpenSession records a login of an account whose password was just
 // checked, and returns the account as it is when the session begins, with
 // its groups: what the session's tokens claim. The user's row is read
@@ -203,17 +192,6 @@ func truncate(s string, n int) string {
 		n--
 	}
 	return s[:n]
-}
-
-// GroupNamesOf lists the names of the groups userID belongs to, sorted.
-func (s *Store) GroupNamesOf(ctx context.Context, userID uuid.UUID) ([]string, error) {
-	rows, _ := s.pool.Query(ctx, `SELECT g.name FROM auth.groups g JOIN auth.group_memberships m ON m.group_id = g.id
-		WHERE m.user_id = $1 ORDER BY g.name`, userID)
-	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, fmt.Errorf("load groups: %w", err)
-	}
-	return names, nil
 }
 
 // Preferences returns the user's pinned app ids.
