@@ -106,8 +106,8 @@ type UserUpdate struct {
 }
 
 // UpdateUser applies u, refusing to demote or deactivate the last active
-// admin. Active admins are locked first, so two admins demoting each other
-// at once cannot both succeed. A change of role or activity voids the
+// admin. The active admins are locked with the target, so two admins
+// demoting each other at once cannot both succeed. A change of role or activity voids the
 // user's earlier tokens: the cut-off is the clock once the row is locked,
 // not now() (the transaction's start, maybe before a wait for the admins'
 // locks), so it follows every session that began before the change.
@@ -117,29 +117,29 @@ func (s *Store) UpdateUser(ctx context.Context, id uuid.UUID, u UserUpdate) (Use
 		// order, the order every transaction here locks users in (a
 		// group's members, for its rename or deletion): locking the
 		// admins first and then the target could deadlock with one.
-		rows, _ := tx.Query(ctx, `SELECT id, role = 'admin' AND is_active FROM auth.users
+		rows, _ := tx.Query(ctx, `SELECT id, role, is_active FROM auth.users
 			WHERE (role = 'admin' AND is_active) OR id = $1 ORDER BY id FOR UPDATE`, id)
 		locked, err := pgx.CollectRows(rows, pgx.RowToStructByPos[struct {
-			ID    uuid.UUID
-			Admin bool
+			ID     uuid.UUID
+			Role   string
+			Active bool
 		}])
 		if err != nil {
 			return err
 		}
-		admins := 0
-		for _, l := range locked {
-			if l.Admin {
-				admins++
-			}
-		}
+		admins, found := 0, false
 		var role string
 		var active bool
-		err = tx.QueryRow(ctx, `SELECT role, is_active FROM auth.users WHERE id = $1 FOR UPDATE`, id).Scan(&role, &active)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return ErrNotFound
+		for _, l := range locked {
+			if l.Role == "admin" && l.Active {
+				admins++
+			}
+			if l.ID == id {
+				found, role, active = true, l.Role, l.Active
+			}
 		}
-		if err != nil {
-			return err
+		if !found {
+			return ErrNotFound
 		}
 		newRole, newActive := role, active
 		if u.Role != nil {
