@@ -327,6 +327,8 @@ func TestLoginFailures(t *testing.T) {
 			"\r\n--x\r\nContent-Disposition: form-data; name=\"password\"\r\n\r\nWrong-Pass-1!\r\n--x--\r\n",
 			"multipart/form-data; boundary=x", 401, "incorrect email or password", 1},
 		{"form over 64 KiB", form(u.Email, strings.Repeat("x", 70<<10)), "", 413, "too large", 0},
+		{"multipart over 64 KiB", "--x\r\nContent-Disposition: form-data; name=\"f\"; filename=\"f\"\r\n\r\n" +
+			strings.Repeat("x", 70<<10) + "\r\n--x--\r\n", "multipart/form-data; boundary=x", 413, "too large", 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
