@@ -45,6 +45,7 @@ func tidyRange(h string, size int64) string {
 		return h
 	}
 	specs := strings.Split(h[len(unit):], ",")
+	past := strconv.FormatInt(size, 10) + "-"
 	changed := false
 	for i, spec := range specs {
 		first, last, ok := strings.Cut(strings.TrimSpace(spec), "-")
@@ -52,7 +53,6 @@ func tidyRange(h string, size int64) string {
 		if !ok || (first == "" && last == "") || !digitsOrEmpty(first) || !digitsOrEmpty(last) {
 			continue // malformed: ServeContent refuses it as before
 		}
-		past := strconv.FormatInt(size, 10) + "-"
 		switch {
 		case first == "" && strings.Trim(last, "0") == "":
 			specs[i] = past
