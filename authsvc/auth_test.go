@@ -79,6 +79,33 @@ func TestRegisterEmailUnicodeForms(t *testing.T) {
 	env.login(t, decomposed, "Str0ng-Passw0rd!")
 }
 
+// A password is the same whichever Unicode form the keyboard sends: "é" as
+// one code point or as "e" and a combining accent.
+func TestPasswordUnicodeForms(t *testing.T) {
+	composed, decomposed := "Caf\u00e9-Cr\u00e8me!", "Cafe\u0301-Cre\u0300me!"
+	for _, tt := range []struct{ register, login string }{
+		{decomposed, composed},
+		{composed, decomposed},
+	} {
+		email := uniqueEmail("cafe")
+		env.do(t, req{Method: http.MethodPost, Path: "/api/auth/register", Body: map[string]any{
+			"email": email, "password": tt.register,
+		}}).expect(t, http.StatusCreated)
+		env.login(t, email, tt.login)
+		env.login(t, email, tt.register)
+	}
+
+	// A hash stored before passwords were normalised holds the code points
+	// as typed: the same code points still log in.
+	u := newUser(t, "user")
+	legacy, err := env.svc.hasher.hash([]byte(decomposed))
+	if err != nil {
+		t.Fatal(err)
+	}
+	exec(t, `UPDATE auth.users SET hashed_password = $2 WHERE id = $1`, u.ID, legacy)
+	env.login(t, u.Email, decomposed)
+}
+
 func TestRegisterValidation(t *testing.T) {
 	okEmail := func() string { return uniqueEmail("val") }
 	long := strings.Repeat("Aa1!", 32) + "x" // 129 characters
@@ -308,6 +335,10 @@ func TestLoginFailures(t *testing.T) {
 		{"NUL in the username", form("a\x00b@example.com", fixturePassword), "", 401, "incorrect email or password", 1},
 		{"username not UTF-8", form("\xff\xfe@example.com", fixturePassword), "", 401, "incorrect email or password", 1},
 		{"NUL in a JSON username", `{"username": "x\u0000@example.com", "password": "x"}`, "", 401, "incorrect email or password", 1},
+		// A password NFC changes is tried both ways (as hashed now, and as
+		// hashes made before normalisation hold it), for unknown accounts too.
+		{"wrong decomposed password", form(u.Email, "Cafe\u0301-1!"), "", 401, "incorrect email or password", 2},
+		{"unknown email, decomposed password", form(uniqueEmail("ghost"), "Cafe\u0301-1!"), "", 401, "incorrect email or password", 2},
 		{"inactive account, right password", form(inactive.Email, fixturePassword), "", 403, "disabled", 1},
 		{"inactive account, wrong password", form(inactive.Email, "Wrong-Pass-1!"), "", 401, "incorrect email or password", 1},
 		{"grant_type other than password", url.Values{"username": {u.Email}, "password": {fixturePassword}, "grant_type": {"client_credentials"}},

@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"golang.org/x/crypto/argon2"
+	"golang.org/x/text/unicode/norm"
 
 	"github.com/gatehouse/gatehouse/internal/httpx"
 )
@@ -27,27 +28,38 @@ const (
 )
 
 // CheckPasswordPolicy returns every rule the password breaks (the seed's
-// rules plus a length range), so the client can show them all at once.
+// rules plus a length range), so the client can show them all at once. It
+// judges the password as it is hashed: in Unicode NFC.
 func CheckPasswordPolicy(pw string) []string {
 	var v []string
-	n := utf8.RuneCountInString(pw)
 	if !utf8.ValidString(pw) {
 		v = append(v, "must be valid UTF-8")
 	}
+	pw = norm.NFC.String(pw)
+	n := utf8.RuneCountInString(pw)
 	if n < MinPasswordLen {
 		v = append(v, fmt.Sprintf("must be at least %d characters long", MinPasswordLen))
 	}
 	if n > MaxPasswordLen {
 		v = append(v, fmt.Sprintf("must be at most %d characters long", MaxPasswordLen))
 	}
-	var upper, special bool
+	// Special means punctuation or a symbol: not a space, and not an
+	// invisible control, format character or lone combining mark, which
+	// would satisfy the rule without adding anything a person types.
+	var upper, special, control bool
 	for _, r := range pw {
 		switch {
 		case unicode.IsUpper(r):
 			upper = true
-		case !unicode.IsLetter(r) && !unicode.IsDigit(r) && !unicode.IsSpace(r):
+		case unicode.IsPunct(r) || unicode.IsSymbol(r):
 			special = true
+		case unicode.IsControl(r):
+			control = true
 		}
+	}
+	if control {
+		// Tabs, newlines, NUL: a login form cannot type them back.
+		v = append(v, "must not contain control characters")
 	}
 	if !upper {
 		v = append(v, "must contain an uppercase letter")
@@ -120,13 +132,16 @@ func (h *Hasher) release() {
 	<-h.slots
 }
 
-// Hash returns the PHC-format Argon2id hash of pw.
+// Hash returns the PHC-format Argon2id hash of pw in Unicode NFC, so that
+// "é" typed as one code point or as "e" and a combining accent (keyboards
+// and operating systems differ) is the same password (NIST SP 800-63B
+// 5.1.1.2).
 func (h *Hasher) Hash(ctx context.Context, pw string) (string, error) {
 	if err := h.acquire(ctx); err != nil {
 		return "", err
 	}
 	defer h.release()
-	return h.hash([]byte(pw))
+	return h.hash([]byte(norm.NFC.String(pw)))
 }
 
 func (h *Hasher) hash(pw []byte) (string, error) {
@@ -139,20 +154,33 @@ func (h *Hasher) hash(pw []byte) (string, error) {
 		base64.RawStdEncoding.EncodeToString(salt), base64.RawStdEncoding.EncodeToString(key)), nil
 }
 
-// Verify reports whether pw matches encoded. An empty encoded (no such
-// account) is checked against a dummy hash so that the answer takes the same
-// time whether or not the account exists.
+// Verify reports whether pw matches encoded, comparing pw in NFC as Hash
+// stores it. A pw that NFC changes is also tried as sent: hashes made
+// before passwords were normalised hold the code points the user typed.
+// An empty encoded (no such account) is checked against a dummy hash, as
+// many times, so that the answer takes the same time whether or not the
+// account exists.
 func (h *Hasher) Verify(ctx context.Context, encoded, pw string) (bool, error) {
 	if err := h.acquire(ctx); err != nil {
 		return false, err
 	}
 	defer h.release()
-	h.verifications.Add(1)
-	if encoded == "" {
-		_, _ = verifyArgon2id(h.dummy, []byte(pw))
-		return false, nil
+	candidates := []string{norm.NFC.String(pw)}
+	if candidates[0] != pw {
+		candidates = append(candidates, pw)
 	}
-	return verifyArgon2id(encoded, []byte(pw))
+	for _, c := range candidates {
+		h.verifications.Add(1)
+		if encoded == "" {
+			_, _ = verifyArgon2id(h.dummy, []byte(c))
+			continue
+		}
+		ok, err := verifyArgon2id(encoded, []byte(c))
+		if ok || err != nil {
+			return ok, err
+		}
+	}
+	return false, nil
 }
 
 var errBadHash = errors.New("unrecognised password hash format")

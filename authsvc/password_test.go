@@ -20,6 +20,7 @@ func TestCheckPasswordPolicy(t *testing.T) {
 		upper   = "must contain an uppercase letter"
 		special = "must contain a special character"
 		test    = `must not contain "test"`
+		control = "must not contain control characters"
 	)
 	tests := []struct {
 		pw   string
@@ -42,6 +43,14 @@ func TestCheckPasswordPolicy(t *testing.T) {
 		{"A!" + strings.Repeat("a", 127), []string{long}},
 		{"A!" + strings.Repeat("é", 127), []string{long}},
 		{"test", []string{short, upper, special, test}},
+		// Judged in NFC: 8 code points as sent, 7 characters.
+		{"Abcde\u0301f!", []string{short}},
+		{"Abcdefgh\u0301", []string{special}}, // a lone combining mark is not special
+		{"Abcdefgh\u200b", []string{special}}, // nor an invisible format character
+		{"Abcdefgh\x01", []string{control, special}},
+		{"Abc\tdefg!", []string{control}},
+		{"Abc\ndefg!", []string{control}},
+		{"Abc\x00defg!", []string{control}},
 	}
 	for _, tt := range tests {
 		if got := CheckPasswordPolicy(tt.pw); !reflect.DeepEqual(got, tt.want) {
