@@ -11,6 +11,7 @@ import (
 
 	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/google/uuid"
+	"golang.org/x/text/unicode/norm"
 
 	"github.com/gatehouse/gatehouse/internal/accesstoken"
 	"github.com/gatehouse/gatehouse/internal/httpx"
@@ -168,9 +169,10 @@ func (s *Service) login(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	hash := u.HashedPassword
-	if utf8.RuneCountInString(password) > MaxPasswordLen {
-		// No stored password is this long, so it cannot match; it is still
-		// hashed (cut to the cap) to take the same time as a wrong one.
+	if utf8.RuneCountInString(norm.NFC.String(password)) > MaxPasswordLen {
+		// No stored password is this long (in NFC, as the policy counts),
+		// so it cannot match; it is still hashed (cut to the cap) to take
+		// the same time as a wrong one.
 		hash, password = "", password[:MaxPasswordLen]
 	}
 	// Unknown accounts are checked against a dummy hash: same work, same
