@@ -68,24 +68,22 @@ func (s *Service) authenticate(r *http.Request) (*Principal, error) {
 }
 
 // issuedBeforeCutoff reports whether a token predates the user's cut-off
-// (tokens_valid_after). iat has whole seconds, so it settles only tokens
-// issued in another second than the cut-off. Within the cut-off's own
-// second, the token's session start (microseconds, from the same database
-// clock as the cut-off) decides; a token without a session is then void.
-// Comparing iat with the truncated cut-off alone would keep a token issued
-// a moment before a deactivation or role change alive.
+// (tokens_valid_after). A token's session begins when it is issued (login
+// is the only issuer), stamped in microseconds by the database clock that
+// stamps cut-offs, so the session decides, as the revocation feed's session
+// list does at the edge. iat has whole seconds and may be rounded up to the
+// second after a cut-off (issuedAt): a login between two changes within one
+// second carries the first rounded cut-off, which the second one rounds to
+// as well. Only a token without a session is judged by iat: void unless
+// issued in a later second than the cut-off.
 func issuedBeforeCutoff(iat *jwt.NumericDate, sessionStart, cutoff time.Time) bool {
-	if iat == nil {
-		return true
-	}
-	issued, second := iat.Time(), cutoff.Truncate(time.Second)
 	switch {
-	case issued.Before(second):
+	case iat == nil:
 		return true
-	case issued.After(second):
-		return false
+	case !sessionStart.IsZero():
+		return sessionStart.Before(cutoff)
 	default:
-		return sessionStart.IsZero() || sessionStart.Before(cutoff)
+		return !iat.Time().After(cutoff.Truncate(time.Second))
 	}
 }
 

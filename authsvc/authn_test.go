@@ -221,11 +221,16 @@ func TestIssuedBeforeCutoff(t *testing.T) {
 		{"no iat", nil, at(6, 0), true},
 		{"earlier second", jwt.NewNumericDate(at(4, 0)), at(4, 0), true},
 		{"later second", jwt.NewNumericDate(at(6, 0)), at(6, 0), false},
-		{"later second, old session", jwt.NewNumericDate(at(6, 0)), at(1, 0), false},
+		// A login between two changes within one second: iat is the first
+		// cut-off rounded up, the second change's cut-off is later.
+		{"later second, session before the cut-off", jwt.NewNumericDate(at(6, 0)), at(5, 200_000_000), true},
+		{"earlier second, session after the cut-off", jwt.NewNumericDate(at(4, 0)), at(5, 700_000_000), false},
 		{"same second, session before the cut-off", jwt.NewNumericDate(at(5, 0)), at(5, 200_000_000), true},
 		{"same second, session after the cut-off", jwt.NewNumericDate(at(5, 0)), at(5, 700_000_000), false},
 		{"same second, session at the cut-off", jwt.NewNumericDate(at(5, 0)), cutoff, false},
 		{"same second, no session", jwt.NewNumericDate(at(5, 0)), time.Time{}, true},
+		{"earlier second, no session", jwt.NewNumericDate(at(4, 0)), time.Time{}, true},
+		{"later second, no session", jwt.NewNumericDate(at(6, 0)), time.Time{}, false},
 	}
 	for _, tt := range tests {
 		if got := issuedBeforeCutoff(tt.iat, tt.session, cutoff); got != tt.want {

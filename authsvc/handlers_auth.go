@@ -186,8 +186,10 @@ func (s *Service) login(w http.ResponseWriter, r *http.Request) error {
 	}
 	// The password check may have waited seconds for a hasher slot: the
 	// claims (and whether the account is active) come from the account as
-	// the session begins, not as it was read above. iat is taken before, so that a change committing after
-	// the session began voids the token at the edge too.
+	// the session begins, not as it was read above. iat is the session's
+	// start by the database's clock, the one cut-offs are stamped with, so
+	// that a skewed clock here cannot date a token after a change it
+	// predates.
 	now := s.now()
 	exp := now.Add(s.cfg.AccessTokenTTL)
 	host, _, _ := net.SplitHostPort(r.RemoteAddr)
@@ -207,7 +209,7 @@ func (s *Service) login(w http.ResponseWriter, r *http.Request) error {
 		Audience:  jwt.Audience{s.cfg.Audience},
 		Expiry:    jwt.NewNumericDate(exp),
 		NotBefore: jwt.NewNumericDate(now),
-		IssuedAt:  jwt.NewNumericDate(issuedAt(now, u.TokensNotBefore)),
+		IssuedAt:  jwt.NewNumericDate(issuedAt(u.sessionStart, u.TokensNotBefore)),
 		ID:        uuid.NewString(),
 		SessionID: sid.String(),
 		Role:      u.Role,

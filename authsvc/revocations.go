@@ -27,7 +27,12 @@ import (
 //	 "sessions": [{"session_id": "<uuid>"}]}
 //
 // A token of user_id whose iat is before not_before is void; so is every
-// token whose sid is listed.
+// token whose sid is listed: sessions ended by logout, and sessions that
+// began before their user's cut-off. iat has whole seconds; the session
+// list settles what they cannot: a login between two changes within one
+// second (its iat is the first cut-off rounded up, which the second
+// cut-off rounds up to as well), or one dated by a clock ahead of the
+// database's.
 
 // revocationMargin keeps entries a little past the last expiry they
 // concern: the edge accepts tokens up to the verifier's leeway after exp,
@@ -83,10 +88,18 @@ func (s *Store) Revocations(ctx context.Context) (revocationFeed, error) {
 	if err := rows.Err(); err != nil {
 		return feed, fmt.Errorf("revocations: %w", err)
 	}
+	// Two index lookups: ended sessions (sessions_revoked), and the
+	// sessions of users with a recent cut-off that began before it
+	// (users_tokens_valid_after, then sessions_user).
 	rows, err = s.pool.Query(ctx, `
 		SELECT id FROM auth.sessions
 		WHERE revoked_at IS NOT NULL AND expires_at > now() - make_interval(secs => $1)
-		ORDER BY id`, margin)
+		UNION
+		SELECT s.id FROM auth.users u JOIN auth.sessions s ON s.user_id = u.id
+		WHERE u.tokens_valid_after > now() - make_interval(secs => $2)
+		  AND s.created_at < u.tokens_valid_after
+		  AND s.expires_at > now() - make_interval(secs => $1)
+		ORDER BY id`, margin, (maxTokenLifetime + revocationMargin).Seconds())
 	if err != nil {
 		return feed, fmt.Errorf("revocations: %w", err)
 	}

@@ -45,6 +45,9 @@ type User struct {
 	UpdatedAt       time.Time `json:"updated_at"`
 	HashedPassword  string    `json:"-"`
 	TokensNotBefore time.Time `json:"-"`
+	// sessionStart is set by OpenSession: when the session began, by the
+	// database clock that also stamps cut-offs.
+	sessionStart time.Time
 }
 
 const userColumns = `u.id, u.email, p.full_name, u.role, u.is_active, u.role = 'admin', u.created_at, u.updated_at,
@@ -164,9 +167,15 @@ func (s *Store) OpenSession(ctx context.Context, userID uuid.UUID, expires time.
 		if groups, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
 			return err
 		}
-		_, err = tx.Exec(ctx, `INSERT INTO auth.sessions (id, user_id, expires_at, user_agent, remote_addr) VALUES ($1, $2, $3, $4, $5)`,
-			id, userID, expires, truncate(userAgent, 512), truncate(remoteAddr, 128))
-		return err
+		// The session begins now, after the share lock, by the clock that
+		// stamps cut-offs: a change that committed while this login waited
+		// for the lock stamped its cut-off before this instant (and this
+		// login read its claims); a change still to come waits for this
+		// lock and stamps after it. now() would be the transaction's
+		// start, before any wait.
+		return tx.QueryRow(ctx, `INSERT INTO auth.sessions (id, user_id, created_at, expires_at, user_agent, remote_addr)
+			VALUES ($1, $2, clock_timestamp(), $3, $4, $5) RETURNING created_at`,
+			id, userID, expires, truncate(userAgent, 512), truncate(remoteAddr, 128)).Scan(&u.sessionStart)
 	})
 	if errors.Is(err, ErrNotFound) {
 		return User{}, nil, uuid.Nil, err
