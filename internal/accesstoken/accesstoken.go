@@ -263,10 +263,12 @@ type Verifier struct {
 // or "Kid" as alg and kid, so the two parsers could disagree on which
 // algorithm or key a token names.
 type header struct {
-	Alg  *string              `json:"alg"`
-	Kid  *string              `json:"kid"`
-	Typ  *string              `json:"typ"`
-	Crit *josejson.RawMessage `json:"crit"`
+	Alg *string `json:"alg"`
+	Kid *string `json:"kid"`
+	Typ *string `json:"typ"`
+	// Crit is a RawMessage, not a pointer: "crit": null must count as
+	// present (a pointer stays nil), and any crit is refused.
+	Crit josejson.RawMessage `json:"crit"`
 }
 
 // Verify checks token and returns its claims.

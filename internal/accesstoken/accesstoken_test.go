@@ -140,6 +140,10 @@ func TestVerify(t *testing.T) {
 		{"upper-case ALG none", build(with(goodHeader(), "alg", nil, "ALG", "RS256"), goodPayload(), good), ReasonAlgorithm},
 		{"crit", build(with(goodHeader(), "crit", []string{"exp"}, "exp", 1), goodPayload(), good), ReasonCritical},
 		{"crit empty", build(with(goodHeader(), "crit", []string{}), goodPayload(), good), ReasonCritical},
+		// Present, whatever its value: null decoded into a pointer left it
+		// nil, and the token passed (found in review).
+		{"crit null", build(with(goodHeader(), "crit", json.RawMessage("null")), goodPayload(), good), ReasonCritical},
+		{"crit false", build(with(goodHeader(), "crit", false), goodPayload(), good), ReasonCritical},
 		{"typ JWT", build(with(goodHeader(), "typ", "JWT"), goodPayload(), good), ReasonType},
 		{"typ missing", build(with(goodHeader(), "typ", nil), goodPayload(), good), ReasonType},
 		{"kid missing", build(with(goodHeader(), "kid", nil), goodPayload(), good), ReasonMissingKID},
