@@ -324,7 +324,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return next.ServeHTTP(w, r)
 	}
 
-	token, fromCookie, reason := h.tokenFrom(r)
+	token, reason := h.tokenFrom(r)
 	if reason != "" {
 		return h.refuse(w, r, reason, errNotAuthenticated)
 	}
@@ -359,10 +359,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 
 	if !h.ForwardToken {
-		if fromCookie {
+		// Both sources go, whichever held the credential verified: a
+		// browser whose SPA sends the header also sends the token cookie,
+		// as valid and as replayable (found in review).
+		delete(r.Header, "Authorization")
+		if h.Cookie != "" {
 			cookie.Remove(r.Header, h.Cookie)
-		} else {
-			delete(r.Header, "Authorization")
 		}
 	}
 
@@ -393,27 +395,27 @@ func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, reason string, 
 // the request is ambiguous (two Authorization headers, two cookies of our
 // name): guessing which one the client "meant" is how two components end
 // up checking different tokens.
-func (h *Handler) tokenFrom(r *http.Request) (token string, fromCookie bool, reason string) {
+func (h *Handler) tokenFrom(r *http.Request) (token, reason string) {
 	switch auth := r.Header["Authorization"]; len(auth) {
 	case 0:
 	case 1:
 		scheme, tok, ok := strings.Cut(auth[0], " ")
 		if !ok || !strings.EqualFold(scheme, "Bearer") {
-			return "", false, "missing_token"
+			return "", "missing_token"
 		}
 		tok = strings.TrimLeft(tok, " ")
 		// "Bearer a, Bearer b" is two credentials folded into one line.
 		// IndexByte (vectorised) rather than ContainsAny: this runs on
 		// every request over ~1 KiB of token.
 		if tok == "" || strings.IndexByte(tok, ',') >= 0 || strings.IndexByte(tok, ' ') >= 0 || strings.IndexByte(tok, '\t') >= 0 {
-			return "", false, "malformed"
+			return "", "malformed"
 		}
-		return tok, false, ""
+		return tok, ""
 	default:
-		return "", false, "ambiguous_token"
+		return "", "ambiguous_token"
 	}
 	if h.Cookie == "" {
-		return "", false, "missing_token"
+		return "", "missing_token"
 	}
 	var found string
 	n := 0
@@ -423,11 +425,11 @@ func (h *Handler) tokenFrom(r *http.Request) (token string, fromCookie bool, rea
 	}
 	switch {
 	case n == 0 || found == "":
-		return "", false, "missing_token"
+		return "", "missing_token"
 	case n > 1:
-		return "", false, "ambiguous_token"
+		return "", "ambiguous_token"
 	}
-	return found, true, ""
+	return found, ""
 }
 
 // authenticate returns the identity a token grants, from the cache when
