@@ -6,6 +6,8 @@ package caddymodules_test
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"net/url"
 	"strings"
 	"testing"
@@ -239,5 +241,161 @@ func TestReviewCacheExpiryRecheckHeld(t *testing.T) {
 	}
 	if n := len(authsvc.take()); n != 0 {
 		t.Fatalf("expired cached token reached authsvc")
+	}
+}
+
+// Credentials never travel as request trailers: docservice's routes drop
+// the bearer token from the headers (the gateway, and `header_up
+// -Authorization` on the static route), but a chunked request could repeat
+// it after the body, and Caddy's reverse_proxy forwards declared trailers.
+// (Found in review: the token reached docservice that way.)
+func TestReviewCredentialTrailersDropped(t *testing.T) {
+	e, authsvc, docservice := repoEdge(t)
+	valid := signed(t, key(t, 0), hdr(t, key(t, 0)), claims())
+	waitHealthy(t, e, "doc-service") // /api/documents goes through the gateway
+	for _, path := range []string{
+		"/api/documents/1",               // manifest route (gatehouse_plugin_gateway)
+		"/api/settings/documents/limits", // static reverse_proxy with header_up -Authorization
+		"/api/users/me",                  // authsvc, which gets the header token (forward_token), not a trailer copy
+	} {
+		t.Run(path, func(t *testing.T) {
+			authsvc.take()
+			docservice.take()
+			req := "POST " + path + " HTTP/1.1\r\nHost: edge.test\r\n" + bearer(valid) + "\r\n" +
+				"Transfer-Encoding: chunked\r\nTrailer: Authorization, Proxy-Authorization, Cookie, Host, X-Checksum\r\n" +
+				"Connection: close\r\n\r\n" +
+				"2\r\nhi\r\n0\r\nAuthorization: Bearer " + valid + "\r\nProxy-Authorization: Basic eDp5\r\n" +
+				"Cookie: __Host-gatehouse_at=" + valid + "\r\nHost: internal\r\nX-Checksum: abc\r\n\r\n"
+			resp := e.raw(t, req)
+			got := append(authsvc.take(), docservice.take()...)
+			if resp.status != 200 || len(got) != 1 {
+				t.Fatalf("status %d, upstream requests %d", resp.status, len(got))
+			}
+			for _, name := range []string{"Authorization", "Proxy-Authorization", "Cookie", "Host"} {
+				if v := got[0].trailer.Get(name); v != "" {
+					t.Errorf("the upstream got a %s trailer (%d bytes)", name, len(v))
+				}
+			}
+			// Other trailers still pass.
+			if v := got[0].trailer.Get("X-Checksum"); v != "abc" {
+				t.Errorf("trailer X-Checksum %q, want abc (trailers %v)", v, got[0].trailer)
+			}
+		})
+	}
+}
+
+// trailerBody sets req.Trailer values once the body has been read.
+type trailerBody struct {
+	r    io.Reader
+	req  *http.Request
+	vals http.Header
+}
+
+func (b *trailerBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err == io.EOF {
+		for k, v := range b.vals {
+			b.req.Trailer[k] = v
+		}
+	}
+	return n, err
+}
+func (b *trailerBody) Close() error { return nil }
+
+// Held: h2c (prior knowledge) is accepted by the edge on a plain-HTTP site;
+// forged identity headers in any spelling and identity trailers (declared,
+// undeclared, odd spelling) do not pass over HTTP/2 either.
+func TestReviewH2CHeld(t *testing.T) {
+	e, authsvc, docservice := repoEdge(t)
+	valid := signed(t, key(t, 0), hdr(t, key(t, 0)), claims())
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	c := &http.Client{Transport: tr, Timeout: 15 * time.Second}
+	waitHealthy(t, e, "doc-service")
+	for _, path := range []string{"/api/users/me", "/api/documents/1", "/api/auth/login"} {
+		t.Run(path, func(t *testing.T) {
+			authsvc.take()
+			docservice.take()
+			req, _ := http.NewRequest("POST", "http://"+e.addr+path, nil)
+			req.Header.Set("Authorization", "Bearer "+valid)
+			req.Header["x_user_id"] = []string{"forged"}
+			req.Header["X-User-Role"] = []string{"admin"}
+			req.Header["x.user.groups"] = []string{"root"}
+			req.Header["X-Remote-User"] = []string{"root"}
+			req.Trailer = http.Header{"X-User-Id": nil, "X-Other": nil, "X_user_role": nil}
+			req.Body = &trailerBody{r: strings.NewReader("hello"), req: req, vals: http.Header{
+				"X-User-Id": {"forged"}, "X-Other": {"1"}, "X_user_role": {"admin"}, "X-User-Groups": {"undeclared"}}}
+			req.ContentLength = -1
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.ProtoMajor != 2 {
+				t.Fatalf("proto %s", resp.Proto)
+			}
+			got := append(authsvc.take(), docservice.take()...)
+			if len(got) != 1 {
+				t.Fatalf("status %d, upstream requests %d", resp.StatusCode, len(got))
+			}
+			want := verifiedIdentity
+			if strings.HasPrefix(path, "/api/auth") {
+				want = nil
+			}
+			checkIdentity(t, got, want)
+		})
+	}
+}
+
+// Held: more path and framing tricks against the repository Caddyfile.
+// Nothing reaches /internal, no identity passes without a token, and no
+// forged identity passes with one.
+func TestReviewPathAndFramingHeld(t *testing.T) {
+	e, authsvc, docservice := repoEdge(t)
+	valid := signed(t, key(t, 0), hdr(t, key(t, 0)), claims())
+	waitHealthy(t, e, "doc-service")
+	for _, tc := range []struct{ name, req string }{
+		{"/%61pi/users/me", get("/%61pi/users/me", "X-User-Id: x")},
+		{"//api/users/me", get("//api/users/me", "X-User-Id: x")},
+		{"/api/auth/..%2f..%2fapi/users/me", get("/api/auth/..%2f..%2fapi/users/me", "X-User-Id: x")},
+		{"/api/auth/.%2e/users/me", get("/api/auth/.%2e/users/me", "X-User-Id: x")},
+		{"/api/auth/..;/users/me", get("/api/auth/..;/users/me", "X-User-Id: x")},
+		{"/api/auth/..\\users\\me", get("/api/auth/..\\users\\me", "X-User-Id: x")},
+		{"/api/auth/x/../../internal/revocations", get("/api/auth/x/../../internal/revocations")},
+		{"/api/auth/%2e%2e/%2e%2e/internal/revocations", get("/api/auth/%2e%2e/%2e%2e/internal/revocations")},
+		{"/%69nternal/revocations", get("/%69nternal/revocations")},
+		{"/internal%2frevocations", get("/internal%2frevocations")},
+		{"/.well-known/jwks.json/../../internal/revocations", get("/.well-known/jwks.json/../../internal/revocations")},
+		{"abs-form /api/auth/../users/me", get("http://evil/api/auth/../users/me", "X-User-Id: x")},
+		{"abs-form /internal", get("http://edge.test/internal/revocations", bearer(valid))},
+		{"valid token, /api/x/..%2f..%2finternal", get("/api/x/..%2f..%2finternal/revocations", bearer(valid))},
+		{"HTTP/1.0 forged on public", "GET /api/auth/login HTTP/1.0\r\nX-User-Id: x\r\nx_user_role: admin\r\n\r\n"},
+		{"obs-fold", "GET /api/auth/login HTTP/1.1\r\nHost: edge.test\r\nX-Foo: a\r\n X-User-Id: x\r\nConnection: close\r\n\r\n"},
+		{"Expect 100-continue forged", "POST /api/documents/1 HTTP/1.1\r\nHost: edge.test\r\n" + bearer(valid) + "\r\nExpect: 100-continue\r\nX-User-Role: admin\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi"},
+		{"CL+TE smuggling", "POST /api/auth/login HTTP/1.1\r\nHost: edge.test\r\nContent-Length: 60\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\nGET /internal/revocations HTTP/1.1\r\nHost: x\r\nX-User-Id: a\r\n\r\n"},
+		{"CONNECT path form", "CONNECT /api/auth/x/../../internal/revocations HTTP/1.1\r\nHost: edge.test\r\nConnection: close\r\n\r\n"},
+		{"Upgrade h2c on public", "GET /api/auth/login HTTP/1.1\r\nHost: edge.test\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\nConnection: Upgrade, HTTP2-Settings, X-User-Id\r\nX-User-Id: a\r\n\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			authsvc.take()
+			docservice.take()
+			e.raw(t, tc.req)
+			// raw returns at the first response (a 100 Continue for the
+			// Expect case): let the proxied request land before taking.
+			time.Sleep(200 * time.Millisecond)
+			for _, r := range append(authsvc.take(), docservice.take()...) {
+				if strings.Contains(r.path, "internal") {
+					t.Errorf("reached %s", r.path)
+				}
+				id := r.header.Get("X-User-Id")
+				if id != "" && (id != testSubject || !strings.Contains(tc.req, "Bearer")) {
+					t.Errorf("upstream got X-User-Id %q on %s %s", id, r.method, r.path)
+				}
+				if r.header.Get("X-User-Role") == "admin" {
+					t.Errorf("forged role passed")
+				}
+			}
+		})
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // The request headers the edge sets after a successful verification.
@@ -182,9 +184,14 @@ func (m *identityMatcher) stripTrailers(r *http.Request) {
 	}
 }
 
+// deleteTrailers also removes credentials and every field RFC 9110 does
+// not allow in a trailer (httpguts' list: Authorization, Host,
+// Content-Length, ...): the edge consumes the header token, and a copy of
+// it sent after the body would otherwise reach the upstream (found in
+// review), as would a Cookie trailer.
 func (m *identityMatcher) deleteTrailers(t http.Header) {
 	for name := range t {
-		if m.match(name) {
+		if m.match(name) || !httpguts.ValidTrailerHeader(name) || strings.EqualFold(name, "Cookie") {
 			delete(t, name)
 		}
 	}
