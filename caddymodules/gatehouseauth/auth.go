@@ -258,6 +258,10 @@ func (c fetcherConfig) check() error {
 	return nil
 }
 
+// MinFetchInterval is the least jwks_refresh_interval,
+// jwks_unknown_kid_interval and revocations_interval accept.
+const MinFetchInterval = 100 * time.Millisecond
+
 // Validate checks that the configuration is complete and consistent.
 func (h *Handler) Validate() error {
 	if h.StripOnly {
@@ -278,6 +282,20 @@ func (h *Handler) Validate() error {
 		return errors.New("audience is required")
 	case h.CacheSize != nil && *h.CacheSize < 0:
 		return errors.New("cache_size must not be negative")
+	case h.CacheSize != nil && *h.CacheSize > MaxCacheSize:
+		return fmt.Errorf("cache_size must be at most %d", MaxCacheSize)
+	}
+	// A lower bound on the background fetches, so that a unit slip ("10ms"
+	// for "10m", a bare number read as nanoseconds in JSON) cannot turn
+	// every edge against authsvc.
+	for name, d := range map[string]caddy.Duration{
+		"jwks_refresh_interval":     h.JWKSRefreshInterval,
+		"jwks_unknown_kid_interval": h.JWKSUnknownKIDInterval,
+		"revocations_interval":      h.RevocationsInterval,
+	} {
+		if d != 0 && time.Duration(d) < MinFetchInterval {
+			return fmt.Errorf("%s must be at least %s", name, MinFetchInterval)
+		}
 	}
 	for _, s := range h.StripHeaders {
 		if strings.TrimSuffix(s, "*") == "" {

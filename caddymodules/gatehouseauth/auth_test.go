@@ -361,6 +361,16 @@ func TestValidate(t *testing.T) {
 		{"empty strip header", Handler{JWKSURL: "http://x", Issuer: "i", Audience: "a", StripHeaders: []string{"*"}}, "names no header"},
 		{"negative cache", Handler{JWKSURL: "http://x", Issuer: "i", Audience: "a", CacheSize: ptr(-1)}, "cache_size"},
 		{"strip only with cache", Handler{StripOnly: true, CacheSize: ptr(0)}, "strip_only takes no token settings"},
+		{"largest cache", Handler{JWKSURL: "http://x", Issuer: "i", Audience: "a", CacheSize: ptr(MaxCacheSize)}, ""},
+		{"huge cache", Handler{JWKSURL: "http://x", Issuer: "i", Audience: "a", CacheSize: ptr(MaxCacheSize + 1)}, "cache_size must be at most 1000000"},
+		{"shortest intervals", Handler{JWKSURL: "http://x", Issuer: "i", Audience: "a", JWKSRefreshInterval: caddy.Duration(MinFetchInterval),
+			JWKSUnknownKIDInterval: caddy.Duration(MinFetchInterval), RevocationsInterval: caddy.Duration(MinFetchInterval)}, ""},
+		{"refresh every millisecond", Handler{JWKSURL: "http://x", Issuer: "i", Audience: "a", JWKSRefreshInterval: caddy.Duration(time.Millisecond)},
+			"jwks_refresh_interval must be at least 100ms"},
+		{"unknown-kid refresh every nanosecond", Handler{JWKSURL: "http://x", Issuer: "i", Audience: "a", JWKSUnknownKIDInterval: 1},
+			"jwks_unknown_kid_interval must be at least 100ms"},
+		{"revocations every 10ms", Handler{JWKSURL: "http://x", Issuer: "i", Audience: "a", RevocationsURL: "http://x",
+			RevocationsInterval: caddy.Duration(10 * time.Millisecond)}, "revocations_interval must be at least 100ms"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			err := tt.h.Validate()

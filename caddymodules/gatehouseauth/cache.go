@@ -12,6 +12,11 @@ import (
 // DefaultCacheSize is how many verified tokens a handler remembers.
 const DefaultCacheSize = 10000
 
+// MaxCacheSize bounds cache_size: an entry is about 200 bytes, so a full
+// cache of this size is some 200 MiB. A typo of a few zeros more is
+// refused rather than allowed to take the edge's memory.
+const MaxCacheSize = 1_000_000
+
 // cacheShards spreads the cache over independent locks so that parallel
 // requests rarely wait on each other; a power of two.
 const cacheShards = 32
@@ -64,11 +69,15 @@ type cacheShard struct {
 	m  map[[sha256.Size]byte]*cacheEntry
 }
 
+// newTokenCache holds size entries, at least one a shard (cacheShards).
+// The maps are pre-sized up to the default's share only: Caddy provisions
+// before it validates, and a large size should cost memory as tokens
+// arrive, not at load.
 func newTokenCache(size int) *tokenCache {
 	per := max(size/cacheShards, 1)
 	c := &tokenCache{perShard: per}
 	for i := range c.shards {
-		c.shards[i].m = make(map[[sha256.Size]byte]*cacheEntry, per)
+		c.shards[i].m = make(map[[sha256.Size]byte]*cacheEntry, min(per, DefaultCacheSize/cacheShards))
 	}
 	return c
 }
