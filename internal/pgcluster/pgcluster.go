@@ -43,6 +43,10 @@ type Cluster struct {
 	// reach Dir (a checkout under /root, say); then a directory of its own
 	// under the system temp dir, named after Dir so every caller finds it.
 	serverDir string
+	// Throwaway runs the server with fsync off: faster, and a crash of the
+	// machine may corrupt the cluster. For the tests' clusters only, never
+	// for data someone keeps (`make run`'s). Read when the server starts.
+	Throwaway bool
 }
 
 // New finds the server binaries and prepares (but does not start) a cluster.
@@ -257,7 +261,10 @@ func (c *Cluster) start() (int, error) {
 			return 0, err
 		}
 	}
-	opts := fmt.Sprintf("-p %d -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c fsync=off -c max_connections=200", port)
+	opts := fmt.Sprintf("-p %d -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c max_connections=200", port)
+	if c.Throwaway {
+		opts += " -c fsync=off"
+	}
 	out, err := c.run("pg_ctl", "-D", c.dataDir(), "-l", logFile, "-o", opts, "-w", "-t", "60", "start")
 	if err != nil {
 		tail, _ := os.ReadFile(logFile)

@@ -89,6 +89,10 @@ func TestCluster(t *testing.T) {
 	if got := query(t, dsn, "SHOW unix_socket_directories"); got != "" {
 		t.Errorf("unix_socket_directories %q", got)
 	}
+	// Durable unless Throwaway: `make run` keeps its data here.
+	if got := query(t, dsn, "SHOW fsync"); got != "on" {
+		t.Errorf("fsync %q", got)
+	}
 	wrong := *u
 	wrong.User = url.UserPassword(superuser, "wrong")
 	if conn, err := pgx.Connect(context.Background(), wrong.String()); err == nil {
@@ -347,5 +351,18 @@ func TestStopIfUnusedNeverCreated(t *testing.T) {
 	}
 	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("StopIfUnused created %s: %v", dir, err)
+	}
+}
+
+// A throwaway cluster (the tests') trades durability for speed.
+func TestThrowawayClusterSkipsFsync(t *testing.T) {
+	c := newTestCluster(t)
+	c.Throwaway = true
+	dsn, err := c.Ensure("app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := query(t, dsn, "SHOW fsync"); got != "off" {
+		t.Errorf("fsync %q", got)
 	}
 }

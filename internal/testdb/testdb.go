@@ -37,6 +37,7 @@ func New(prefix string) (*DB, error) {
 		if err != nil {
 			return nil, err
 		}
+		c.Throwaway = true
 		// Held until the test binary exits, so that another `make test`
 		// finishing meanwhile (db-stop --if-unused) leaves the server up.
 		if _, err := c.Use(); err != nil {
