@@ -221,7 +221,7 @@ func TestLogin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := env.svc.store.AddMember(context.Background(), g.ID, u.ID); err != nil {
+	if _, err := env.svc.store.AddMember(context.Background(), g.ID, u.ID); err != nil {
 		t.Fatal(err)
 	}
 	jwks := env.get(t, "/.well-known/jwks.json", "").expect(t, http.StatusOK)
@@ -566,7 +566,7 @@ func TestLoginClaimsFollowChangesDuringThePasswordCheck(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := e.svc.store.AddMember(ctx, g.ID, u.ID); err != nil {
+			if _, err := e.svc.store.AddMember(ctx, g.ID, u.ID); err != nil {
 				t.Fatal(err)
 			}
 			return g.Name

@@ -243,16 +243,13 @@ func (s *Service) addMember(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	switch err := s.store.AddMember(r.Context(), gid, uid); {
+	g, err := s.store.AddMember(r.Context(), gid, uid)
+	switch {
 	case errors.Is(err, ErrNotFound):
 		return httpx.Errorf(http.StatusNotFound, "group or user not found")
 	case errors.Is(err, ErrAlreadyMember):
 		return &httpx.Error{Status: http.StatusConflict, Detail: "user is already a member of this group", Code: "already_member"}
 	case err != nil:
-		return err
-	}
-	g, err := s.store.Group(r.Context(), gid)
-	if err != nil {
 		return err
 	}
 	httpx.WriteJSON(w, http.StatusCreated, g)

@@ -233,7 +233,7 @@ func TestCutoffIsStampedAfterTheLocks(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := env.svc.store.AddMember(ctx, g.ID, u.ID); err != nil {
+			if _, err := env.svc.store.AddMember(ctx, g.ID, u.ID); err != nil {
 				t.Fatal(err)
 			}
 			return u, `SELECT 1 FROM auth.group_memberships WHERE group_id = $1 FOR UPDATE`, g.ID,
@@ -295,7 +295,7 @@ func TestUserChangeAndGroupDeleteDoNotDeadlock(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, u := range []User{target, admin} {
-		if err := env.svc.store.AddMember(ctx, g.ID, u.ID); err != nil {
+		if _, err := env.svc.store.AddMember(ctx, g.ID, u.ID); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -371,7 +371,7 @@ func TestLoginBetweenTwoChangesInOneSecondIsVoided(t *testing.T) {
 		}
 		// Start early in a second so that all four steps fit in it.
 		time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second + 20*time.Millisecond)))
-		if err := env.svc.store.AddMember(ctx, g.ID, u.ID); err != nil {
+		if _, err := env.svc.store.AddMember(ctx, g.ID, u.ID); err != nil {
 			t.Fatal(err)
 		}
 		c1 := tokensValidAfter(t, u.ID)

@@ -21,6 +21,7 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/puddle/v2"
 
 	"github.com/gatehouse/gatehouse/internal/accesstoken"
 	"github.com/gatehouse/gatehouse/internal/httpx"
@@ -122,9 +123,12 @@ func (s *Service) getJWKS(w http.ResponseWriter, r *http.Request) error {
 }
 
 // handle adapts h like httpx.Handle, and answers 503 instead of 500 when an
-// unexplained error comes with an unreachable database: the request
-// changed nothing and the client may retry. Only failing requests pay for
-// the ping.
+// unexplained error comes with an unreachable database, so the client
+// knows to retry. Only failing requests pay for the ping. A change is said
+// to be unsaved only when no connection could be had: every handler's
+// change is its last database step (results are read inside its
+// transaction), so that failure came before it. A connection lost on the
+// way leaves the outcome unknown, even after a COMMIT was sent.
 func (s *Service) handle(h httpx.HandlerFunc) http.Handler {
 	return httpx.Handle(func(w http.ResponseWriter, r *http.Request) error {
 		err := h(w, r)
@@ -137,9 +141,24 @@ func (s *Service) handle(h httpx.HandlerFunc) http.Handler {
 		defer cancel()
 		if s.pool.Ping(ctx) != nil {
 			w.Header().Set("Retry-After", "5")
-			return &httpx.Error{Status: http.StatusServiceUnavailable,
-				Detail: "database unavailable; nothing was changed, try again later", Cause: err}
+			detail := "database unavailable; nothing was changed, try again later"
+			if !readOnly(r.Method) && !neverSent(err) {
+				detail = "database connection lost; the change may or may not have been saved: check before trying again"
+			}
+			return &httpx.Error{Status: http.StatusServiceUnavailable, Detail: detail, Cause: err}
 		}
 		return err
 	})
+}
+
+func readOnly(method string) bool {
+	return method == http.MethodGet || method == http.MethodHead || method == http.MethodOptions
+}
+
+// neverSent reports whether err came before the database got anything: no
+// connection from the pool. Not pgconn.SafeToRetry: it calls "conn
+// closed" safe when the connection died after a COMMIT was written.
+func neverSent(err error) bool {
+	var connectErr *pgconn.ConnectError
+	return errors.As(err, &connectErr) || errors.Is(err, puddle.ErrClosedPool)
 }

@@ -1,6 +1,7 @@
 package authsvc
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -8,6 +9,7 @@ import (
 	"net/http/httptest"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -174,4 +176,147 @@ func TestInternalErrorHidesCause(t *testing.T) {
 		!strings.Contains(rec.Body.String(), "internal server error") {
 		t.Errorf("%d %s", rec.Code, rec.Body)
 	}
+}
+
+// cutConn passes traffic until the database "goes away" at a chosen
+// moment: the first write holding a COMMIT once armed still reaches the
+// server; with loseAnswer the connection then closes before the answer is
+// read (the outcome unknown to the client), without it the answer comes
+// back. Every later write and dial fails.
+type cutConn struct {
+	net.Conn
+	loseAnswer  bool
+	armed, dead *atomic.Bool
+}
+
+func (c *cutConn) Write(b []byte) (int, error) {
+	if c.dead.Load() {
+		c.Conn.Close() // so that reads end too, and the pool closes at once
+		return 0, errors.New("database gone")
+	}
+	if c.armed.Load() && bytes.Contains(bytes.ToLower(b), []byte("commit")) {
+		n, err := c.Conn.Write(b)
+		c.dead.Store(true)
+		if c.loseAnswer {
+			c.Conn.Close()
+		}
+		return n, err
+	}
+	return c.Conn.Write(b)
+}
+
+// cutEnv is a service whose database goes away at the first COMMIT sent
+// once arm has been called.
+func cutEnv(t *testing.T, loseAnswer bool) (e *testEnv, arm func()) {
+	t.Helper()
+	cfg, err := pgxpool.ParseConfig(testDB.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var armed, dead atomic.Bool
+	cfg.ConnConfig.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if dead.Load() {
+			return nil, errors.New("database gone")
+		}
+		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &cutConn{Conn: c, loseAnswer: loseAnswer, armed: &armed, dead: &dead}, nil
+	}
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return newEnv(t, pool, testConfig()), func() { armed.Store(true) }
+}
+
+// A change whose COMMIT went through is answered as saved, even if the
+// database goes away right after: the answer is read in the same
+// transaction, so nothing follows the commit. (Found in review: the
+// answer was read afterwards, and its failure reported a saved change as
+// "nothing was changed".)
+func TestChangeCommittedBeforeTheDatabaseWentAway(t *testing.T) {
+	admin, u := newUser(t, "admin"), newUser(t, "user")
+	e0tok := func(u User) string { return env.token(t, u) }
+	count := func(sql string, args ...any) int {
+		var n int
+		if err := testPool.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	var g Group
+	for _, tc := range []struct {
+		name  string
+		rq    func(tok string) req
+		saved func() bool
+	}{
+		{"create group", func(tok string) req {
+			return req{Method: "POST", Path: "/api/admin/groups", Token: tok, Body: map[string]any{"name": "cut-" + u.ID.String()}}
+		}, func() bool {
+			return count(`SELECT count(*) FROM auth.groups WHERE name = $1`, "cut-"+u.ID.String()) == 1
+		}},
+		{"add member", func(tok string) req {
+			return req{Method: "POST", Path: "/api/admin/groups/" + g.ID.String() + "/members/" + u.ID.String(), Token: tok}
+		}, func() bool {
+			return count(`SELECT count(*) FROM auth.group_memberships WHERE group_id = $1 AND user_id = $2`, g.ID, u.ID) == 1
+		}},
+		{"rename group", func(tok string) req {
+			return req{Method: "PATCH", Path: "/api/admin/groups/" + g.ID.String(), Token: tok,
+				Body: map[string]any{"name": "cut-renamed-" + u.ID.String()}}
+		}, func() bool {
+			return count(`SELECT count(*) FROM auth.groups WHERE name = $1`, "cut-renamed-"+u.ID.String()) == 1
+		}},
+		{"register", func(string) req {
+			return req{Method: "POST", Path: "/api/auth/register", Body: map[string]any{"email": "cut-" + u.Email, "password": "Str0ng-Passw0rd!"}}
+		}, func() bool { return count(`SELECT count(*) FROM auth.users WHERE email = $1`, "cut-"+u.Email) == 1 }},
+		{"profile", func(string) req {
+			return req{Method: "PUT", Path: "/api/profile", Token: e0tok(u), Body: map[string]any{"job_title": "cut"}}
+		}, func() bool {
+			return count(`SELECT count(*) FROM auth.profiles WHERE user_id = $1 AND job_title = 'cut'`, u.ID) == 1
+		}},
+		{"deactivate user", func(tok string) req {
+			return req{Method: "PATCH", Path: "/api/admin/users/" + u.ID.String(), Token: tok, Body: map[string]any{"is_active": false}}
+		}, func() bool {
+			return count(`SELECT count(*) FROM auth.users WHERE id = $1 AND NOT is_active`, u.ID) == 1
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, arm := cutEnv(t, false)
+			tok := e.token(t, admin)
+			arm()
+			r := e.do(t, tc.rq(tok))
+			if !tc.saved() {
+				t.Fatalf("not saved: %d %s", r.Status, r.Body)
+			}
+			if r.Status/100 != 2 {
+				t.Fatalf("the change was saved, yet the answer is %d %s", r.Status, r.Body)
+			}
+			if tc.name == "create group" {
+				r.Decode(t, &g)
+			}
+		})
+	}
+}
+
+// A change whose connection was lost after its COMMIT was sent, before the
+// answer came back, may have been saved: the 503 says so instead of
+// "nothing was changed". A request that never reached the database still
+// says that nothing changed.
+func TestChangeOfUnknownOutcomeIsNotCalledUnsaved(t *testing.T) {
+	admin, u := newUser(t, "admin"), newUser(t, "user")
+	e, arm := cutEnv(t, true)
+	tok := e.token(t, admin)
+	arm()
+	r := e.do(t, req{Method: "PATCH", Path: "/api/admin/users/" + u.ID.String(), Token: tok, Body: map[string]any{"is_active": false}})
+	r.expectError(t, http.StatusServiceUnavailable, "may or may not have been saved")
+
+	pool := newPool(t, testDB.URL)
+	e = newEnv(t, pool, testConfig())
+	tok = e.token(t, u)
+	pool.Close()
+	e.do(t, req{Method: "PATCH", Path: "/api/users/me/preferences", Token: tok, Body: map[string]any{"app_ids": []string{}}}).
+		expectError(t, http.StatusServiceUnavailable, "nothing was changed")
 }

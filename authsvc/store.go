@@ -80,12 +80,17 @@ func NormaliseEmail(s string) string { return norm.NFC.String(strings.ToLower(st
 // CreateUser inserts a user and its profile in one transaction.
 func (s *Store) CreateUser(ctx context.Context, email, hash, role string, fullName *string) (User, error) {
 	id := uuid.New()
+	var u User
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `INSERT INTO auth.users (id, email, hashed_password, role) VALUES ($1, $2, $3, $4)`,
 			id, email, hash, role); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, `INSERT INTO auth.profiles (user_id, full_name) VALUES ($1, $2)`, id, fullName)
+		if _, err := tx.Exec(ctx, `INSERT INTO auth.profiles (user_id, full_name) VALUES ($1, $2)`, id, fullName); err != nil {
+			return err
+		}
+		var err error
+		u, err = loadUser(ctx, tx, id)
 		return err
 	})
 	if isUniqueViolation(err, "users_email_key") {
@@ -94,12 +99,24 @@ func (s *Store) CreateUser(ctx context.Context, email, hash, role string, fullNa
 	if err != nil {
 		return User{}, fmt.Errorf("create user: %w", err)
 	}
-	return s.UserByID(ctx, id)
+	return u, nil
 }
 
 // UserByID loads one user.
 func (s *Store) UserByID(ctx context.Context, id uuid.UUID) (User, error) {
-	return scanUser(s.pool.QueryRow(ctx, `SELECT `+userColumns+userFrom+`WHERE u.id = $1`, id))
+	return loadUser(ctx, s.pool, id)
+}
+
+// querier is what reads need: the pool, or a transaction whose change the
+// read reports, so that the commit is the change's last step (a failure
+// after it would otherwise answer "nothing changed" for a saved change).
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+func loadUser(ctx context.Context, q querier, id uuid.UUID) (User, error) {
+	return scanUser(q.QueryRow(ctx, `SELECT `+userColumns+userFrom+`WHERE u.id = $1`, id))
 }
 
 // UserByEmail loads one user by normalised email.

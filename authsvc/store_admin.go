@@ -32,8 +32,12 @@ var profileFields = []string{"full_name", "phone", "job_title", "department", "l
 
 // Profile loads a user's profile; a user without a row gets an empty one.
 func (s *Store) Profile(ctx context.Context, userID uuid.UUID) (Profile, error) {
+	return loadProfile(ctx, s.pool, userID)
+}
+
+func loadProfile(ctx context.Context, q querier, userID uuid.UUID) (Profile, error) {
 	var p Profile
-	err := s.pool.QueryRow(ctx, `SELECT u.id, u.email, p.full_name, p.phone, p.job_title, p.department, p.location,
+	err := q.QueryRow(ctx, `SELECT u.id, u.email, p.full_name, p.phone, p.job_title, p.department, p.location,
 			p.bio, p.avatar_url, p.timezone, p.locale, COALESCE(p.updated_at, u.updated_at)
 		FROM auth.users u LEFT JOIN auth.profiles p ON p.user_id = u.id WHERE u.id = $1`, userID).
 		Scan(&p.UserID, &p.Email, &p.FullName, &p.Phone, &p.JobTitle, &p.Department, &p.Location, &p.Bio,
@@ -67,12 +71,23 @@ func (s *Store) UpdateProfile(ctx context.Context, userID uuid.UUID, set map[str
 	for i := range cols {
 		ph[i] = fmt.Sprintf("$%d", i+1)
 	}
-	_, err := s.pool.Exec(ctx, `INSERT INTO auth.profiles (`+strings.Join(cols, ", ")+`) VALUES (`+strings.Join(ph, ", ")+`)
-		ON CONFLICT (user_id) DO UPDATE SET `+strings.Join(updates, ", "), vals...)
+	var p Profile
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO auth.profiles (`+strings.Join(cols, ", ")+`) VALUES (`+strings.Join(ph, ", ")+`)
+			ON CONFLICT (user_id) DO UPDATE SET `+strings.Join(updates, ", "), vals...); err != nil {
+			return err
+		}
+		var err error
+		p, err = loadProfile(ctx, tx, userID)
+		return err
+	})
+	if errors.Is(err, ErrNotFound) {
+		return Profile{}, err
+	}
 	if err != nil {
 		return Profile{}, fmt.Errorf("update profile: %w", err)
 	}
-	return s.Profile(ctx, userID)
+	return p, nil
 }
 
 // ListUsers returns a page of users whose email contains search, and the
@@ -112,6 +127,7 @@ type UserUpdate struct {
 // not now() (the transaction's start, maybe before a wait for the admins'
 // locks), so it follows every session that began before the change.
 func (s *Store) UpdateUser(ctx context.Context, id uuid.UUID, u UserUpdate) (User, error) {
+	var out User
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		// The active admins and the target, locked in one pass in id
 		// order, the order every transaction here locks users in (a
@@ -153,11 +169,13 @@ func (s *Store) UpdateUser(ctx context.Context, id uuid.UUID, u UserUpdate) (Use
 		if wasAdmin && !staysAdmin && admins <= 1 {
 			return ErrLastAdmin
 		}
-		if newRole == role && newActive == active {
-			return nil
+		if newRole != role || newActive != active {
+			if _, err := tx.Exec(ctx, `UPDATE auth.users SET role = $2, is_active = $3, updated_at = now(),
+				tokens_valid_after = clock_timestamp() WHERE id = $1`, id, newRole, newActive); err != nil {
+				return err
+			}
 		}
-		_, err = tx.Exec(ctx, `UPDATE auth.users SET role = $2, is_active = $3, updated_at = now(),
-			tokens_valid_after = clock_timestamp() WHERE id = $1`, id, newRole, newActive)
+		out, err = loadUser(ctx, tx, id)
 		return err
 	})
 	if err != nil {
@@ -166,7 +184,7 @@ func (s *Store) UpdateUser(ctx context.Context, id uuid.UUID, u UserUpdate) (Use
 		}
 		return User{}, fmt.Errorf("update user: %w", err)
 	}
-	return s.UserByID(ctx, id)
+	return out, nil
 }
 
 // SetAdmin makes the user with email an active admin with a new password
@@ -233,23 +251,32 @@ func (s *Store) ListGroups(ctx context.Context) ([]Group, error) {
 // CreateGroup makes a group.
 func (s *Store) CreateGroup(ctx context.Context, name, description string) (Group, error) {
 	id := uuid.New()
-	_, err := s.pool.Exec(ctx, `INSERT INTO auth.groups (id, name, description) VALUES ($1, $2, $3)`, id, name, description)
-	if isUniqueViolation(err, "groups_name_key") {
-		return Group{}, ErrGroupNameTaken
-	}
-	if err != nil {
-		return Group{}, fmt.Errorf("create group: %w", err)
-	}
-	return s.Group(ctx, id)
+	var g Group
+	err := s.inTx(ctx, "create group", func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `INSERT INTO auth.groups (id, name, description) VALUES ($1, $2, $3)`, id, name, description)
+		if isUniqueViolation(err, "groups_name_key") {
+			return ErrGroupNameTaken
+		}
+		if err != nil {
+			return err
+		}
+		g, err = loadGroup(ctx, tx, id)
+		return err
+	})
+	return g, err
 }
 
 // Group loads a group with its members.
 func (s *Store) Group(ctx context.Context, id uuid.UUID) (Group, error) {
-	g, err := scanGroup(s.pool.QueryRow(ctx, groupSelect+`WHERE g.id = $1`, id))
+	return loadGroup(ctx, s.pool, id)
+}
+
+func loadGroup(ctx context.Context, q querier, id uuid.UUID) (Group, error) {
+	g, err := scanGroup(q.QueryRow(ctx, groupSelect+`WHERE g.id = $1`, id))
 	if err != nil {
 		return g, err
 	}
-	rows, err := s.pool.Query(ctx, `SELECT u.id, u.email, p.full_name, m.joined_at FROM auth.group_memberships m
+	rows, err := q.Query(ctx, `SELECT u.id, u.email, p.full_name, m.joined_at FROM auth.group_memberships m
 		JOIN auth.users u ON u.id = m.user_id LEFT JOIN auth.profiles p ON p.user_id = u.id
 		WHERE m.group_id = $1 ORDER BY u.email`, id)
 	if err != nil {
@@ -273,6 +300,7 @@ func (s *Store) Group(ctx context.Context, id uuid.UUID) (Group, error) {
 // Renaming changes the group names in members' future tokens, so their
 // current tokens are voided.
 func (s *Store) UpdateGroup(ctx context.Context, id uuid.UUID, name, description *string) (Group, error) {
+	var g Group
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var oldName string
 		err := tx.QueryRow(ctx, `SELECT name FROM auth.groups WHERE id = $1 FOR UPDATE`, id).Scan(&oldName)
@@ -286,11 +314,13 @@ func (s *Store) UpdateGroup(ctx context.Context, id uuid.UUID, name, description
 			updated_at = now() WHERE id = $1`, id, name, description); err != nil {
 			return err
 		}
-		renamed := name != nil && *name != oldName
-		if renamed {
-			return s.voidMembersTokens(ctx, tx, id)
+		if renamed := name != nil && *name != oldName; renamed {
+			if err := s.voidMembersTokens(ctx, tx, id); err != nil {
+				return err
+			}
 		}
-		return nil
+		g, err = loadGroup(ctx, tx, id)
+		return err
 	})
 	switch {
 	case isUniqueViolation(err, "groups_name_key"):
@@ -300,7 +330,7 @@ func (s *Store) UpdateGroup(ctx context.Context, id uuid.UUID, name, description
 	case err != nil:
 		return Group{}, fmt.Errorf("update group: %w", err)
 	}
-	return s.Group(ctx, id)
+	return g, nil
 }
 
 func (s *Store) voidMembersTokens(ctx context.Context, tx pgx.Tx, groupID uuid.UUID) error {
@@ -344,9 +374,10 @@ func (s *Store) DeleteGroup(ctx context.Context, id uuid.UUID) error {
 	})
 }
 
-// AddMember adds a user to a group.
-func (s *Store) AddMember(ctx context.Context, groupID, userID uuid.UUID) error {
-	return s.inTx(ctx, "add member", func(tx pgx.Tx) error {
+// AddMember adds a user to a group and returns the group.
+func (s *Store) AddMember(ctx context.Context, groupID, userID uuid.UUID) (Group, error) {
+	var g Group
+	err := s.inTx(ctx, "add member", func(tx pgx.Tx) error {
 		var groupExists, userExists bool
 		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM auth.groups WHERE id = $1 FOR SHARE),
 			EXISTS (SELECT 1 FROM auth.users WHERE id = $2 FOR NO KEY UPDATE)`, groupID, userID).Scan(&groupExists, &userExists); err != nil {
@@ -363,8 +394,13 @@ func (s *Store) AddMember(ctx context.Context, groupID, userID uuid.UUID) error 
 		if tag.RowsAffected() == 0 {
 			return ErrAlreadyMember
 		}
-		return voidTokens(ctx, tx, userID)
+		if err := voidTokens(ctx, tx, userID); err != nil {
+			return err
+		}
+		g, err = loadGroup(ctx, tx, groupID)
+		return err
 	})
+	return g, err
 }
 
 // RemoveMember removes a user from a group.
@@ -388,7 +424,7 @@ func (s *Store) RemoveMember(ctx context.Context, groupID, userID uuid.UUID) err
 // inTx runs fn in a transaction, passing sentinel errors through unwrapped.
 func (s *Store) inTx(ctx context.Context, what string, fn func(pgx.Tx) error) error {
 	err := pgx.BeginFunc(ctx, s.pool, fn)
-	if err == nil || errors.Is(err, ErrNotFound) || errors.Is(err, ErrAlreadyMember) {
+	if err == nil || errors.Is(err, ErrNotFound) || errors.Is(err, ErrAlreadyMember) || errors.Is(err, ErrGroupNameTaken) {
 		return err
 	}
 	return fmt.Errorf("%s: %w", what, err)

@@ -38,7 +38,7 @@ func TestMe(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := env.svc.store.AddMember(ctx, g.ID, u.ID); err != nil {
+		if _, err := env.svc.store.AddMember(ctx, g.ID, u.ID); err != nil {
 			t.Fatal(err)
 		}
 		names = append(names, n)
