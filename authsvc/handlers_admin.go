@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
+	"unicode"
 
 	"github.com/google/uuid"
+	"golang.org/x/text/unicode/norm"
 
 	"github.com/gatehouse/gatehouse/internal/httpx"
 )
@@ -126,8 +129,13 @@ func (g *groupRequest) validate(create bool) error {
 			fields = append(fields, *fe)
 		case name == nil:
 			fields = append(fields, httpx.FieldError{Field: "name", Message: "is required"})
+		case strings.IndexFunc(*name, func(r rune) bool { return unicode.Is(unicode.Cf, r) }) >= 0:
+			// Zero-width and bidi characters would make two names look
+			// alike that access rules, compared exactly, tell apart.
+			fields = append(fields, httpx.FieldError{Field: "name", Message: "must not contain invisible formatting characters"})
 		default:
-			g.Name = name
+			n := norm.NFC.String(*name)
+			g.Name = &n
 		}
 	}
 	if g.Description != nil {

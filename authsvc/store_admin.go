@@ -9,6 +9,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"golang.org/x/text/cases"
+	"golang.org/x/text/unicode/norm"
 )
 
 // Profile is the profile page of a user (auth.profiles).
@@ -248,11 +250,43 @@ func (s *Store) ListGroups(ctx context.Context) ([]Group, error) {
 	return groups, nil
 }
 
+// groupNameKey is what two group names must not share: their case-folded
+// NFKC form, so that "Équipe" and "équipe", "café" typed composed and
+// decomposed, or "ops" in fullwidth letters name one group. PostgreSQL's
+// lower() folds only ASCII in the C locale, so the unique index on
+// lower(name) is a backstop, not the rule.
+func groupNameKey(name string) string { return cases.Fold().String(norm.NFKC.String(name)) }
+
+// checkGroupName returns ErrGroupNameTaken when a group other than self
+// has a name with name's key. Creates and renames take one transaction
+// lock first, so two of them cannot both pass the check; nothing else
+// takes it, so no other lock order is involved.
+func checkGroupName(ctx context.Context, tx pgx.Tx, name string, self uuid.UUID) error {
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('auth.groups.name'))`); err != nil {
+		return err
+	}
+	rows, _ := tx.Query(ctx, `SELECT name FROM auth.groups WHERE id <> $1`, self)
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return err
+	}
+	key := groupNameKey(name)
+	for _, n := range names {
+		if groupNameKey(n) == key {
+			return ErrGroupNameTaken
+		}
+	}
+	return nil
+}
+
 // CreateGroup makes a group.
 func (s *Store) CreateGroup(ctx context.Context, name, description string) (Group, error) {
 	id := uuid.New()
 	var g Group
 	err := s.inTx(ctx, "create group", func(tx pgx.Tx) error {
+		if err := checkGroupName(ctx, tx, name, id); err != nil {
+			return err
+		}
 		_, err := tx.Exec(ctx, `INSERT INTO auth.groups (id, name, description) VALUES ($1, $2, $3)`, id, name, description)
 		if isUniqueViolation(err, "groups_name_key") {
 			return ErrGroupNameTaken
@@ -309,6 +343,11 @@ func (s *Store) UpdateGroup(ctx context.Context, id uuid.UUID, name, description
 		}
 		if err != nil {
 			return err
+		}
+		if name != nil {
+			if err := checkGroupName(ctx, tx, *name, id); err != nil {
+				return err
+			}
 		}
 		if _, err := tx.Exec(ctx, `UPDATE auth.groups SET name = COALESCE($2, name), description = COALESCE($3, description),
 			updated_at = now() WHERE id = $1`, id, name, description); err != nil {
