@@ -1,6 +1,6 @@
 //go:build !unix
 
-package docservice
+package settingsfile
 
 import "io/fs"
 
