@@ -42,6 +42,9 @@ var (
 	testKey     *rsa.PrivateKey
 	fixtureHash string
 	env         *testEnv // the shared service most tests talk to
+	// configDir is the services' APP_CONFIG_DIR unless a test gives its
+	// own (the AI settings tests do).
+	configDir string
 )
 
 func TestMain(m *testing.M) {
@@ -52,6 +55,11 @@ func runTests(m *testing.M) int {
 	// Request logs are noise in test output; errors still show.
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
 	var err error
+	if configDir, err = os.MkdirTemp("", "authsvc-config-"); err != nil {
+		fmt.Fprintln(os.Stderr, "config dir:", err)
+		return 1
+	}
+	defer os.RemoveAll(configDir)
 	if testDB, err = testdb.New("authsvc"); err != nil {
 		fmt.Fprintln(os.Stderr, "testdb:", err)
 		return 1
@@ -98,6 +106,7 @@ func testConfig() *Config {
 		Audience:        "gatehouse-test-aud",
 		AccessTokenTTL:  15 * time.Minute,
 		HashConcurrency: 2,
+		AppConfigDir:    configDir,
 	}
 }
 

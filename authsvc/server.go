@@ -25,6 +25,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/internal/accesstoken"
 	"github.com/gatehouse/gatehouse/internal/httpx"
+	"github.com/gatehouse/gatehouse/internal/settingsfile"
 )
 
 // Service holds authsvc's dependencies.
@@ -36,6 +37,8 @@ type Service struct {
 	signer   *accesstoken.Signer
 	verifier *accesstoken.Verifier
 	jwks     []byte // the published key set, encoded once
+	ai       *settingsfile.Store[AISettings]
+	aiClient *http.Client
 	now      func() time.Time
 	log      *slog.Logger
 }
@@ -58,11 +61,15 @@ func New(cfg *Config, pool *pgxpool.Pool, key *rsa.PrivateKey, log *slog.Logger)
 	if err != nil {
 		return nil, err
 	}
+	ai, err := NewAISettingsStore(cfg.AppConfigDir, log)
+	if err != nil {
+		return nil, err
+	}
 	verifyKey := accesstoken.RSAKey(&key.PublicKey)
 	kid := signer.KeyID()
 	s := &Service{
 		cfg: cfg, store: NewStore(pool), pool: pool, hasher: hasher, signer: signer, jwks: jwks,
-		now: time.Now, log: log,
+		ai: ai, aiClient: newAIClient(), now: time.Now, log: log,
 		verifier: &accesstoken.Verifier{
 			Issuer: cfg.Issuer, Audience: cfg.Audience,
 			Keys: func(k string) (*accesstoken.Key, error) {
@@ -110,6 +117,12 @@ func (s *Service) Handler() http.Handler {
 	mux.Handle("DELETE /api/admin/groups/{id}", admin(s.deleteGroup))
 	mux.Handle("POST /api/admin/groups/{id}/members/{user_id}", admin(s.addMember))
 	mux.Handle("DELETE /api/admin/groups/{id}/members/{user_id}", admin(s.removeMember))
+
+	// The platform's AI provider (ai.json in APP_CONFIG_DIR), which feature
+	// services read; the seed's /api/settings/ai.
+	mux.Handle("GET /api/settings/ai", admin(s.getAISettings))
+	mux.Handle("PATCH /api/settings/ai", admin(s.patchAISettings))
+	mux.Handle("POST /api/settings/ai/test", admin(s.testAISettings))
 
 	return httpx.Middleware(httpx.Routes(mux))
 }
