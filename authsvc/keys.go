@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 )
 
 // KeyBits is the size of generated signing keys, as the seed's script made.
@@ -76,6 +77,9 @@ func LoadOrCreateKey(path string, create bool) (*rsa.PrivateKey, bool, error) {
 	} else if err != nil {
 		return nil, false, fmt.Errorf("JWT_PRIVATE_KEY_FILE: %w", err)
 	}
+	if err := checkKeyMode(path); err != nil {
+		return nil, false, err
+	}
 	key, err := ParsePrivateKeyPEM(b)
 	if err != nil {
 		return nil, false, fmt.Errorf("JWT_PRIVATE_KEY_FILE %s: %w", path, err)
@@ -84,6 +88,25 @@ func LoadOrCreateKey(path string, create bool) (*rsa.PrivateKey, bool, error) {
 		return nil, false, fmt.Errorf("JWT_PRIVATE_KEY_FILE %s: RSA key of %d bits is too weak (want >= 2048)", path, key.N.BitLen())
 	}
 	return key, generated, nil
+}
+
+// checkKeyMode refuses a signing key every user of the machine may read or
+// replace: with it, anyone could sign an admin's token. Group access is
+// allowed (a container's fsGroup); as PostgreSQL does for its TLS key,
+// "other" access is not. Windows has no such bits.
+func checkKeyMode(path string) error {
+	if runtime.GOOS == "windows" {
+		return nil
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("JWT_PRIVATE_KEY_FILE: %w", err)
+	}
+	if perm := st.Mode().Perm(); perm&0o007 != 0 {
+		return fmt.Errorf("JWT_PRIVATE_KEY_FILE %s: mode %04o lets every user read or replace the signing key; "+
+			"chmod 600 it (a container's secret: mode 0400, or 0440 with its group)", path, perm)
+	}
+	return nil
 }
 
 // writeFileExclusive writes a new file atomically: a temp file in the same

@@ -150,4 +150,18 @@ func TestLoadOrCreateKeyRefusals(t *testing.T) {
 	if k, gen, err := LoadOrCreateKey(ok, false); err != nil || gen || !k.Equal(testKey) {
 		t.Errorf("2048-bit PKCS#1 key: generated %v, err %v", gen, err)
 	}
+	// A key every user may read or replace is refused, generated or not
+	// (found in review: 0644 was accepted in silence); group access is not.
+	for mode, refused := range map[os.FileMode]bool{0o644: true, 0o604: true, 0o602: true, 0o640: false, 0o400: false} {
+		if err := os.Chmod(ok, mode); err != nil {
+			t.Fatal(err)
+		}
+		_, _, err := LoadOrCreateKey(ok, true)
+		if refused && (err == nil || !strings.Contains(err.Error(), "chmod 600")) {
+			t.Errorf("mode %04o: %v, want a refusal", mode, err)
+		}
+		if !refused && err != nil {
+			t.Errorf("mode %04o: %v", mode, err)
+		}
+	}
 }
