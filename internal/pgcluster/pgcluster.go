@@ -72,12 +72,29 @@ func New(dir string) (*Cluster, error) {
 		uid, _ := strconv.Atoi(u.Uid)
 		gid, _ := strconv.Atoi(u.Gid)
 		c.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+		sum := sha256.Sum256([]byte(abs))
+		tempDir := filepath.Join(os.TempDir(), "gatehouse-pg-"+hex.EncodeToString(sum[:6]))
+		inDir, inTemp := hasCluster(abs), hasCluster(tempDir)
 		if err := c.checkReachable(); err != nil {
-			sum := sha256.Sum256([]byte(abs))
-			c.serverDir = filepath.Join(os.TempDir(), "gatehouse-pg-"+hex.EncodeToString(sum[:6]))
+			// A cluster already in Dir is never traded for a new, empty
+			// one: its data would seem lost, and initdb would overwrite
+			// the password it needs.
+			if inDir {
+				return nil, fmt.Errorf("the private cluster in %s exists, but %v: make the directories above it enterable (chmod o+x), or set DATABASE_URL", abs, err)
+			}
+			c.serverDir = tempDir
+		} else if inTemp && !inDir {
+			// Made there while Dir was unreachable: keep using it.
+			c.serverDir = tempDir
 		}
 	}
 	return c, nil
+}
+
+// hasCluster reports whether dir/pgdata holds an initialised cluster.
+func hasCluster(dir string) bool {
+	_, err := os.Stat(filepath.Join(dir, "pgdata", "PG_VERSION"))
+	return err == nil
 }
 
 // findBinDir looks for initdb on PATH, then under /usr/lib/postgresql/*/bin
@@ -138,15 +155,21 @@ func (c *Cluster) EnsureStarted(database string) (url string, started bool, err 
 		if port, err = c.start(); err != nil {
 			return "", false, err
 		}
+		defer func() {
+			// Started here but not handed over: not left running.
+			if err != nil {
+				_ = c.Stop()
+			}
+		}()
 	}
 	pw, err := os.ReadFile(filepath.Join(c.Dir, "password"))
 	if err != nil {
-		return "", !running, err
+		return "", false, err
 	}
 	admin := c.url(strings.TrimSpace(string(pw)), port, "postgres")
 	if database != "" && database != "postgres" {
-		if err := CreateDatabase(admin, database, true); err != nil {
-			return "", !running, err
+		if err = CreateDatabase(admin, database, true); err != nil {
+			return "", false, err
 		}
 	}
 	return c.url(strings.TrimSpace(string(pw)), port, database), !running, nil
@@ -244,10 +267,27 @@ func (c *Cluster) runningPort() (int, bool) {
 	return 0, false
 }
 
+// portFile keeps the port the server last listened on. A restart reuses
+// it when it is free, so services started with the cluster's URL (`make
+// run`) reconnect after `db-stop` / `db-start` or a crash of the server.
+func (c *Cluster) portFile() string { return filepath.Join(c.Dir, "port") }
+
 func (c *Cluster) start() (int, error) {
-	port, err := freePort()
-	if err != nil {
-		return 0, err
+	port := 0
+	if b, err := os.ReadFile(c.portFile()); err == nil {
+		if p, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && p > 0 && p < 65536 && portFree(p) {
+			port = p
+		}
+	}
+	if port == 0 {
+		p, err := freePort()
+		if err != nil {
+			return 0, err
+		}
+		port = p
+		if err := os.WriteFile(c.portFile(), []byte(strconv.Itoa(port)+"\n"), 0o644); err != nil {
+			return 0, err
+		}
 	}
 	logFile := c.logFile()
 	if c.cred != nil {
@@ -342,6 +382,16 @@ func (c *Cluster) run(name string, args ...string) ([]byte, error) {
 	cmd.Stderr = &buf
 	err := cmd.Run()
 	return buf.Bytes(), err
+}
+
+// portFree reports whether 127.0.0.1:port can be listened on now.
+func portFree(port int) bool {
+	l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		return false
+	}
+	l.Close()
+	return true
 }
 
 func freePort() (int, error) {

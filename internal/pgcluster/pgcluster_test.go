@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
 	"os"
 	"os/exec"
@@ -364,5 +365,83 @@ func TestThrowawayClusterSkipsFsync(t *testing.T) {
 	}
 	if got := query(t, dsn, "SHOW fsync"); got != "off" {
 		t.Errorf("fsync %q", got)
+	}
+}
+
+// A restarted server listens where it did before, so services that got the
+// cluster's URL at start reconnect (found in review: `make run` answered
+// 503 for good after the server was restarted on a new port).
+func TestClusterKeepsItsPort(t *testing.T) {
+	c := newTestCluster(t)
+	c.Throwaway = true
+	u1, err := c.Ensure("postgres")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	u2, err := c.Ensure("postgres")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u1 != u2 {
+		t.Errorf("URL changed across a restart:\n %s\n %s", u1, u2)
+	}
+	// Taken by someone else meanwhile: another port, remembered.
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	u, _ := url.Parse(u1)
+	l, err := net.Listen("tcp", u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	u3, err := c.Ensure("postgres")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u3 == u1 {
+		t.Error("started on a port another process holds")
+	}
+}
+
+// An existing cluster the server user can no longer reach is an error,
+// not a reason to make a new, empty one elsewhere (found in review: after
+// chmod 700 on the data directory's parent, a root `make run` started an
+// empty cluster in /tmp and overwrote the old one's password).
+func TestClusterBecomesUnreachable(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("only root runs the server as another user")
+	}
+	c := newTestCluster(t)
+	c.Throwaway = true
+	if _, err := c.Ensure("postgres"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	pw, err := os.ReadFile(filepath.Join(c.Dir, "password"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	parent := filepath.Dir(c.Dir)
+	if err := os.Chmod(parent, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Chmod(parent, 0o755)
+	c2, err := New(c.Dir)
+	if err == nil {
+		t.Cleanup(func() { _ = c2.Stop(); _ = os.RemoveAll(c2.serverDir) })
+		c2.Throwaway = true
+		_, err = c2.Ensure("postgres")
+		t.Errorf("a new cluster was made in %s although %s/pgdata holds one (Ensure: %v)", c2.serverDir, c.Dir, err)
+	} else if !strings.Contains(err.Error(), "chmod o+x") {
+		t.Errorf("error %q does not say how to fix it", err)
+	}
+	if pw2, _ := os.ReadFile(filepath.Join(c.Dir, "password")); string(pw2) != string(pw) {
+		t.Error("the existing cluster's password file was overwritten")
 	}
 }
