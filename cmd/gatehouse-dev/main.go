@@ -113,6 +113,9 @@ func databaseURL() (url string, stop func(), err error) {
 		release()
 		return "", nil, err
 	}
+	if !started {
+		fmt.Fprintf(os.Stderr, "PostgreSQL in %s was already running: left running at exit (gatehouse-dev db-stop stops it)\n", c.Dir)
+	}
 	return url, func() {
 		release()
 		if !started {
@@ -127,10 +130,11 @@ func databaseURL() (url string, stop func(), err error) {
 }
 
 func createAdmin(args []string) error {
-	url, _, err := databaseURL()
+	url, stopDB, err := databaseURL()
 	if err != nil {
 		return err
 	}
+	defer stopDB() // only if this call started it, and no `make run` uses it
 	cmd := exec.Command(binPath("authsvc"), append([]string{"create-admin"}, args...)...)
 	cmd.Env = append(os.Environ(), "DATABASE_URL="+url, "DATA_DIR="+dataDir())
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
@@ -163,8 +167,17 @@ type child struct {
 }
 
 func run() error {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// SIGHUP too: closing the terminal must stop the stack, not orphan it.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
+
+	// The services read the Caddyfile and DATA_DIR relative to here.
+	if _, err := os.Stat(binPath("caddy")); err == nil {
+		if _, err := os.Stat("Caddyfile"); err != nil {
+			wd, _ := os.Getwd()
+			return fmt.Errorf("no Caddyfile in %s: run `make run` (or gatehouse-dev run) from the repository's root", wd)
+		}
+	}
 
 	if err := checkTLSMode(os.Getenv("GATEHOUSE_TLS"), getenv("GATEHOUSE_SITE_ADDRESS", ":8080")); err != nil {
 		return err
@@ -196,8 +209,9 @@ func run() error {
 		cmd.Env = env
 		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 		// Own process group: the terminal's Ctrl-C reaches us only, and we
-		// stop the children in order.
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		// stop the children in order. If we die without that (SIGKILL),
+		// they get SIGTERM rather than run on, holding the ports.
+		cmd.SysProcAttr = childProcAttr()
 		if err := cmd.Start(); err != nil {
 			return nil, fmt.Errorf("start %s: %w", name, err)
 		}
@@ -230,18 +244,16 @@ func run() error {
 	}
 	base := "http://" + authAddr
 	if _, err := os.Stat(binPath("caddy")); err == nil {
-		if _, err := os.Stat("Caddyfile"); err == nil {
-			edge, err := start("caddy", "run", "--config", "Caddyfile", "--adapter", "caddyfile")
-			if err != nil {
+		edge, err := start("caddy", "run", "--config", "Caddyfile", "--adapter", "caddyfile")
+		if err != nil {
+			return err
+		}
+		base = siteURL(getenv("GATEHOUSE_SITE_ADDRESS", ":8080"))
+		// A plain-HTTP site answers at once; a domain may first wait
+		// for its certificate, so only the former is waited for.
+		if strings.HasPrefix(base, "http://") {
+			if err := waitHealthy(ctx, base+"/.well-known/jwks.json", edge); err != nil {
 				return err
-			}
-			base = siteURL(getenv("GATEHOUSE_SITE_ADDRESS", ":8080"))
-			// A plain-HTTP site answers at once; a domain may first wait
-			// for its certificate, so only the former is waited for.
-			if strings.HasPrefix(base, "http://") {
-				if err := waitHealthy(ctx, base+"/.well-known/jwks.json", edge); err != nil {
-					return err
-				}
 			}
 		}
 	}
