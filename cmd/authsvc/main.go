@@ -21,6 +21,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/term"
+
 	"github.com/gatehouse/gatehouse/authsvc"
 )
 
@@ -107,6 +109,24 @@ func createAdmin(ctx context.Context, args []string, stdin io.Reader) error {
 			return err
 		}
 		pw = strings.TrimRight(string(b), "\r\n")
+	} else if f, ok := stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		// Typed at a terminal: not echoed, and asked twice.
+		fmt.Fprint(os.Stderr, "password: ")
+		b, err := term.ReadPassword(int(f.Fd()))
+		fmt.Fprintln(os.Stderr)
+		if err != nil {
+			return err
+		}
+		fmt.Fprint(os.Stderr, "again: ")
+		again, err := term.ReadPassword(int(f.Fd()))
+		fmt.Fprintln(os.Stderr)
+		if err != nil {
+			return err
+		}
+		if string(again) != string(b) {
+			return errors.New("the two passwords differ")
+		}
+		pw = string(b)
 	} else {
 		fmt.Fprintln(os.Stderr, "password (one line on stdin):")
 		line, err := bufio.NewReader(stdin).ReadString('\n')
