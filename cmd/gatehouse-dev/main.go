@@ -34,7 +34,10 @@ func main() {
 	var err error
 	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
 	case "run":
-		err = run()
+		if err = run(); errors.Is(err, errStopped) {
+			fmt.Fprintln(os.Stderr, "\nstopped")
+			err = nil
+		}
 	case "create-admin":
 		err = createAdmin(args)
 	case "db-start", "db-url":
@@ -257,6 +260,10 @@ func run() error {
 			}
 		}
 	}
+	if _, err := os.Stat(filepath.Join(getenv("GATEHOUSE_WEB_ROOT", "./web/dist"), "index.html")); err != nil && base != "http://"+authAddr {
+		fmt.Fprintf(os.Stderr, "\nNo web app in %s (GATEHOUSE_WEB_ROOT): %s/ answers 404; the API is under %s/api.\n",
+			getenv("GATEHOUSE_WEB_ROOT", "./web/dist"), base, base)
+	}
 	fmt.Fprintf(os.Stderr, `
 Gatehouse is running: %s
   create the first admin (in another terminal):
@@ -315,6 +322,10 @@ func siteURL(addr string) string {
 	}
 }
 
+// errStopped is a Ctrl-C (or SIGTERM, SIGHUP) before the stack was up:
+// what was asked for, not a failure.
+var errStopped = errors.New("stopped during start")
+
 func waitHealthy(ctx context.Context, url string, c *child) error {
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
@@ -322,7 +333,7 @@ func waitHealthy(ctx context.Context, url string, c *child) error {
 		case <-c.done:
 			return fmt.Errorf("%s exited during start: %v", c.name, c.err)
 		case <-ctx.Done():
-			return ctx.Err()
+			return errStopped
 		case <-time.After(200 * time.Millisecond):
 		}
 		resp, err := http.Get(url)

@@ -169,6 +169,20 @@ func TestRunStopsEverything(t *testing.T) {
 		})
 	}
 
+	// Ctrl-C before the stack is up is what was asked for: exit 0.
+	t.Run("interrupt during start", func(t *testing.T) {
+		s := startStack(t, bin, dir, db.URL)
+		time.Sleep(100 * time.Millisecond) // authsvc takes longer to be healthy
+		if err := s.cmd.Process.Signal(syscall.SIGINT); err != nil {
+			t.Fatal(err)
+		}
+		s.waitFor(t, "stopp")
+		if err := s.cmd.Wait(); err != nil {
+			t.Errorf("gatehouse-dev interrupted during start: %v", err)
+		}
+		s.waitFree(t, 15*time.Second)
+	})
+
 	t.Run("outside the repository", func(t *testing.T) {
 		s := startStack(t, bin, t.TempDir(), db.URL)
 		s.waitFor(t, "no Caddyfile in")
