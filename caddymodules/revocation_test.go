@@ -219,7 +219,7 @@ func TestEdgeRevocationEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := authsvc.New(&authsvc.Config{Issuer: "gatehouse", Audience: "gatehouse", AccessTokenTTL: 15 * time.Minute,
+	svc, err := authsvc.New(&authsvc.Config{AppConfigDir: t.TempDir(), Issuer: "gatehouse", Audience: "gatehouse", AccessTokenTTL: 15 * time.Minute,
 		HashConcurrency: 1}, pool, k, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
