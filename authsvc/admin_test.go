@@ -10,6 +10,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 )
@@ -525,5 +526,22 @@ func TestGroupNamesAlikeCreatedAtOnce(t *testing.T) {
 	}
 	if err := <-second; !errors.Is(err, ErrGroupNameTaken) {
 		t.Errorf("second create: %v, want ErrGroupNameTaken", err)
+	}
+}
+
+// A group name's key is its own key, for every code point, so names alike
+// in case in any script share one (found in review: x/text's fold swaps
+// Cherokee upper and lower case, and "ᎠᎡᎢ" and "ꭰꭱꭲ" got two keys).
+func TestGroupNameKeyIsItsOwnKey(t *testing.T) {
+	if groupNameKey("ᎠᎡᎢ") != groupNameKey("ꭰꭱꭲ") {
+		t.Errorf("Cherokee upper and lower case: %q and %q", groupNameKey("ᎠᎡᎢ"), groupNameKey("ꭰꭱꭲ"))
+	}
+	for r := rune(0); r <= utf8.MaxRune; r++ {
+		if r >= 0xD800 && r <= 0xDFFF {
+			continue // surrogates are not text
+		}
+		if k := groupNameKey(string(r)); groupNameKey(k) != k {
+			t.Errorf("%U: key %+q, whose key is %+q", r, k, groupNameKey(k))
+		}
 	}
 }

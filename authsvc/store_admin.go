@@ -255,7 +255,14 @@ func (s *Store) ListGroups(ctx context.Context) ([]Group, error) {
 // decomposed, or "ops" in fullwidth letters name one group. PostgreSQL's
 // lower() folds only ASCII in the C locale, so the unique index on
 // lower(name) is a backstop, not the rule.
-func groupNameKey(name string) string { return cases.Fold().String(norm.NFKC.String(name)) }
+//
+// strings.ToLower after the fold: x/text's fold swaps Cherokee upper and
+// lower case instead of folding both one way (golang/go#46101), so "Ꭰ"
+// and "ꭰ" would get two keys; lower-casing the folded form joins them,
+// and makes the key its own key.
+func groupNameKey(name string) string {
+	return strings.ToLower(cases.Fold().String(norm.NFKC.String(name)))
+}
 
 // checkGroupName returns ErrGroupNameTaken when a group other than self
 // has a name with name's key. Creates and renames take one transaction
