@@ -169,10 +169,11 @@ func (s *Service) login(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	hash := u.HashedPassword
-	if utf8.RuneCountInString(norm.NFC.String(password)) > MaxPasswordLen {
-		// No stored password is this long (in NFC, as the policy counts),
-		// so it cannot match; it is still hashed (cut to the cap) to take
-		// the same time as a wrong one.
+	if utf8.RuneCountInString(password) > MaxPasswordLen && utf8.RuneCountInString(norm.NFC.String(password)) > MaxPasswordLen {
+		// No stored password is this long, in NFC (as the policy counts
+		// now) or as typed (as it counted before; NFC lengthens a few
+		// characters, such as U+0958), so it cannot match; it is still
+		// hashed (cut to the cap) to take the same time as a wrong one.
 		hash, password = "", password[:MaxPasswordLen]
 	}
 	// Unknown accounts are checked against a dummy hash: same work, same
