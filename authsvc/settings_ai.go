@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -59,6 +60,15 @@ func (s *Service) patchAISettings(w http.ResponseWriter, r *http.Request) error 
 	if !ok {
 		return httpx.Errorf(http.StatusBadRequest, "expected a JSON object (a merge patch of the settings)")
 	}
+	// The stored key goes only to the origin it was given for: a base_url
+	// pointing elsewhere clears it unless the same patch sets one, or
+	// anyone with an admin's token could send it to a server of theirs
+	// (GET never shows it).
+	if u, ok := m["base_url"].(string); ok && origin(u) != origin(s.ai.Current().BaseURL) {
+		if _, given := m["api_key"].(string); !given {
+			m["api_key"] = nil
+		}
+	}
 	out, err := s.ai.Patch(m)
 	if err != nil {
 		var he *httpx.Error
@@ -88,8 +98,12 @@ const maxProviderAnswer = 1 << 20
 // and the time it took, or 502 with what went wrong.
 func (s *Service) testAISettings(w http.ResponseWriter, r *http.Request) error {
 	cfg := s.ai.Current()
-	ctx, cancel := context.WithTimeout(r.Context(), time.Duration(cfg.TimeoutSeconds)*time.Second)
+	timeout := time.Duration(cfg.TimeoutSeconds) * time.Second
+	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
+	// The call may take longer than the server's write timeout (60 s);
+	// the answer must still reach the client.
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(timeout + 10*time.Second))
 	body, _ := json.Marshal(map[string]any{
 		"model":    cfg.Model,
 		"messages": []map[string]string{{"role": "user", "content": "Reply with the single word OK."}},
@@ -133,7 +147,13 @@ func (s *Service) testAISettings(w http.ResponseWriter, r *http.Request) error {
 	if resp.StatusCode/100 != 2 {
 		msg := ""
 		if decodeErr == nil && answer.Error != nil {
-			msg = ": " + clip(answer.Error.Message, 300)
+			// Not every server masks the key it refuses, and this text
+			// goes to the client and the log.
+			text := answer.Error.Message
+			if cfg.APIKey != "" {
+				text = strings.ReplaceAll(text, cfg.APIKey, "[api_key]")
+			}
+			msg = ": " + clip(text, 300)
 		}
 		return providerError("the AI provider answered %s%s", resp.Status, msg)
 	}
@@ -147,6 +167,16 @@ func (s *Service) testAISettings(w http.ResponseWriter, r *http.Request) error {
 	httpx.WriteJSON(w, http.StatusOK, aiTestResult{OK: true, Model: clip(model, 200), LatencyMS: latency.Milliseconds(),
 		Reply: clip(answer.Choices[0].Message.Content, 200)})
 	return nil
+}
+
+// origin is a URL's scheme and host (with port), lower-cased: where a
+// bearer key would go.
+func origin(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return raw
+	}
+	return strings.ToLower(u.Scheme + "://" + u.Host)
 }
 
 // providerError is a failed connection test: the provider's fault (or its

@@ -153,6 +153,24 @@ func TestAISettings(t *testing.T) {
 		t.Errorf("a refused patch changed the settings: %+v", got)
 	}
 
+	// The key goes only to the origin it was given for: another base_url
+	// path keeps it, another host clears it unless the patch sets one.
+	keySet := func() bool { return e.svc.ai.Current().APIKey != "" }
+	e.do(t, req{Method: "PATCH", Path: "/api/settings/ai", Token: tok, Body: map[string]any{"base_url": "http://127.0.0.1:11434/api/v1"}}).expect(t, http.StatusOK)
+	if !keySet() {
+		t.Error("a new path on the same origin cleared the key")
+	}
+	echo := get()
+	echo["base_url"] = "https://collector.example/v1" // what GET shows, key echo included
+	if r := e.do(t, req{Method: "PATCH", Path: "/api/settings/ai", Token: tok, Body: echo}).expect(t, http.StatusOK); r.JSON(t)["api_key"].(map[string]any)["is_set"] != false || keySet() {
+		t.Errorf("a base_url on another host kept the key: %s", r.Body)
+	}
+	e.do(t, req{Method: "PATCH", Path: "/api/settings/ai", Token: tok, Body: map[string]any{
+		"base_url": "http://127.0.0.1:11434/v1", "api_key": "sk-secret-123"}}).expect(t, http.StatusOK)
+	if !keySet() {
+		t.Error("a key given with the new origin was dropped")
+	}
+
 	// Another authsvc sharing APP_CONFIG_DIR sees the change without a
 	// restart; a key cleared with null is gone.
 	cfg := testConfig()
@@ -195,7 +213,11 @@ func TestAISettingsConnectionTest(t *testing.T) {
 
 	// The provider's refusals, in its own words; never a 500.
 	p.set(http.StatusUnauthorized, `{"error": {"message": "Incorrect API key provided: sk-live-abc.", "type": "invalid_request_error", "code": "invalid_api_key"}}`, 0)
-	test().expectError(t, http.StatusBadGateway, "401", "Incorrect API key provided")
+	// A server that repeats the key it refused does not get it shown
+	// (found in review: it reached the answer and the log).
+	if r := test().expectError(t, http.StatusBadGateway, "401", "Incorrect API key provided: [api_key]"); strings.Contains(string(r.Body), "sk-live-abc") {
+		t.Errorf("the 502 shows the key: %s", r.Body)
+	}
 	p.set(http.StatusOK, `{"object": "list", "data": []}`, 0)
 	test().expectError(t, http.StatusBadGateway, "not a chat completion")
 	p.set(http.StatusOK, `<html>login</html>`, 0)
@@ -219,6 +241,31 @@ func TestAISettingsConnectionTest(t *testing.T) {
 	ln.Close()
 	patch(map[string]any{"base_url": "http://" + addr + "/v1"})
 	test().expectError(t, http.StatusBadGateway, "could not reach the AI provider")
+
+	// A call longer than the server's write timeout still gets its answer
+	// (found in review: the connection closed with none). Here the
+	// timeout is 1 s, the call's 2 s.
+	patch(map[string]any{"base_url": p.URL + "/v1", "api_key": "sk-live-abc", "timeout_seconds": 2})
+	p.set(0, "", 3*time.Second)
+	srv := &http.Server{Handler: e.svc.Handler(), WriteTimeout: time.Second}
+	ln, err = net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	defer srv.Close()
+	rq, _ := http.NewRequest("POST", "http://"+ln.Addr().String()+"/api/settings/ai/test", nil)
+	rq.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(rq)
+	if err != nil {
+		t.Fatalf("no answer past the write timeout: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(string(b), "did not answer within 2 s") {
+		t.Errorf("past the write timeout: %d %s", resp.StatusCode, b)
+	}
+	p.set(0, "", 0)
 
 	// No key set: none is sent (a local server needs none).
 	patch(map[string]any{"base_url": p.URL + "/v1", "api_key": nil})
