@@ -111,22 +111,18 @@ func createAdmin(ctx context.Context, args []string, stdin io.Reader) error {
 		pw = strings.TrimRight(string(b), "\r\n")
 	} else if f, ok := stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		// Typed at a terminal: not echoed, and asked twice.
-		fmt.Fprint(os.Stderr, "password: ")
-		b, err := term.ReadPassword(int(f.Fd()))
-		fmt.Fprintln(os.Stderr)
+		b, err := readSecret(ctx, int(f.Fd()), "password: ")
 		if err != nil {
 			return err
 		}
-		fmt.Fprint(os.Stderr, "again: ")
-		again, err := term.ReadPassword(int(f.Fd()))
-		fmt.Fprintln(os.Stderr)
+		again, err := readSecret(ctx, int(f.Fd()), "again: ")
 		if err != nil {
 			return err
 		}
-		if string(again) != string(b) {
+		if again != b {
 			return errors.New("the two passwords differ")
 		}
-		pw = string(b)
+		pw = b
 	} else {
 		fmt.Fprintln(os.Stderr, "password (one line on stdin):")
 		line, err := bufio.NewReader(stdin).ReadString('\n')
@@ -151,6 +147,36 @@ func createAdmin(ctx context.Context, args []string, stdin io.Reader) error {
 		fmt.Fprintf(os.Stderr, "%s is now an active admin with the new password\n", *email)
 	}
 	return nil
+}
+
+// readSecret reads a line from the terminal fd without echo. Ctrl-C (the
+// signal main catches, so the process does not die at the prompt) ends the
+// wait, with the terminal as it was: term.ReadPassword alone would go on
+// reading, echo off, until Enter.
+func readSecret(ctx context.Context, fd int, prompt string) (string, error) {
+	state, err := term.GetState(fd)
+	if err != nil {
+		return "", err
+	}
+	fmt.Fprint(os.Stderr, prompt)
+	type result struct {
+		b   []byte
+		err error
+	}
+	got := make(chan result, 1)
+	go func() {
+		b, err := term.ReadPassword(fd)
+		got <- result{b, err}
+	}()
+	select {
+	case r := <-got:
+		fmt.Fprintln(os.Stderr)
+		return string(r.b), r.err
+	case <-ctx.Done():
+		_ = term.Restore(fd, state)
+		fmt.Fprintln(os.Stderr)
+		return "", errors.New("interrupted")
+	}
 }
 
 func migrateOnly(ctx context.Context) error {

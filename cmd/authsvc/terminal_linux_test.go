@@ -2,9 +2,12 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -89,4 +92,71 @@ func TestCreateAdminAtATerminal(t *testing.T) {
 	if role, active := userRow(t, local+"@example.com"); role != "admin" || !active {
 		t.Errorf("role %q active %v", role, active)
 	}
+}
+
+// Ctrl-C at the password prompt ends create-admin at once and leaves the
+// terminal echoing again (found in review: it went on reading, echo off,
+// until Enter).
+func TestCreateAdminCtrlCAtThePrompt(t *testing.T) {
+	ctl, ttyPath := openPTY(t)
+	defer ctl.Close()
+	tty, err := os.OpenFile(ttyPath, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tty.Close()
+	cmd := command(t, map[string]string{"DATABASE_URL": dbURL}, "create-admin", "--email", "ctrl-c@example.com")
+	var stderr lockedBuffer // read while the command writes it
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, &stderr
+	// The terminal is the child's controlling terminal, so ^C is SIGINT.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _, _ = io.Copy(io.Discard, ctl) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(stderr.String(), "password: ") && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // into ReadPassword, echo off
+	if _, err := ctl.Write([]byte{0x03}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(stderr.String(), "interrupted") {
+			t.Errorf("after Ctrl-C: %v, stderr %q", err, stderr.String())
+		}
+	case <-time.After(5 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatalf("create-admin still waits 5 s after Ctrl-C; stderr %q", stderr.String())
+	}
+	st, err := unix.IoctlGetTermios(int(tty.Fd()), unix.TCGETS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Lflag&unix.ECHO == 0 {
+		t.Error("the terminal was left without echo")
+	}
+}
+
+// lockedBuffer is a bytes.Buffer safe to read while another goroutine
+// writes to it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -138,6 +138,11 @@ func createAdmin(args []string) error {
 		return err
 	}
 	defer stopDB() // only if this call started it, and no `make run` uses it
+	// Ctrl-C at the password prompt reaches authsvc (same process group),
+	// which ends; we wait for it and stop the cluster instead of dying
+	// first. Caught, not ignored: an ignored signal stays ignored in the
+	// child.
+	signal.Notify(make(chan os.Signal, 1), os.Interrupt, syscall.SIGTERM)
 	cmd := exec.Command(binPath("authsvc"), append([]string{"create-admin"}, args...)...)
 	cmd.Env = append(os.Environ(), "DATABASE_URL="+url, "DATA_DIR="+dataDir())
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
