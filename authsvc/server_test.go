@@ -1,7 +1,6 @@
 package authsvc
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -9,10 +8,11 @@ import (
 	"net/http/httptest"
 	"regexp"
 	"strings"
-	"sync/atomic"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/gatehouse/gatehouse/internal/testdb"
 )
 
 func TestHealthAndReady(t *testing.T) {
@@ -178,58 +178,16 @@ func TestInternalErrorHidesCause(t *testing.T) {
 	}
 }
 
-// cutConn passes traffic until the database "goes away" at a chosen
-// moment: the first write holding a COMMIT once armed still reaches the
-// server; with loseAnswer the connection then closes before the answer is
-// read (the outcome unknown to the client), without it the answer comes
-// back. Every later write and dial fails.
-type cutConn struct {
-	net.Conn
-	loseAnswer  bool
-	armed, dead *atomic.Bool
-}
-
-func (c *cutConn) Write(b []byte) (int, error) {
-	if c.dead.Load() {
-		c.Conn.Close() // so that reads end too, and the pool closes at once
-		return 0, errors.New("database gone")
-	}
-	if c.armed.Load() && bytes.Contains(bytes.ToLower(b), []byte("commit")) {
-		n, err := c.Conn.Write(b)
-		c.dead.Store(true)
-		if c.loseAnswer {
-			c.Conn.Close()
-		}
-		return n, err
-	}
-	return c.Conn.Write(b)
-}
-
 // cutEnv is a service whose database goes away at the first COMMIT sent
-// once arm has been called.
+// once arm has been called (testdb.CutAfterCommit).
 func cutEnv(t *testing.T, loseAnswer bool) (e *testEnv, arm func()) {
 	t.Helper()
-	cfg, err := pgxpool.ParseConfig(testDB.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var armed, dead atomic.Bool
-	cfg.ConnConfig.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		if dead.Load() {
-			return nil, errors.New("database gone")
-		}
-		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
-		if err != nil {
-			return nil, err
-		}
-		return &cutConn{Conn: c, loseAnswer: loseAnswer, armed: &armed, dead: &dead}, nil
-	}
-	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	pool, arm, err := testdb.CutAfterCommit(testDB.URL, loseAnswer)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	return newEnv(t, pool, testConfig()), func() { armed.Store(true) }
+	return newEnv(t, pool, testConfig()), arm
 }
 
 // A change whose COMMIT went through is answered as saved, even if the

@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/gatehouse/gatehouse/internal/testdb"
 )
 
 // With the database unreachable, every call answers 503 and nothing is
@@ -142,5 +144,45 @@ func TestDiskFullTmpfs(t *testing.T) {
 	e.mustUpload(u, "after.pdf", makePDF("after", 1, 100<<10), nil)
 	if r := e.do(&u, "GET", "/api/documents/"+docID(small)+"/file", nil, nil); r.status != 200 || len(r.body) != int(small["size"].(float64)) {
 		t.Fatalf("first file after the disk filled: %d", r.status)
+	}
+}
+
+// A category whose COMMIT went through is answered as created, even if the
+// database goes away right after: it is read inside its transaction. (It
+// was read afterwards, and that failure answered 503 "nothing was
+// changed" for a category that existed.)
+func TestCategoryCommittedBeforeTheDatabaseWentAway(t *testing.T) {
+	pool, arm, err := testdb.CutAfterCommit(testDB.URL, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	e := newEnvWith(t, pool, t.TempDir())
+	u := newUser()
+	arm()
+	r := e.doJSON(&u, "POST", "/api/documents/categories", map[string]any{"name": "Invoices"})
+	var n int
+	if err := testPool.QueryRow(context.Background(), `SELECT count(*) FROM docs.categories WHERE name = 'Invoices'`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 || r.status != http.StatusCreated {
+		t.Fatalf("%d categories saved; answered %d %s", n, r.status, r.body)
+	}
+}
+
+// A category whose COMMIT was sent but whose answer never came may exist:
+// the 503 says so, not "nothing was changed".
+func TestCategoryOfUnknownOutcome(t *testing.T) {
+	pool, arm, err := testdb.CutAfterCommit(testDB.URL, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	e := newEnvWith(t, pool, t.TempDir())
+	u := newUser()
+	arm()
+	r := e.doJSON(&u, "POST", "/api/documents/categories", map[string]any{"name": "Receipts"})
+	if r.status != http.StatusServiceUnavailable || !strings.Contains(string(r.body), "may have been saved") {
+		t.Fatalf("answered %d %s", r.status, r.body)
 	}
 }

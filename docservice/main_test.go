@@ -23,7 +23,10 @@ import (
 	"github.com/gatehouse/gatehouse/internal/testdb"
 )
 
-var testPool *pgxpool.Pool
+var (
+	testDB   *testdb.DB
+	testPool *pgxpool.Pool
+)
 
 func TestMain(m *testing.M) {
 	flag.Parse()
@@ -34,6 +37,7 @@ func TestMain(m *testing.M) {
 			return 1
 		}
 		defer db.Drop()
+		testDB = db
 		if !testing.Verbose() {
 			slog.SetDefault(quietLog()) // the request log of httpx.Middleware
 		}

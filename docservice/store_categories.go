@@ -48,7 +48,8 @@ func (s *Store) GetCategory(ctx context.Context, id uuid.UUID) (Category, error)
 // already a category's (case-insensitively).
 func (s *Store) CreateCategory(ctx context.Context, actor uuid.UUID, parent *uuid.UUID, name string) (Category, error) {
 	id := uuid.New()
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	var c Category
+	ran, err := s.runTx(ctx, func(tx pgx.Tx) error {
 		// Shared, as a rename of an ancestor (exclusive) rewrites the
 		// paths below it in one statement, which would miss this row.
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock_shared($1)`, treeLockID); err != nil {
@@ -73,12 +74,27 @@ func (s *Store) CreateCategory(ctx context.Context, actor uuid.UUID, parent *uui
 		if isUniqueViolation(err, "categories_path_key") {
 			return ErrNameTaken
 		}
+		if err != nil {
+			return err
+		}
+		// Read in the transaction: the commit is the last step, so a
+		// failure after it cannot be answered "nothing was changed".
+		c, err = scanCategory(tx.QueryRow(ctx, `SELECT `+catColumns+` FROM docs.categories c WHERE c.id = $1`, id))
 		return err
 	})
+	if err != nil && ran {
+		// The COMMIT's own failure: the category may exist.
+		switch yes, known := s.landed(ctx, `SELECT EXISTS (SELECT 1 FROM docs.categories WHERE id = $1)`, id); {
+		case yes:
+			err = nil
+		case !known:
+			err = errors.Join(err, errCommitUnknown)
+		}
+	}
 	if err != nil {
 		return Category{}, dbErr(err)
 	}
-	return s.GetCategory(ctx, id)
+	return c, nil
 }
 
 // FolderMover moves a category's folder from oldPath to newPath.

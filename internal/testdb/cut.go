@@ -1,0 +1,63 @@
+package testdb
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"sync/atomic"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// CutAfterCommit opens a pool on url whose database "goes away" at a
+// chosen moment, for tests of what a service answers when the connection
+// breaks around a COMMIT. Once arm has been called, the first write that
+// holds a COMMIT still reaches the server; with loseAnswer the connection
+// then closes before the answer is read (the outcome unknown to the
+// client), without it the answer comes back. Every later write and dial
+// fails. The caller closes the pool.
+func CutAfterCommit(url string, loseAnswer bool) (pool *pgxpool.Pool, arm func(), err error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, nil, err
+	}
+	var armed, dead atomic.Bool
+	cfg.ConnConfig.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if dead.Load() {
+			return nil, errors.New("database gone")
+		}
+		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &cutConn{Conn: c, loseAnswer: loseAnswer, armed: &armed, dead: &dead}, nil
+	}
+	pool, err = pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return pool, func() { armed.Store(true) }, nil
+}
+
+type cutConn struct {
+	net.Conn
+	loseAnswer  bool
+	armed, dead *atomic.Bool
+}
+
+func (c *cutConn) Write(b []byte) (int, error) {
+	if c.dead.Load() {
+		c.Conn.Close() // so that reads end too, and the pool closes at once
+		return 0, errors.New("database gone")
+	}
+	if c.armed.Load() && bytes.Contains(bytes.ToLower(b), []byte("commit")) {
+		n, err := c.Conn.Write(b)
+		c.dead.Store(true)
+		if c.loseAnswer {
+			c.Conn.Close()
+		}
+		return n, err
+	}
+	return c.Conn.Write(b)
+}
