@@ -52,13 +52,9 @@ func (s *Service) getAISettings(w http.ResponseWriter, r *http.Request) error {
 // it unchanged. The result must validate, unknown keys included, or
 // nothing changes.
 func (s *Service) patchAISettings(w http.ResponseWriter, r *http.Request) error {
-	var patch any
-	if err := httpx.DecodeJSON(w, r, &patch, 0); err != nil {
+	m, err := settingsfile.ReadPatch(w, r)
+	if err != nil {
 		return err
-	}
-	m, ok := patch.(map[string]any)
-	if !ok {
-		return httpx.Errorf(http.StatusBadRequest, "expected a JSON object (a merge patch of the settings)")
 	}
 	// The stored key goes only to the origin it was given for: a base_url
 	// pointing elsewhere clears it unless the same patch sets one, or
@@ -71,11 +67,7 @@ func (s *Service) patchAISettings(w http.ResponseWriter, r *http.Request) error 
 	}
 	out, err := s.ai.Patch(m)
 	if err != nil {
-		var he *httpx.Error
-		if errors.As(err, &he) {
-			return he
-		}
-		return &httpx.Error{Status: http.StatusInternalServerError, Detail: "could not save the settings", Cause: err}
+		return err
 	}
 	s.log.Info("AI settings changed", "by", principal(r).ID, "request_id", httpx.RequestID(r.Context()))
 	httpx.WriteJSON(w, http.StatusOK, out)

@@ -1,10 +1,10 @@
 package docservice
 
 import (
-	"errors"
 	"net/http"
 
 	"github.com/gatehouse/gatehouse/internal/httpx"
+	"github.com/gatehouse/gatehouse/internal/settingsfile"
 )
 
 func (s *Service) getSettings(w http.ResponseWriter, r *http.Request) error {
@@ -17,29 +17,17 @@ func (s *Service) getSettings(w http.ResponseWriter, r *http.Request) error {
 // must validate against the schema, unknown keys included, or nothing
 // changes.
 func (s *Service) patchSettings(w http.ResponseWriter, r *http.Request) error {
-	var patch any
-	if err := httpx.DecodeJSON(w, r, &patch, 0); err != nil {
+	m, err := settingsfile.ReadPatch(w, r)
+	if err != nil {
 		return err
-	}
-	m, ok := patch.(map[string]any)
-	if !ok {
-		return httpx.Errorf(http.StatusBadRequest, "expected a JSON object (a merge patch of the settings)")
 	}
 	out, err := s.settings.Patch(m)
 	if err != nil {
-		return settingsError(err)
+		return err
 	}
 	s.log.Info("settings changed", "by", principal(r).ID, "request_id", httpx.RequestID(r.Context()))
 	httpx.WriteJSON(w, http.StatusOK, out)
 	return nil
-}
-
-func settingsError(err error) error {
-	var he *httpx.Error
-	if errors.As(err, &he) {
-		return he
-	}
-	return &httpx.Error{Status: http.StatusInternalServerError, Detail: "could not save the settings", Cause: err}
 }
 
 // limits is the seed's view of the upload limit.
@@ -73,7 +61,7 @@ func (s *Service) patchLimits(w http.ResponseWriter, r *http.Request) error {
 		return httpx.Invalid(fields)
 	}
 	if _, err := s.settings.Patch(map[string]any{"max_pdf_size_mb": v}); err != nil {
-		return settingsError(err)
+		return err
 	}
 	return s.getLimits(w, r)
 }

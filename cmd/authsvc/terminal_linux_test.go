@@ -6,7 +6,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -106,7 +105,7 @@ func TestCreateAdminCtrlCAtThePrompt(t *testing.T) {
 	}
 	defer tty.Close()
 	cmd := command(t, map[string]string{"DATABASE_URL": dbURL}, "create-admin", "--email", "ctrl-c@example.com")
-	var stderr lockedBuffer // read while the command writes it
+	var stderr syncBuffer // read while the command writes it
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, &stderr
 	// The terminal is the child's controlling terminal, so ^C is SIGINT.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
@@ -140,23 +139,4 @@ func TestCreateAdminCtrlCAtThePrompt(t *testing.T) {
 	if st.Lflag&unix.ECHO == 0 {
 		t.Error("the terminal was left without echo")
 	}
-}
-
-// lockedBuffer is a bytes.Buffer safe to read while another goroutine
-// writes to it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -15,6 +15,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"maps"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -245,7 +246,8 @@ func (s *Store[T]) Public() map[string]any {
 }
 
 // Patch applies an RFC 7396 merge patch, validates the result, persists it
-// atomically and returns the new public view. A writeOnly field sent back as
+// atomically and returns the new public view; its errors are the client's
+// answers (httpx.Error). A writeOnly field sent back as
 // {"is_set": ...} (what GET shows) is left unchanged.
 func (s *Store[T]) Patch(patch map[string]any) (map[string]any, error) {
 	patch = deepCopy(patch).(map[string]any)
@@ -272,14 +274,39 @@ func (s *Store[T]) Patch(patch map[string]any) (map[string]any, error) {
 	pruneEmpty(stored)
 	snap, err := s.snapshotOf(stored, fileStamp{})
 	if err != nil {
-		return nil, err
+		return nil, answer(err)
 	}
 	if err := s.write(stored); err != nil {
-		return nil, err
+		return nil, answer(err)
 	}
 	snap.stamp, _ = stampOf(s.path)
 	s.cur.Store(snap)
 	return s.Public(), nil
+}
+
+// answer is the client's answer to a failed Patch: the schema's field
+// errors as they are (400), anything else "could not save" (500).
+func answer(err error) error {
+	var he *httpx.Error
+	if errors.As(err, &he) {
+		return he
+	}
+	return &httpx.Error{Status: http.StatusInternalServerError, Detail: "could not save the settings", Cause: err}
+}
+
+// ReadPatch reads a request's body as a merge patch of the settings (RFC
+// 7396; Content-Type application/merge-patch+json or application/json):
+// a JSON object, within httpx.DecodeJSON's limits.
+func ReadPatch(w http.ResponseWriter, r *http.Request) (map[string]any, error) {
+	var patch any
+	if err := httpx.DecodeJSON(w, r, &patch, 0); err != nil {
+		return nil, err
+	}
+	m, ok := patch.(map[string]any)
+	if !ok {
+		return nil, httpx.Errorf(http.StatusBadRequest, "expected a JSON object (a merge patch of the settings)")
+	}
+	return m, nil
 }
 
 // TempIdle is how long a temporary settings file may go unchanged before
