@@ -243,31 +243,11 @@ func TestCutoffIsStampedAfterTheLocks(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			u, hold, arg, change, stale := tc.setup(t)
-			tx, err := testPool.Begin(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer tx.Rollback(ctx)
-			if _, err := tx.Exec(ctx, hold, arg); err != nil {
-				t.Fatal(err)
-			}
-			changed := make(chan error, 1)
-			go func() { changed <- change() }()
-			time.Sleep(200 * time.Millisecond)
 			// A login in a later second than the change's start, while
 			// the change waits.
-			time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(1100 * time.Millisecond)))
-			logged := env.loginInBackground(u)
-			time.Sleep(500 * time.Millisecond)
-			if err := tx.Commit(ctx); err != nil {
-				t.Fatal(err)
-			}
-			if err := <-changed; err != nil {
-				t.Fatal(err)
-			}
-			var tr tokenResponse
-			(<-logged).expect(t, http.StatusOK).Decode(t, &tr)
-			tok := tr.AccessToken
+			tok := loginWhileAChangeWaits(t, u, hold, arg, change, func() {
+				time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(1100 * time.Millisecond)))
+			})
 			if !stale(decodeSegment(t, tok, 1)) {
 				return // the login waited for the change
 			}
@@ -440,43 +420,55 @@ func TestLoginQueuedBehindAChangeStaysValid(t *testing.T) {
 	ctx := context.Background()
 	for attempt := 0; attempt < 5; attempt++ {
 		u := newUser(t, "user")
-		tx, err := testPool.Begin(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tx.Exec(ctx, `SELECT 1 FROM auth.users WHERE id = $1 FOR UPDATE`, u.ID); err != nil {
-			t.Fatal(err)
-		}
-		changed := make(chan error, 1)
-		go func() {
-			admin := "admin"
+		admin := "admin"
+		tok := loginWhileAChangeWaits(t, u, `SELECT 1 FROM auth.users WHERE id = $1 FOR UPDATE`, u.ID, func() error {
 			_, err := env.svc.store.UpdateUser(ctx, u.ID, UserUpdate{Role: &admin})
-			changed <- err
-		}()
-		time.Sleep(200 * time.Millisecond) // the change queues first
-		logged := env.loginInBackground(u)
-		time.Sleep(500 * time.Millisecond) // then the login
-		if err := tx.Commit(ctx); err != nil {
-			t.Fatal(err)
-		}
-		if err := <-changed; err != nil {
-			t.Fatal(err)
-		}
-		var tr tokenResponse
-		(<-logged).expect(t, http.StatusOK).Decode(t, &tr)
-		if role := decodeSegment(t, tr.AccessToken, 1)["role"]; role != "admin" {
+			return err
+		}, func() {})
+		if role := decodeSegment(t, tok, 1)["role"]; role != "admin" {
 			t.Logf("attempt %d: the login took the lock before the change (role %v); again", attempt, role)
 			continue
 		}
-		env.get(t, "/api/users/me", tr.AccessToken).expect(t, http.StatusOK)
+		env.get(t, "/api/users/me", tok).expect(t, http.StatusOK)
 		f, _ := feed(t, env)
-		if f.ended(decodeSegment(t, tr.AccessToken, 1)["sid"].(string)) {
+		if f.ended(decodeSegment(t, tok, 1)["sid"].(string)) {
 			t.Error("the session of a login that read the changed account is in the feed: the edge refuses a valid token")
 		}
-		if nb, ok := f.cutoff(u.ID); ok && iatOf(t, tr.AccessToken) < nb {
-			t.Errorf("iat %d before not_before %d", iatOf(t, tr.AccessToken), nb)
+		if nb, ok := f.cutoff(u.ID); ok && iatOf(t, tok) < nb {
+			t.Errorf("iat %d before not_before %d", iatOf(t, tok), nb)
 		}
 		return
 	}
 	t.Skip("the login never queued behind the change")
+}
+
+// loginWhileAChangeWaits holds the row lock hold takes (with arg), starts
+// change, which queues behind it, then (after pause) a login of u, which
+// queues too; it lets them go and returns the login's token.
+func loginWhileAChangeWaits(t *testing.T, u User, hold string, arg any, change func() error, pause func()) string {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := testPool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, hold, arg); err != nil {
+		t.Fatal(err)
+	}
+	changed := make(chan error, 1)
+	go func() { changed <- change() }()
+	time.Sleep(200 * time.Millisecond) // the change queues first
+	pause()
+	logged := env.loginInBackground(u)
+	time.Sleep(500 * time.Millisecond) // then the login
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-changed; err != nil {
+		t.Fatal(err)
+	}
+	var tr tokenResponse
+	(<-logged).expect(t, http.StatusOK).Decode(t, &tr)
+	return tr.AccessToken
 }
