@@ -2,6 +2,7 @@ package docservice
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -147,41 +149,62 @@ func TestDiskFullTmpfs(t *testing.T) {
 	}
 }
 
-// A category whose COMMIT reached the database: read inside its
-// transaction, it is answered as created even if the database goes away
-// right after (it was read afterwards, and that failure answered 503
-// "nothing was changed" for a category that existed). If the COMMIT's
-// answer never came, it may exist: the 503 says so.
-func TestCategoryWhenTheDatabaseGoesAwayAtCommit(t *testing.T) {
-	for _, tc := range []struct {
-		name       string
-		loseAnswer bool
-		status     int
-		detail     string
+// A change whose COMMIT reached the database is answered as made even if
+// the database goes away right after: its answer is read inside its
+// transaction (it was read afterwards, and that failure answered 503
+// "nothing was changed", or 500, for a change that was saved). If the
+// COMMIT's answer never came, the change may be saved: the 503 says so.
+func TestChangesWhenTheDatabaseGoesAwayAtCommit(t *testing.T) {
+	changes := []struct {
+		name   string
+		do     func(e *env, u *user, doc string) resp
+		status int
+		saved  string // counts 1 row once saved
 	}{
-		{"answer received", false, http.StatusCreated, ""},
-		{"answer lost", true, http.StatusServiceUnavailable, "may have been saved"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			pool, arm, err := testdb.CutAfterCommit(testDB.URL, tc.loseAnswer)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer pool.Close()
-			e := newEnvWith(t, pool, t.TempDir())
-			u := newUser()
-			arm()
-			r := e.doJSON(&u, "POST", "/api/documents/categories", map[string]any{"name": "Invoices"})
-			if r.status != tc.status || !strings.Contains(string(r.body), tc.detail) {
-				t.Fatalf("answered %d %s", r.status, r.body)
-			}
-			var n int
-			if err := testPool.QueryRow(context.Background(), `SELECT count(*) FROM docs.categories WHERE name = 'Invoices'`).Scan(&n); err != nil {
-				t.Fatal(err)
-			}
-			if n != 1 {
-				t.Errorf("%d categories saved", n)
-			}
-		})
+		{"create category", func(e *env, u *user, _ string) resp {
+			return e.doJSON(u, "POST", "/api/documents/categories", map[string]any{"name": "Invoices"})
+		}, http.StatusCreated, `SELECT count(*) FROM docs.categories WHERE name = 'Invoices'`},
+		{"archive", func(e *env, u *user, doc string) resp {
+			return e.doJSON(u, "DELETE", "/api/documents/"+doc, nil)
+		}, http.StatusNoContent, `SELECT count(*) FROM docs.documents WHERE archived_at IS NOT NULL`},
+		{"retitle", func(e *env, u *user, doc string) resp {
+			return e.doJSON(u, "PATCH", "/api/documents/"+doc, map[string]any{"title": "Paid"})
+		}, http.StatusOK, `SELECT count(*) FROM docs.documents WHERE title = 'Paid'`},
+		{"rename", func(e *env, u *user, doc string) resp {
+			return e.doJSON(u, "PATCH", "/api/documents/"+doc, map[string]any{"filename": "paid.pdf"})
+		}, http.StatusOK, `SELECT count(*) FROM docs.documents WHERE filename = 'paid.pdf'`},
+	}
+	// The database never comes back here: give up asking after 1 s.
+	defer func(d time.Duration) { commitCheckTimeout = d }(commitCheckTimeout)
+	commitCheckTimeout = time.Second
+	for _, loseAnswer := range []bool{false, true} {
+		for _, c := range changes {
+			t.Run(fmt.Sprintf("%s/answer lost %v", c.name, loseAnswer), func(t *testing.T) {
+				pool, arm, err := testdb.CutAfterCommit(testDB.URL, loseAnswer)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer pool.Close()
+				e := newEnvWith(t, pool, t.TempDir())
+				u := newUser()
+				doc := e.mustUpload(u, "invoice.pdf", makePDF("invoice", 1, 0), nil)["id"].(string)
+				arm()
+				r := c.do(e, &u, doc)
+				want, detail := c.status, ""
+				if loseAnswer {
+					want, detail = http.StatusServiceUnavailable, "may have been saved"
+				}
+				if r.status != want || !strings.Contains(string(r.body), detail) {
+					t.Errorf("answered %d %s", r.status, r.body)
+				}
+				var n int
+				if err := testPool.QueryRow(context.Background(), c.saved).Scan(&n); err != nil {
+					t.Fatal(err)
+				}
+				if n != 1 {
+					t.Errorf("%d rows saved", n)
+				}
+			})
+		}
 	}
 }

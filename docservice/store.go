@@ -353,8 +353,9 @@ func (s *Store) runTx(ctx context.Context, fn func(pgx.Tx) error) (ran bool, err
 	return ran, err
 }
 
-// commitCheckTimeout bounds how long landed keeps asking.
-const commitCheckTimeout = 5 * time.Second
+// commitCheckTimeout bounds how long landed keeps asking (a variable for
+// the tests of a database that never comes back).
+var commitCheckTimeout = 5 * time.Second
 
 // landed asks, after a COMMIT whose outcome is unknown, whether its change
 // is in the database: query selects one boolean. It uses a context of its
@@ -421,6 +422,8 @@ func (s *Store) UpdateDocument(ctx context.Context, v Visibility, actor uuid.UUI
 	var newRel string // the file's name once the row is committed
 	var newCat *uuid.UUID
 	var newName string
+	var newTitle *string
+	var out Document
 	ran, err := s.runTx(ctx, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock_shared($1)`, treeLockID); err != nil {
 			return err
@@ -462,27 +465,34 @@ func (s *Store) UpdateDocument(ctx context.Context, v Visibility, actor uuid.UUI
 				details["from"], details["to"] = cur.RelPath(), newRel
 			}
 		}
-		title := cur.Title
+		newTitle = cur.Title
 		if ch.ClearTitle {
-			title = nil
+			newTitle = nil
 		} else if ch.Title != nil {
-			title = ch.Title
+			newTitle = ch.Title
 		}
 		if _, err := tx.Exec(ctx, `UPDATE docs.documents SET category_id = $2, filename = $3, title = $4, updated_at = now()
-			WHERE id = $1`, id, newCat, newName, title); err != nil {
+			WHERE id = $1`, id, newCat, newName, newTitle); err != nil {
 			return err
 		}
 		action := "update"
 		if len(details) > 0 {
 			action = "move"
 		}
-		return addEvent(ctx, tx, id, &actor, action, details)
+		if err := addEvent(ctx, tx, id, &actor, action, details); err != nil {
+			return err
+		}
+		// The answer is read in the transaction: nothing but removing the
+		// old name follows the commit.
+		out, err = scanDocument(tx.QueryRow(ctx, `SELECT `+docColumns+docFrom+` WHERE d.id = $1`, id))
+		return err
 	})
-	if err != nil && ran && undo != nil {
-		// Both names of the file exist until finish or undo: whichever
-		// the row names, it has its file.
+	if err != nil && ran {
+		// The COMMIT's own failure. With a move, both names of the file
+		// exist until finish or undo: whichever the row names, it has its
+		// file.
 		switch yes, known := s.landed(ctx, `SELECT category_id IS NOT DISTINCT FROM $2 AND filename = $3
-			FROM docs.documents WHERE id = $1`, id, newCat, newName); {
+			AND title IS NOT DISTINCT FROM $4 FROM docs.documents WHERE id = $1`, id, newCat, newName, newTitle); {
 		case yes:
 			err = nil
 		case !known:
@@ -513,13 +523,14 @@ func (s *Store) UpdateDocument(ctx context.Context, v Visibility, actor uuid.UUI
 			return Document{}, fmt.Errorf("remove old name: %w", err)
 		}
 	}
-	return s.GetDocument(ctx, v, id)
+	return out, nil
 }
 
 // SetArchived archives (DELETE) or restores a document. The file is never
 // touched: archiving only hides the document from default listings.
 func (s *Store) SetArchived(ctx context.Context, v Visibility, actor, id uuid.UUID, archived bool) (Document, error) {
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	var d Document
+	ran, err := s.runTx(ctx, func(tx pgx.Tx) error {
 		var was bool
 		err := tx.QueryRow(ctx, `SELECT d.archived_at IS NOT NULL FROM docs.documents d WHERE d.id = $4 AND `+visibleSQL+
 			` FOR UPDATE`, v.UserID, v.All, v.WatchedToo, id).Scan(&was)
@@ -529,24 +540,36 @@ func (s *Store) SetArchived(ctx context.Context, v Visibility, actor, id uuid.UU
 		if err != nil {
 			return err
 		}
-		if was == archived {
-			return nil // idempotent
+		if was != archived { // else idempotent
+			q := `UPDATE docs.documents SET archived_at = NULL, updated_at = now() WHERE id = $1`
+			action := "restore"
+			if archived {
+				q = `UPDATE docs.documents SET archived_at = now(), updated_at = now() WHERE id = $1`
+				action = "archive"
+			}
+			if _, err := tx.Exec(ctx, q, id); err != nil {
+				return err
+			}
+			if err := addEvent(ctx, tx, id, &actor, action, map[string]any{}); err != nil {
+				return err
+			}
 		}
-		q := `UPDATE docs.documents SET archived_at = NULL, updated_at = now() WHERE id = $1`
-		action := "restore"
-		if archived {
-			q = `UPDATE docs.documents SET archived_at = now(), updated_at = now() WHERE id = $1`
-			action = "archive"
-		}
-		if _, err := tx.Exec(ctx, q, id); err != nil {
-			return err
-		}
-		return addEvent(ctx, tx, id, &actor, action, map[string]any{})
+		// Read in the transaction: the commit is the last step.
+		d, err = scanDocument(tx.QueryRow(ctx, `SELECT `+docColumns+docFrom+` WHERE d.id = $1`, id))
+		return err
 	})
+	if err != nil && ran {
+		switch yes, known := s.landed(ctx, `SELECT (archived_at IS NOT NULL) = $2 FROM docs.documents WHERE id = $1`, id, archived); {
+		case yes:
+			err = nil
+		case !known:
+			err = errors.Join(err, errCommitUnknown)
+		}
+	}
 	if err != nil {
 		return Document{}, dbErr(err)
 	}
-	return s.GetDocument(ctx, v, id)
+	return d, nil
 }
 
 // Event is one entry of a document's history.
