@@ -155,6 +155,7 @@ func TestDiskFullTmpfs(t *testing.T) {
 // "nothing was changed", or 500, for a change that was saved). If the
 // COMMIT's answer never came, the change may be saved: the 503 says so.
 func TestChangesWhenTheDatabaseGoesAwayAtCommit(t *testing.T) {
+	var category string // made for each case before the database goes
 	changes := []struct {
 		name   string
 		do     func(e *env, u *user, doc string) resp
@@ -164,6 +165,9 @@ func TestChangesWhenTheDatabaseGoesAwayAtCommit(t *testing.T) {
 		{"create category", func(e *env, u *user, _ string) resp {
 			return e.doJSON(u, "POST", "/api/documents/categories", map[string]any{"name": "Invoices"})
 		}, http.StatusCreated, `SELECT count(*) FROM docs.categories WHERE name = 'Invoices'`},
+		{"rename category", func(e *env, u *user, _ string) resp {
+			return e.doJSON(u, "PATCH", "/api/documents/categories/"+category, map[string]any{"name": "Invoices"})
+		}, http.StatusOK, `SELECT count(*) FROM docs.categories WHERE name = 'Invoices'`},
 		{"archive", func(e *env, u *user, doc string) resp {
 			return e.doJSON(u, "DELETE", "/api/documents/"+doc, nil)
 		}, http.StatusNoContent, `SELECT count(*) FROM docs.documents WHERE archived_at IS NOT NULL`},
@@ -188,6 +192,7 @@ func TestChangesWhenTheDatabaseGoesAwayAtCommit(t *testing.T) {
 				e := newEnvWith(t, pool, t.TempDir())
 				u := newUser()
 				doc := e.mustUpload(u, "invoice.pdf", makePDF("invoice", 1, 0), nil)["id"].(string)
+				category = e.doJSON(&u, "POST", "/api/documents/categories", map[string]any{"name": "Bills"}).json(t)["id"].(string)
 				arm()
 				r := c.do(e, &u, doc)
 				want, detail := c.status, ""

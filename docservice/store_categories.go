@@ -117,7 +117,15 @@ func (s *Store) UpdateCategory(ctx context.Context, id uuid.UUID, name *string, 
 	}
 	defer jc.Release()
 	var journalID int64
-	ran, err := s.runTx(ctx, func(tx pgx.Tx) error {
+	var out Category
+	ran, err := s.runTx(ctx, func(tx pgx.Tx) (err error) {
+		// Whichever way the change succeeds, its answer is read in the
+		// transaction: the commit is the change's last step.
+		defer func() {
+			if err == nil {
+				out, err = scanCategory(tx.QueryRow(ctx, `SELECT `+catColumns+` FROM docs.categories c WHERE c.id = $1`, id))
+			}
+		}()
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, treeLockID); err != nil {
 			return err
 		}
@@ -230,7 +238,7 @@ func (s *Store) UpdateCategory(ctx context.Context, id uuid.UUID, name *string, 
 	if err != nil {
 		return Category{}, dbErr(err)
 	}
-	return s.GetCategory(ctx, id)
+	return out, nil
 }
 
 // SettleFolderMoves finishes what a crash interrupted: each folder a
