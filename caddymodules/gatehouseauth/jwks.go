@@ -213,6 +213,9 @@ type jwksFetcher struct {
 	// nextAttempt is when the loop will fetch next (unix nanoseconds), for
 	// Retry-After.
 	nextAttempt atomic.Int64
+	// failing is whether the last fetch failed: an unknown kid may then be
+	// a key authsvc published since, which the edge cannot know yet.
+	failing atomic.Bool
 
 	// kick asks the loop for an immediate refresh; the channel sent is
 	// closed when that refresh is over.
@@ -287,6 +290,7 @@ func (f *jwksFetcher) refresh(ctx context.Context, trigger string) (next time.Du
 			return 0 // shutting down; the loop sees ctx.Done next
 		}
 		metrics.jwksRefreshes.WithLabelValues(trigger, "error").Inc()
+		f.failing.Store(true)
 		next = f.failed()
 		lvl := f.logger.Warn
 		if f.keys.Load() == nil {
@@ -298,6 +302,7 @@ func (f *jwksFetcher) refresh(ctx context.Context, trigger string) (next time.Du
 		return next
 	}
 	f.failures = 0
+	f.failing.Store(false)
 	if ks == nil {
 		metrics.jwksRefreshes.WithLabelValues(trigger, "not_modified").Inc()
 	} else {
@@ -404,17 +409,24 @@ func (f *jwksFetcher) key(ctx context.Context, kid string) (*accesstoken.Key, er
 	}
 	// An unknown kid is normally a key rotation that happened after our
 	// last fetch: refresh once and look again.
-	wait := f.requestRefresh()
-	if wait == nil {
-		return nil, nil
+	if wait := f.requestRefresh(); wait != nil {
+		select {
+		case <-wait:
+		case <-f.done: // stopped (a reload dropped this fetcher) with the kick unserved
+		case <-ctx.Done():
+			return nil, nil
+		}
+		if k := f.keys.Load().get(kid); k != nil {
+			return k, nil
+		}
 	}
-	select {
-	case <-wait:
-	case <-f.done: // stopped (a reload dropped this fetcher) with the kick unserved
-	case <-ctx.Done():
-		return nil, nil
+	if f.failing.Load() {
+		// authsvc cannot be asked: the key may be one it published since
+		// (a rotation during an outage). 503 and Retry-After let the
+		// client try again, where 401 would sign the user out.
+		return nil, accesstoken.ErrNoKeys
 	}
-	return f.keys.Load().get(kid), nil
+	return nil, nil
 }
 
 // requestRefresh asks the loop for a refresh and returns a channel closed

@@ -316,6 +316,31 @@ func TestFetcherRotationSingleRefresh(t *testing.T) {
 	}
 }
 
+// An unknown kid while authsvc cannot be reached may be a key published
+// since (a rotation during an outage): the answer is "keys unavailable"
+// (503 and Retry-After at the edge), not "unknown kid" (401, which signs
+// the user out). Once authsvc answers again, an unknown kid is unknown.
+func TestFetcherUnknownKidWhileFailing(t *testing.T) {
+	k0, k1 := testKey(t, 0), testKey(t, 1)
+	kid1, _ := accesstoken.KeyID(&k1.PublicKey)
+	srv := newJWKSServer(t, jwksJSON(t, k0))
+	f := newJWKSFetcher(fetcherConfig{URL: srv.srv.URL, RefreshInterval: time.Hour,
+		UnknownKIDInterval: time.Millisecond, Timeout: time.Second}, zap.NewNop())
+	f.start()
+	defer f.Destruct()
+	<-f.firstDone
+
+	srv.set(http.StatusServiceUnavailable, nil)
+	if _, err := f.key(context.Background(), kid1); !errors.Is(err, accesstoken.ErrNoKeys) {
+		t.Errorf("unknown kid, authsvc down: err = %v, want ErrNoKeys", err)
+	}
+	srv.set(http.StatusOK, jwksJSON(t, k0))
+	time.Sleep(5 * time.Millisecond) // past the unknown-kid interval
+	if k, err := f.key(context.Background(), kid1); k != nil || err != nil {
+		t.Errorf("unknown kid, authsvc up: %v %v, want nothing", k, err)
+	}
+}
+
 // The loop refreshes on its own period: a key added to the JWKS (and one
 // withdrawn) shows up with no token asking for it, and the fetches keep
 // coming at about the interval, not faster.
