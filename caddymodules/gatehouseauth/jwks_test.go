@@ -170,6 +170,18 @@ func testFetcher(t *testing.T, url string) *jwksFetcher {
 	return f
 }
 
+// loadedFetcher runs a fetcher of url (refreshing hourly, on an unknown
+// kid at most every unknownKID) until the test ends, past its first fetch.
+func loadedFetcher(t *testing.T, url string, unknownKID time.Duration) *jwksFetcher {
+	t.Helper()
+	f := newJWKSFetcher(fetcherConfig{URL: url, RefreshInterval: time.Hour, UnknownKIDInterval: unknownKID,
+		Timeout: time.Second}, zap.NewNop())
+	f.start()
+	t.Cleanup(func() { _ = f.Destruct() })
+	<-f.firstDone
+	return f
+}
+
 func TestFetcherRefresh(t *testing.T) {
 	k0, k1 := testKey(t, 0), testKey(t, 1)
 	kid0, _ := accesstoken.KeyID(&k0.PublicKey)
@@ -297,11 +309,7 @@ func TestFetcherRotationSingleRefresh(t *testing.T) {
 	k0, k1 := testKey(t, 0), testKey(t, 1)
 	kid1, _ := accesstoken.KeyID(&k1.PublicKey)
 	srv := newJWKSServer(t, jwksJSON(t, k0))
-	f := newJWKSFetcher(fetcherConfig{URL: srv.srv.URL, RefreshInterval: time.Hour,
-		UnknownKIDInterval: time.Hour, Timeout: time.Second}, zap.NewNop())
-	f.start()
-	defer f.Destruct()
-	<-f.firstDone
+	f := loadedFetcher(t, srv.srv.URL, time.Hour)
 	if n := srv.fetches.Load(); n != 1 {
 		t.Fatalf("fetches at start = %d", n)
 	}
@@ -324,11 +332,7 @@ func TestFetcherUnknownKidWhileFailing(t *testing.T) {
 	k0, k1 := testKey(t, 0), testKey(t, 1)
 	kid1, _ := accesstoken.KeyID(&k1.PublicKey)
 	srv := newJWKSServer(t, jwksJSON(t, k0))
-	f := newJWKSFetcher(fetcherConfig{URL: srv.srv.URL, RefreshInterval: time.Hour,
-		UnknownKIDInterval: time.Millisecond, Timeout: time.Second}, zap.NewNop())
-	f.start()
-	defer f.Destruct()
-	<-f.firstDone
+	f := loadedFetcher(t, srv.srv.URL, time.Millisecond)
 
 	srv.set(http.StatusServiceUnavailable, nil)
 	if _, err := f.key(context.Background(), kid1); !errors.Is(err, accesstoken.ErrNoKeys) {
@@ -378,11 +382,7 @@ func TestFetcherPeriodicRefresh(t *testing.T) {
 // lookups of random kids cost at most one fetch per interval.
 func TestFetcherRefreshStormBounded(t *testing.T) {
 	srv := newJWKSServer(t, jwksJSON(t, testKey(t, 0)))
-	f := newJWKSFetcher(fetcherConfig{URL: srv.srv.URL, RefreshInterval: time.Hour,
-		UnknownKIDInterval: time.Hour, Timeout: time.Second}, zap.NewNop())
-	f.start()
-	defer f.Destruct()
-	<-f.firstDone
+	f := loadedFetcher(t, srv.srv.URL, time.Hour)
 
 	var wg sync.WaitGroup
 	for i := range 1000 {
