@@ -57,10 +57,11 @@ func (s *Service) patchAISettings(w http.ResponseWriter, r *http.Request) error 
 		return err
 	}
 	// The stored key goes only to the origin it was given for: a base_url
-	// pointing elsewhere clears it unless the same patch sets one, or
-	// anyone with an admin's token could send it to a server of theirs
-	// (GET never shows it).
-	if u, ok := m["base_url"].(string); ok && origin(u) != origin(s.ai.Current().BaseURL) {
+	// pointing elsewhere (null included: it restores the default) clears
+	// it unless the same patch sets one, or anyone with an admin's token
+	// could send it to a server of theirs (GET never shows it). An invalid
+	// patch is left for Patch to refuse.
+	if next, err := s.ai.Preview(m); err == nil && origin(next.BaseURL) != origin(s.ai.Current().BaseURL) {
 		if _, given := m["api_key"].(string); !given {
 			m["api_key"] = nil
 		}

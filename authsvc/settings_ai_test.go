@@ -170,6 +170,13 @@ func TestAISettings(t *testing.T) {
 	if !keySet() {
 		t.Error("a key given with the new origin was dropped")
 	}
+	// null resets base_url to its default, another origin too.
+	e.do(t, req{Method: "PATCH", Path: "/api/settings/ai", Token: tok, Body: map[string]any{"base_url": nil}}).expect(t, http.StatusOK)
+	if got := e.svc.ai.Current(); got.BaseURL != "https://api.openai.com/v1" || got.APIKey != "" {
+		t.Errorf("base_url reset to its default kept the key: %+v", got)
+	}
+	e.do(t, req{Method: "PATCH", Path: "/api/settings/ai", Token: tok, Body: map[string]any{
+		"base_url": "http://127.0.0.1:11434/v1", "api_key": "sk-secret-123"}}).expect(t, http.StatusOK)
 
 	// Another authsvc sharing APP_CONFIG_DIR sees the change without a
 	// restart; a key cleared with null is gone.

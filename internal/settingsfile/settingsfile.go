@@ -250,6 +250,37 @@ func (s *Store[T]) Public() map[string]any {
 // answers (httpx.Error). A writeOnly field sent back as
 // {"is_set": ...} (what GET shows) is left unchanged.
 func (s *Store[T]) Patch(patch map[string]any) (map[string]any, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	stored, snap, err := s.merge(patch)
+	if err != nil {
+		return nil, answer(err)
+	}
+	if err := s.write(stored); err != nil {
+		return nil, answer(err)
+	}
+	snap.stamp, _ = stampOf(s.path)
+	s.cur.Store(snap)
+	return s.Public(), nil
+}
+
+// Preview returns the effective settings patch would make, without
+// saving them: for a rule that depends on the result (a default a null
+// restores, say) rather than on the patch's shape.
+func (s *Store[T]) Preview(patch map[string]any) (T, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, snap, err := s.merge(patch)
+	if err != nil {
+		var zero T
+		return zero, answer(err)
+	}
+	return snap.typed, nil
+}
+
+// merge applies patch to the file as it is now and validates the result;
+// the caller holds mu.
+func (s *Store[T]) merge(patch map[string]any) (map[string]any, *snapshot[T], error) {
 	patch = deepCopy(patch).(map[string]any)
 	for _, p := range s.writeOnly {
 		if parent, key := walkTo(patch, p); parent != nil {
@@ -262,8 +293,6 @@ func (s *Store[T]) Patch(patch map[string]any) (map[string]any, error) {
 			}
 		}
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	// Start from the file as it is now, not from a possibly stale cache:
 	// another process may have changed it.
 	base, err := s.load()
@@ -273,15 +302,7 @@ func (s *Store[T]) Patch(patch map[string]any) (map[string]any, error) {
 	stored, _ := mergePatch(deepCopy(base.stored), patch).(map[string]any)
 	pruneEmpty(stored)
 	snap, err := s.snapshotOf(stored, fileStamp{})
-	if err != nil {
-		return nil, answer(err)
-	}
-	if err := s.write(stored); err != nil {
-		return nil, answer(err)
-	}
-	snap.stamp, _ = stampOf(s.path)
-	s.cur.Store(snap)
-	return s.Public(), nil
+	return stored, snap, err
 }
 
 // answer is the client's answer to a failed Patch: the schema's field

@@ -77,3 +77,29 @@ func TestReadPatch(t *testing.T) {
 		}
 	}
 }
+
+// Preview shows what a patch would make, defaults restored by null
+// included, and saves nothing.
+func TestPreview(t *testing.T) {
+	dir := t.TempDir()
+	s, err := New[testSettings](dir, "t.json", []byte(testSchema), nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Patch(map[string]any{"n": 5.0}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Preview(map[string]any{"n": nil, "key": "k"}); err != nil || got.N != 3 || got.Key != "k" {
+		t.Errorf("preview %+v %v", got, err)
+	}
+	var he *httpx.Error
+	if _, err := s.Preview(map[string]any{"n": 0.0}); !errors.As(err, &he) || he.Status != http.StatusBadRequest {
+		t.Errorf("invalid preview: %v", err)
+	}
+	if got := s.Current(); got.N != 5 || got.Key != "" {
+		t.Errorf("a preview changed the settings: %+v", got)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "t.json")); strings.Contains(string(b), `"k"`) {
+		t.Errorf("a preview was written: %s", b)
+	}
+}
