@@ -277,4 +277,9 @@ func TestChangeOfUnknownOutcomeIsNotCalledUnsaved(t *testing.T) {
 	pool.Close()
 	e.do(t, req{Method: "PATCH", Path: "/api/users/me/preferences", Token: tok, Body: map[string]any{"app_ids": []string{}}}).
 		expectError(t, http.StatusServiceUnavailable, "nothing was changed")
+
+	// A server nobody answers at: no connection, so nothing was sent.
+	down := newEnv(t, newPool(t, "postgres://x:y@127.0.0.1:1/none?connect_timeout=2"), testConfig())
+	down.do(t, req{Method: "POST", Path: "/api/auth/register", Body: map[string]string{"email": "nobody@example.com", "password": "Str0ng-Passw0rd!"}}).
+		expectError(t, http.StatusServiceUnavailable, "nothing was changed")
 }
