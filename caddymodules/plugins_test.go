@@ -1081,9 +1081,10 @@ func TestPluginsRepoCaddyfile(t *testing.T) {
 	}
 	checkIdentity(t, got, map[string]string{"X-User-Id": testSubject, "X-User-Role": "user", "X-User-Groups": "staff"})
 
-	e.do(t, "GET", "/api/settings/documents/limits", user, "")
-	if got := docservice.take(); len(got) != 1 || got[0].path != "/api/settings/documents/limits" {
-		t.Errorf("limits route: %+v", got)
+	e.do(t, "GET", "/api/settings/documents/limits", user, "", "Cookie", "gh_token="+user+"; theme=dark")
+	if got := docservice.take(); len(got) != 1 || got[0].path != "/api/settings/documents/limits" ||
+		got[0].header.Get("Authorization") != "" || got[0].header.Get("Cookie") != "" {
+		t.Errorf("limits route (want no Authorization, no Cookie): %+v", got)
 	}
 	e.do(t, "GET", "/api/plugins/doc-service/settings", admin, "")
 	if got := docservice.take(); len(got) != 1 || got[0].path != "/plugin/settings" {
@@ -1140,5 +1141,58 @@ func TestPluginsForwardCredentialsNeedsForwardToken(t *testing.T) {
 	}
 	if n := strings.Count(e.logs.String(), "set forward_token on it"); n != 1 {
 		t.Errorf("misconfiguration warning logged %d times, want once", n)
+	}
+}
+
+// A gateway not told the token cookie's name still drops the cookie
+// gatehouse_auth reads tokens from, from plugin routes and the settings
+// proxy, and from what a plugin answers (found in review: with gatehouse_auth's
+// cookie option and forward_token, a plugin without forward_credentials got
+// the user's token cookie, because only the gateway's own token_cookie
+// counted).
+func TestPluginsAuthCookieDroppedWithoutGatewayOption(t *testing.T) {
+	t.Parallel()
+	authsvc := newUpstream(t, jwks(t, key(t, 0)))
+	reports := newTestPlugin(t, "reports", pluginManifest("reports",
+		"access", map[string]any{"allow_superuser": true, "required_groups": []string{"reports-admin"}},
+		"settings", map[string]any{"schema": map[string]any{"type": "object"}},
+		"routes", route("/api/reports", "authenticated")))
+	cfg := pluginEdgeConfig(authsvc, reports)
+	const opt = "\t\tgatehouse_plugin_gateway {\n\t\t\ttoken_cookie gh_token\n\t\t}\n"
+	if !strings.Contains(cfg, opt) {
+		t.Fatal("pluginEdgeConfig no longer sets token_cookie; update this test")
+	}
+	cfg = strings.Replace(cfg, opt, "\t\tgatehouse_plugin_gateway\n", 1)
+	e := startEdge(t, writeConfig(t, "", cfg), nil)
+	waitHealthy(t, e, "reports")
+	user := memberToken(t, "reports-admin")
+	cookieHeader := "theme=dark; gh_token=" + user + "; lang=en"
+
+	eventually(t, "reports route", func() (bool, string) {
+		r := e.do(t, "GET", "/api/reports/x", "", "", "Cookie", cookieHeader)
+		return r.status == 200, fmt.Sprintf("%d %q", r.status, r.body)
+	})
+	reports.take()
+	for _, p := range []string{"/api/reports/run", "/api/plugins/reports/settings"} {
+		r := e.do(t, "GET", p, "", "", "Cookie", cookieHeader)
+		if r.status != 200 {
+			t.Fatalf("%s with the token in its cookie: %d %q", p, r.status, r.body)
+		}
+		got := reports.take()
+		if len(got) != 1 {
+			t.Fatalf("%s: reports saw %d requests", p, len(got))
+		}
+		if c := got[0].header.Get("Cookie"); c != "theme=dark; lang=en" {
+			t.Errorf("%s: Cookie reaching the plugin = %q, want the other cookies only", p, c)
+		}
+		checkIdentity(t, got, map[string]string{"X-User-Id": testSubject, "X-User-Role": "user", "X-User-Groups": "reports-admin"})
+	}
+
+	r := e.do(t, "GET", "/api/reports/cookies", "", "", "Cookie", cookieHeader)
+	if r.status != 200 {
+		t.Fatalf("/api/reports/cookies: %d %q", r.status, r.body)
+	}
+	if got := r.header.Values("Set-Cookie"); len(got) != 1 || got[0] != "theme=dark; Path=/api/reports" {
+		t.Errorf("Set-Cookie reaching the client: %q, want the plugin's own cookie only", got)
 	}
 }

@@ -398,6 +398,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		repl.Set("http.auth.user.role", id.placeholders[1])
 		repl.Set("http.auth.user.groups", id.placeholders[2])
 		repl.Set("http.auth.user.sid", id.placeholders[3])
+		if h.Cookie != "" {
+			// The plugin gateway drops this cookie from plugins' requests
+			// and answers, as it drops Authorization, so a cookie source
+			// added here is never forwarded by a gateway that was not
+			// told its name (found in review).
+			repl.Set(PlaceholderTokenCookie, h.Cookie)
+		}
 	}
 	return next.ServeHTTP(w, r)
 }

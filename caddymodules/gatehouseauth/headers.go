@@ -17,6 +17,11 @@ const (
 	HeaderUserGroups = "X-User-Groups"
 )
 
+// PlaceholderTokenCookie names the configured token cookie on a request
+// gatehouse_auth authenticated (set only with the cookie option), so that
+// handlers after it (the plugin gateway) know which cookie is a credential.
+const PlaceholderTokenCookie = "http.auth.token_cookie"
+
 // Identity header names are compared in a normal form: ASCII lower case,
 // with '_' and '.' read as '-'. CGI, FastCGI, WSGI and PHP fold all three
 // separators onto one variable, so "X_User_Id" or "x.user.id" would reach

@@ -107,8 +107,11 @@ func parseGateway(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
 //
 //	gatehouse_plugin_gateway [<matcher>] {
-//		token_cookie <name>   # the access-token cookie plugins must not see
+//		token_cookie <name>   # one more access-token cookie plugins must not see
 //	}
+//
+// gatehouse_auth's own cookie is dropped without it; the option is for a
+// token cookie gatehouse_auth does not read.
 func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
 	if d.NextArg() {

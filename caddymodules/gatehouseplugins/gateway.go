@@ -43,10 +43,12 @@ func init() {
 // pass to the next handler. Errors are returned as caddyhttp errors, so
 // handle_errors writes their bodies.
 type Gateway struct {
-	// Name of the cookie that carries the access token (gatehouse_auth's
-	// `cookie`), removed from requests to plugins unless a route sets
-	// forward_credentials. Default: none; the Authorization header is
-	// always removed.
+	// Name of a cookie that carries the access token, removed from
+	// requests to plugins unless a route sets forward_credentials, and
+	// never set by a plugin's answer. The cookie of the gatehouse_auth in
+	// front (its `cookie` option) is treated so without this; set it only
+	// for a token cookie that gatehouse_auth does not read. Default: none.
+	// The Authorization header is always removed.
 	TokenCookie string `json:"token_cookie,omitempty"`
 
 	app     *App
@@ -254,9 +256,10 @@ func (g *Gateway) proxyRoute(w http.ResponseWriter, r *http.Request, next caddyh
 	if ok, err := g.available(w, r, svc); !ok {
 		return err
 	}
+	cookies := g.tokenCookies(r)
 	if !rt.ForwardCredentials {
-		g.dropCredentials(r)
-	} else if r.Header.Get("Authorization") == "" && (g.TokenCookie == "" || len(r.CookiesNamed(g.TokenCookie)) == 0) {
+		dropCredentials(r, cookies)
+	} else if r.Header.Get("Authorization") == "" && !hasCookie(r, cookies) {
 		// The request was authenticated, so it had a token: the
 		// gatehouse_auth in front consumed it (no forward_token), and the
 		// plugin gets none although its manifest asks. Say so once.
@@ -266,7 +269,7 @@ func (g *Gateway) proxyRoute(w http.ResponseWriter, r *http.Request, next caddyh
 		})
 	}
 	id.setHeaders(r.Header)
-	pw := g.guardResponse(w, svc.ID)
+	pw := g.guardResponse(w, svc.ID, cookies)
 	defer pw.finish()
 	return g.proxies[svc.ID].ServeHTTP(pw, r, next)
 }
@@ -282,9 +285,10 @@ func (g *Gateway) proxySettings(w http.ResponseWriter, r *http.Request, next cad
 	r2 := r.WithContext(r.Context())
 	r2.URL = &url.URL{Path: "/plugin/settings"}
 	r2.RequestURI = ""
-	g.dropCredentials(r2)
+	cookies := g.tokenCookies(r)
+	dropCredentials(r2, cookies)
 	id.setHeaders(r2.Header)
-	pw := g.guardResponse(w, svc.ID)
+	pw := g.guardResponse(w, svc.ID, cookies)
 	defer pw.finish()
 	return g.proxies[svc.ID].ServeHTTP(pw, r2, next)
 }
@@ -301,13 +305,31 @@ func (g *Gateway) available(w http.ResponseWriter, r *http.Request, svc *Service
 	return false, refusal.Respond(w, r, http.StatusServiceUnavailable, errUnavailable)
 }
 
+// tokenCookies are the names of the cookies that carry access tokens on
+// r: the gateway's token_cookie and gatehouse_auth's cookie ("" when not
+// configured).
+func (g *Gateway) tokenCookies(r *http.Request) [2]string {
+	return [2]string{g.TokenCookie, tokenCookieFrom(r)}
+}
+
 // dropCredentials removes what could let a plugin act as the user
 // elsewhere: the identity it needs is in X-User-*.
-func (g *Gateway) dropCredentials(r *http.Request) {
+func dropCredentials(r *http.Request, cookies [2]string) {
 	r.Header.Del("Authorization")
-	if g.TokenCookie != "" {
-		cookie.Remove(r.Header, g.TokenCookie)
+	for _, name := range cookies {
+		if name != "" {
+			cookie.Remove(r.Header, name)
+		}
 	}
+}
+
+func hasCookie(r *http.Request, cookies [2]string) bool {
+	for _, name := range cookies {
+		if name != "" && len(r.CookiesNamed(name)) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // allowMethods reports whether r's method is one of methods. If not, it has

@@ -33,6 +33,18 @@ func identityFrom(r *http.Request) (identity, bool) {
 	return id, id.userID != "" && id.role != ""
 }
 
+// tokenCookieFrom returns the name of the cookie gatehouse_auth read
+// tokens from on this request (its cookie option), or "".
+func tokenCookieFrom(r *http.Request) string {
+	repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if !ok {
+		return ""
+	}
+	v, _ := repl.Get("http.auth.token_cookie") // gatehouseauth.PlaceholderTokenCookie
+	s, _ := v.(string)
+	return s
+}
+
 func (id identity) isAdmin() bool { return id.role == "admin" }
 
 // inGroup reports whether the user is a member of group.

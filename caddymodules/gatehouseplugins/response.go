@@ -26,16 +26,16 @@ import (
 // (ResponseWriterWrapper unwraps for them).
 type pluginResponse struct {
 	caddyhttp.ResponseWriterWrapper // a value: one allocation per request, not two
-	tokenCookie                     string
+	tokenCookies                    [2]string // see Gateway.tokenCookies
 	service                         string
 	logger                          *zap.Logger
 	wrote                           bool
 }
 
-func (g *Gateway) guardResponse(w http.ResponseWriter, service string) *pluginResponse {
+func (g *Gateway) guardResponse(w http.ResponseWriter, service string, tokenCookies [2]string) *pluginResponse {
 	return &pluginResponse{
 		ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: w},
-		tokenCookie:           g.TokenCookie,
+		tokenCookies:          tokenCookies,
 		service:               service,
 		logger:                g.logger,
 	}
@@ -120,7 +120,7 @@ func (p *pluginResponse) allowedCookies(values []string) (kept []string, dropped
 	for _, v := range values {
 		n, _, hasEq := strings.Cut(v, "=")
 		n = strings.TrimSpace(n)
-		if !hasEq || n == "" || (p.tokenCookie != "" && n == p.tokenCookie) {
+		if !hasEq || n == "" || (n == p.tokenCookies[0] || n == p.tokenCookies[1]) {
 			dropped = v
 			continue
 		}

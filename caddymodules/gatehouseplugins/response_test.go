@@ -8,15 +8,28 @@ import (
 )
 
 func guardedRecorder() (*httptest.ResponseRecorder, *pluginResponse) {
-	g := &Gateway{TokenCookie: "gh_token", logger: nopLogger()}
+	return guardedRecorderWith([2]string{"gh_token", ""})
+}
+
+// guardedRecorderWith guards with the token cookie names given: the
+// gateway's token_cookie, then gatehouse_auth's cookie.
+func guardedRecorderWith(cookies [2]string) (*httptest.ResponseRecorder, *pluginResponse) {
+	g := &Gateway{TokenCookie: cookies[0], logger: nopLogger()}
 	rec := httptest.NewRecorder()
-	return rec, g.guardResponse(rec, "evil")
+	return rec, g.guardResponse(rec, "evil", cookies)
 }
 
 // What a plugin's answer may not carry into the platform's origin, each in
-// the spellings a browser would still act on.
+// the spellings a browser would still act on; the token cookie named by the
+// gateway's token_cookie or by gatehouse_auth's cookie alike.
 func TestResponseGuardHeaders(t *testing.T) {
-	rec, w := guardedRecorder()
+	for _, cookies := range [][2]string{{"gh_token", ""}, {"", "gh_token"}, {"other", "gh_token"}} {
+		t.Run(cookies[0]+","+cookies[1], func(t *testing.T) { testResponseGuardHeaders(t, cookies) })
+	}
+}
+
+func testResponseGuardHeaders(t *testing.T, cookies [2]string) {
+	rec, w := guardedRecorderWith(cookies)
 	h := w.Header()
 	for _, c := range []string{
 		"gh_token=forged; Path=/",
