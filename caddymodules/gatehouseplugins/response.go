@@ -25,7 +25,7 @@ import (
 // Everything else passes unchanged, streaming and upgrades included
 // (ResponseWriterWrapper unwraps for them).
 type pluginResponse struct {
-	caddyhttp.ResponseWriterWrapper // a value: one allocation per request, not two
+	caddyhttp.ResponseWriterWrapper           // a value: one allocation per request, not two
 	tokenCookies                    [2]string // see Gateway.tokenCookies
 	service                         string
 	logger                          *zap.Logger
