@@ -3,7 +3,9 @@ package docservice
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -723,5 +725,77 @@ func TestWatchedDocumentsReadOnlyForViewers(t *testing.T) {
 	}
 	if r := e.doJSON(&admin, "PATCH", "/api/documents/"+id, map[string]any{"filename": "renamed"}); r.status != 200 {
 		t.Fatalf("admin rename: %d %s", r.status, r.body)
+	}
+}
+
+// More concurrent category renames than the pool has connections all
+// finish, and other requests are served meanwhile (found in review: each
+// rename held one connection and waited for a second, so as many renames
+// as the pool's size froze every request needing the database).
+func TestConcurrentCategoryRenamesDoNotExhaustThePool(t *testing.T) {
+	e := newEnv(t)
+	u := newUser()
+	n := int(testPool.Config().MaxConns) + 4
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = docID(e.mustCategory(u, fmt.Sprintf("cat%d", i), ""))
+	}
+	client := &http.Client{Timeout: 20 * time.Second}
+	send := func(method, path string, body any) (int, error) {
+		b, _ := json.Marshal(body)
+		req, err := http.NewRequest(method, e.srv.URL+path, bytes.NewReader(b))
+		if err != nil {
+			return 0, err
+		}
+		u.set(req.Header)
+		req.Header.Set("Content-Type", "application/json")
+		res, err := client.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		defer res.Body.Close()
+		_, _ = io.Copy(io.Discard, res.Body)
+		return res.StatusCode, nil
+	}
+	type result struct {
+		i      int
+		status int
+		err    error
+	}
+	results := make(chan result, n)
+	start := make(chan struct{})
+	for i, id := range ids {
+		go func() {
+			<-start
+			st, err := send("PATCH", "/api/documents/categories/"+id, map[string]any{"name": fmt.Sprintf("renamed%d", i)})
+			results <- result{i, st, err}
+		}()
+	}
+	close(start)
+	// Another user's listing is served while the renames run.
+	other := newUser()
+	req, _ := http.NewRequest("GET", e.srv.URL+"/api/documents", nil)
+	other.set(req.Header)
+	if res, err := client.Do(req); err != nil {
+		t.Errorf("listing during the renames: %v", err)
+	} else {
+		res.Body.Close()
+		if res.StatusCode != 200 {
+			t.Errorf("listing during the renames: %d", res.StatusCode)
+		}
+	}
+	for range n {
+		r := <-results
+		if r.err != nil || r.status != 200 {
+			t.Errorf("rename %d: %d %v", r.i, r.status, r.err)
+		}
+	}
+	var renamed int
+	if err := testPool.QueryRow(context.Background(),
+		`SELECT count(*) FROM docs.categories WHERE name LIKE 'renamed%'`).Scan(&renamed); err != nil {
+		t.Fatal(err)
+	}
+	if renamed != n {
+		t.Errorf("%d of %d categories renamed", renamed, n)
 	}
 }

@@ -36,10 +36,17 @@ const treeLockID int64 = 0x646f6373_74726565 // "docstree"
 // Store is docservice's storage layer: plain SQL on the docs schema.
 type Store struct {
 	pool *pgxpool.Pool
+	// moveTurn lets one category move at a time hold two of the pool's
+	// connections (UpdateCategory). Moves take the tree lock exclusively,
+	// so they run one at a time anyway; without this, as many moves as
+	// the pool has connections each held one and waited for a second for
+	// ever, and every request needing the database waited with them
+	// (found in review: 4 concurrent renames on a 2-core machine).
+	moveTurn chan struct{}
 }
 
 // NewStore wraps pool.
-func NewStore(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
+func NewStore(pool *pgxpool.Pool) *Store { return &Store{pool: pool, moveTurn: make(chan struct{}, 1)} }
 
 // Document is a stored PDF's metadata.
 type Document struct {

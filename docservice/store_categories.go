@@ -110,7 +110,14 @@ func (s *Store) UpdateCategory(ctx context.Context, id uuid.UUID, name *string, 
 	var movedTo string // the folder's new path, once moved
 	// The move journal is written on a connection of its own, taken
 	// before the tree lock: waiting for one while holding the lock could
-	// wait for requests that wait for the lock.
+	// wait for requests that wait for the lock. Only the move whose turn
+	// it is holds it while it waits for the transaction's (see moveTurn).
+	select {
+	case s.moveTurn <- struct{}{}:
+		defer func() { <-s.moveTurn }()
+	case <-ctx.Done():
+		return Category{}, dbErr(ctx.Err())
+	}
 	jc, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return Category{}, dbErr(err)
