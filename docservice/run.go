@@ -79,11 +79,11 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger, ready chan<- string
 // time no longer holds a connection for ever.
 const bodyReadTimeout = 30 * time.Second
 
-// newHTTPServer is docservice's server. No WriteTimeout, and uploads
-// extend the read deadline on every read (idleReader): a 1 GiB upload or
-// download on a slow link may take hours, and ends only when its client
-// stalls (uploadIdleTimeout). Idle keep-alive connections end after
-// IdleTimeout.
+// newHTTPServer is docservice's server. No WriteTimeout, and uploads move
+// the read deadline on as their data arrives (progressReader): a 1 GiB
+// upload or download on a slow link may take hours, and ends only when its
+// client stalls or trickles (uploadIdleTimeout, uploadMinProgress). Idle
+// keep-alive connections end after IdleTimeout.
 func newHTTPServer(h http.Handler, readTimeout time.Duration) *http.Server {
 	return &http.Server{
 		Handler:           h,

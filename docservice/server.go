@@ -34,6 +34,8 @@ type Service struct {
 	chunkSlots slots
 	// bodyBuffers lends uploads their read buffers.
 	bodyBuffers *bodyBufferPool
+	// uploads counts the uploads in progress (maxUploadsPerUser, maxUploads).
+	uploads uploadGate
 	// wrapTemp, when set, wraps the writer of an upload's temporary file
 	// (tests inject write failures such as a full disk through it).
 	wrapTemp func(w writerSyncer) writerSyncer

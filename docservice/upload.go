@@ -9,7 +9,9 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -23,10 +25,6 @@ const (
 	// multipartSlack is what an upload's body may hold beyond the file's
 	// limit: boundaries, part headers and the small category_id field.
 	multipartSlack = 64 << 10
-	// uploadIdleTimeout ends an upload whose client stops sending; every
-	// read extends the server's read timeout (bodyReadTimeout) by it, as a
-	// large file on a slow link may rightly take hours.
-	uploadIdleTimeout = 2 * time.Minute
 	// bodyBufferSize is formdata's buffer: the most read from the
 	// connection, and scanned for the boundary, at once.
 	bodyBufferSize = 1 << 20
@@ -37,6 +35,70 @@ const (
 	bodyBuffers         = 8
 	smallBodyBufferSize = 64 << 10
 )
+
+// How slowly an upload may arrive, and how many may be in progress: an
+// upload holds a temporary file, a body buffer and its chunks (up to
+// chunkBuffers of the uploadChunks all uploads share) while it waits for
+// its client, so uploads that trickle would otherwise keep every other
+// upload waiting, and enough of them would run docservice out of file
+// descriptors (found in review: 4 uploads sending a byte a minute blocked
+// every other user's upload; 7 000 of them, one account's, exhausted the
+// descriptors). Variables, so that tests can shorten them.
+var (
+	// An upload must deliver uploadMinProgress bytes within every
+	// uploadIdleTimeout (at least about 8.7 KB/s on average), else it
+	// ends with 408; a large file on a slow link may still take hours.
+	// Each such step extends the server's read timeout (bodyReadTimeout).
+	uploadIdleTimeout       = 2 * time.Minute
+	uploadMinProgress int64 = 1 << 20
+	// chunkWait bounds how long an upload waits for a chunk while other
+	// uploads hold them all; then it gets 503 with Retry-After.
+	chunkWait = 30 * time.Second
+	// maxUploadsPerUser and maxUploads bound the uploads in progress, per
+	// user (429 beyond) and in all (503 beyond), checked before the body
+	// is read or a temporary file made.
+	maxUploadsPerUser = 4
+	maxUploads        = 64
+)
+
+// uploadGate counts the uploads in progress, per user and in all.
+type uploadGate struct {
+	mu     sync.Mutex
+	byUser map[string]int
+	total  int
+}
+
+// enter admits one more upload of user, or returns the refusal.
+func (g *uploadGate) enter(user string) (leave func(), err error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.byUser[user] >= maxUploadsPerUser {
+		return nil, &httpx.Error{Status: http.StatusTooManyRequests, Code: "too_many_uploads", RetryAfter: 5,
+			Detail: fmt.Sprintf("at most %d uploads of one user at once; wait for one to finish", maxUploadsPerUser)}
+	}
+	if g.total >= maxUploads {
+		return nil, busy()
+	}
+	if g.byUser == nil {
+		g.byUser = map[string]int{}
+	}
+	g.byUser[user]++
+	g.total++
+	return func() {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		g.total--
+		if g.byUser[user]--; g.byUser[user] == 0 {
+			delete(g.byUser, user)
+		}
+	}, nil
+}
+
+// busy is the answer when docservice has no room for another upload now.
+func busy() error {
+	return &httpx.Error{Status: http.StatusServiceUnavailable, Code: "busy", RetryAfter: 5,
+		Detail: "too many uploads in progress; try again shortly"}
+}
 
 // bodyBufferPool hands out the large body buffers, bodyBuffers at most.
 type bodyBufferPool struct {
@@ -110,6 +172,11 @@ func (s *Service) uploadDocument(w http.ResponseWriter, r *http.Request) (err er
 	if r.ContentLength > limit+multipartSlack {
 		return tooLarge(limit)
 	}
+	leave, err := s.uploads.enter(p.ID.String())
+	if err != nil {
+		return err
+	}
+	defer leave()
 	boundary, err := formdata.Boundary(r.Header.Get("Content-Type"))
 	if err != nil {
 		return httpx.Errorf(http.StatusUnsupportedMediaType, "expected a multipart/form-data body with a file field")
@@ -119,7 +186,7 @@ func (s *Service) uploadDocument(w http.ResponseWriter, r *http.Request) (err er
 	// costs about 25 % more CPU), unless bodyBuffers uploads already do.
 	buf := s.bodyBuffers.get()
 	defer s.bodyBuffers.put(buf)
-	mr := formdata.NewReaderBuffer(&idleReader{
+	mr := formdata.NewReaderBuffer(&progressReader{
 		r:  http.MaxBytesReader(w, r.Body, limit+multipartSlack),
 		rc: http.NewResponseController(w),
 	}, boundary, buf)
@@ -259,13 +326,19 @@ func (s *Service) receive(ctx context.Context, part *formdata.Part, limit int64)
 		// This goroutine reads, checks and counts; the chunks are hashed
 		// and written on goroutines of their own, so that the network,
 		// SHA-256 and the disk overlap.
-		w, err := startPipeline(ctx, s.chunkSlots,
+		waitCtx, cancel := context.WithTimeout(ctx, chunkWait)
+		w, err := startPipeline(waitCtx, s.chunkSlots,
 			func(b []byte) error { h.Write(b); return nil },
 			func(b []byte) error { _, err := out.Write(b); return err },
 		)
+		cancel()
 		if err != nil {
+			if ctx.Err() == nil {
+				// Every chunk stayed in use by other uploads.
+				return busy()
+			}
 			// The client went away (or the server is stopping) while
-			// every chunk was in use by other uploads.
+			// waiting for a chunk.
 			return err
 		}
 		defer w.stop()
@@ -364,6 +437,10 @@ func bodyError(err error, limit int64) error {
 	if errors.As(err, &mbe) {
 		return tooLarge(limit)
 	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return &httpx.Error{Status: http.StatusRequestTimeout, Code: "upload_too_slow", Cause: err,
+			Detail: fmt.Sprintf("the upload arrived too slowly: less than %d KiB in %v", uploadMinProgress>>10, uploadIdleTimeout)}
+	}
 	return &httpx.Error{Status: http.StatusBadRequest, Detail: "the upload was cut short or is not well-formed multipart", Cause: err}
 }
 
@@ -389,15 +466,27 @@ func cleanOriginal(name string) string {
 	return truncateUTF8(name, 1000)
 }
 
-// idleReader extends the connection's read deadline on every read, so an
-// upload may take as long as it needs while data flows, and ends when its
-// client stalls for uploadIdleTimeout.
-type idleReader struct {
-	r  io.Reader
-	rc *http.ResponseController
+// progressReader moves the connection's read deadline uploadIdleTimeout
+// ahead each time uploadMinProgress more bytes have arrived, so an upload
+// may take as long as it needs while data flows at a modest rate, and ends
+// when its client stalls or trickles (a byte now and then no longer
+// counts).
+type progressReader struct {
+	r       io.Reader
+	rc      *http.ResponseController
+	since   int64 // bytes read since the deadline last moved
+	started bool
 }
 
-func (i *idleReader) Read(p []byte) (int, error) {
-	_ = i.rc.SetReadDeadline(time.Now().Add(uploadIdleTimeout))
-	return i.r.Read(p)
+func (p *progressReader) Read(b []byte) (int, error) {
+	if !p.started {
+		p.started = true
+		_ = p.rc.SetReadDeadline(time.Now().Add(uploadIdleTimeout))
+	}
+	n, err := p.r.Read(b)
+	if p.since += int64(n); p.since >= uploadMinProgress {
+		p.since = 0
+		_ = p.rc.SetReadDeadline(time.Now().Add(uploadIdleTimeout))
+	}
+	return n, err
 }

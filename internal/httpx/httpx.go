@@ -32,6 +32,9 @@ type Error struct {
 	Code   string // optional machine-readable code
 	Errors []FieldError
 	Cause  error
+	// RetryAfter, when above 0, is sent as Retry-After (seconds): the
+	// refusal is about load, and the same request may succeed later.
+	RetryAfter int
 }
 
 // FieldError names one invalid field of a request.
@@ -109,6 +112,9 @@ func WriteError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	if len(he.Errors) > 0 {
 		body["errors"] = he.Errors
+	}
+	if he.RetryAfter > 0 {
+		w.Header().Set("Retry-After", fmt.Sprint(he.RetryAfter))
 	}
 	WriteJSON(w, he.Status, body)
 }

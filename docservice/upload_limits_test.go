@@ -1,0 +1,199 @@
+package docservice
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// setVar sets *p to v for the test.
+func setVar[T any](t *testing.T, p *T, v T) {
+	old := *p
+	*p = v
+	t.Cleanup(func() { *p = old })
+}
+
+// stalledUpload starts an upload of 5 MiB that sends its file part's
+// first bytes and then nothing, as an attacker holding an upload open
+// does. It returns once the upload has its temporary file.
+func (e *env) stalledUpload(t *testing.T, u user) net.Conn {
+	t.Helper()
+	before := len(e.tempFiles())
+	host := strings.TrimPrefix(e.srv.URL, "http://")
+	c, err := net.Dial("tcp", host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	const boundary = "stall"
+	head := "--" + boundary + "\r\nContent-Disposition: form-data; name=\"file\"; filename=\"slow.pdf\"\r\n" +
+		"Content-Type: application/pdf\r\n\r\n%PDF-1.4\n"
+	fmt.Fprintf(c, "POST /api/documents HTTP/1.1\r\nHost: %s\r\nX-User-Id: %s\r\n"+
+		"Content-Type: multipart/form-data; boundary=%s\r\nContent-Length: %d\r\n\r\n%s",
+		host, u.id, boundary, 5<<20, head)
+	deadline := time.Now().Add(5 * time.Second)
+	for len(e.tempFiles()) <= before {
+		if time.Now().After(deadline) {
+			t.Fatal("the stalled upload never started")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return c
+}
+
+func (e *env) uploadsInProgress() int {
+	e.svc.uploads.mu.Lock()
+	defer e.svc.uploads.mu.Unlock()
+	return e.svc.uploads.total
+}
+
+// waitNoUploads waits until no upload is in progress and no temporary
+// file is left.
+func (e *env) waitNoUploads(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for e.uploadsInProgress() > 0 || len(e.tempFiles()) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d uploads still in progress, temporary files %v", e.uploadsInProgress(), e.tempFiles())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func checkRefusal(t *testing.T, what string, r resp, status int, code string) {
+	t.Helper()
+	m := r.json(t)
+	if r.status != status || m["code"] != code || r.header.Get("Retry-After") == "" {
+		t.Fatalf("%s: %d %s (Retry-After %q), want %d with code %q and Retry-After", what, r.status, r.body,
+			r.header.Get("Retry-After"), status, code)
+	}
+}
+
+// A user may have maxUploadsPerUser uploads in progress; one more is
+// refused at once with 429 while other users' uploads go on, and the
+// count comes down when the stalled uploads end.
+func TestUploadsPerUserBounded(t *testing.T) {
+	e := newEnv(t)
+	setVar(t, &maxUploadsPerUser, 2)
+	attacker, other := newUser(), newUser()
+	conns := []net.Conn{e.stalledUpload(t, attacker), e.stalledUpload(t, attacker)}
+	pdf := makePDF("Third", 1, 0)
+	start := time.Now()
+	checkRefusal(t, "a third upload of the same user", e.upload(attacker, "third.pdf", pdf, nil), 429, "too_many_uploads")
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("the refusal took %v", d)
+	}
+	e.mustUpload(other, "other.pdf", makePDF("Other", 1, 0), nil)
+	for _, c := range conns {
+		c.Close()
+	}
+	e.waitNoUploads(t)
+	e.mustUpload(attacker, "third.pdf", pdf, nil)
+}
+
+// Past maxUploads in progress, any user's upload gets 503 with Retry-After.
+func TestUploadsInAllBounded(t *testing.T) {
+	e := newEnv(t)
+	setVar(t, &maxUploads, 2)
+	e.stalledUpload(t, newUser())
+	c := e.stalledUpload(t, newUser())
+	checkRefusal(t, "an upload past maxUploads", e.upload(newUser(), "x.pdf", makePDF("X", 1, 0), nil), 503, "busy")
+	c.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for e.uploadsInProgress() > 1 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	e.mustUpload(newUser(), "y.pdf", makePDF("Y", 1, 0), nil)
+}
+
+// An upload that waits for a chunk longer than chunkWait, every chunk
+// being held by other uploads, gets 503 with Retry-After and keeps nothing.
+func TestUploadChunkWaitBounded(t *testing.T) {
+	e := newEnv(t)
+	setVar(t, &chunkWait, 200*time.Millisecond)
+	for range cap(e.svc.chunkSlots) {
+		e.svc.chunkSlots <- struct{}{}
+	}
+	r := e.upload(newUser(), "waiting.pdf", makePDF("Waiting", 1, 0), nil)
+	for range cap(e.svc.chunkSlots) {
+		<-e.svc.chunkSlots
+	}
+	checkRefusal(t, "an upload finding every chunk taken", r, 503, "busy")
+	e.waitNoUploads(t)
+	if files := e.storedFiles(); len(files) > 0 {
+		t.Fatalf("files stored: %v", files)
+	}
+}
+
+// An upload that trickles (less than uploadMinProgress per
+// uploadIdleTimeout) ends with 408 and leaves nothing; one that flows
+// faster, with pauses, lands.
+func TestUploadTooSlowEnds(t *testing.T) {
+	e := newEnv(t)
+	setVar(t, &uploadIdleTimeout, 400*time.Millisecond)
+	setVar(t, &uploadMinProgress, 64<<10)
+	u := newUser()
+
+	c := e.stalledUpload(t, u)
+	start := time.Now()
+	done := make(chan struct{})
+	go func() { // a byte every 50 ms: alive, but far too slow
+		defer close(done)
+		for time.Since(start) < 5*time.Second {
+			if _, err := c.Write([]byte{' '}); err != nil {
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	res, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("no answer to a trickling upload: %v", err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	c.Close()
+	<-done
+	if res.StatusCode != http.StatusRequestTimeout || !strings.Contains(string(body), `"code":"upload_too_slow"`) {
+		t.Fatalf("trickling upload: %d %s", res.StatusCode, body)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("ended after %v; want about uploadIdleTimeout", d)
+	}
+	e.waitNoUploads(t)
+
+	// 4 MiB in 16 pieces 100 ms apart: each pause shorter than the
+	// timeout, each piece more than the minimum progress.
+	pdf := makePDF("Flowing", 2, 4<<20)
+	whole, ct := multipartBody(t, "flowing.pdf", pdf, nil)
+	pr, pw := io.Pipe()
+	go func() {
+		b := whole.Bytes()
+		for i := range 16 {
+			if _, err := pw.Write(b[len(b)*i/16 : len(b)*(i+1)/16]); err != nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		pw.Close()
+	}()
+	req, _ := http.NewRequest("POST", e.srv.URL+"/api/documents", pr)
+	req.ContentLength = int64(whole.Len())
+	req.Header.Set("Content-Type", ct)
+	u.set(req.Header)
+	res, err = e.srv.Client().Do(req)
+	if err != nil {
+		t.Fatalf("flowing upload: %v", err)
+	}
+	body, _ = io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusCreated {
+		t.Fatalf("flowing upload: %d %s", res.StatusCode, body)
+	}
+}
