@@ -16,7 +16,7 @@ const (
 	// uploadChunks bounds the chunks all uploads together hold (16 MiB),
 	// so that concurrent uploads cannot add up past docservice's memory
 	// target: an upload waits for its first chunk and takes up to
-	// chunkBuffers-1 more only if they are free. Many uploads at once then
+	// chunkBuffers-1 more only while half of them are free. Many uploads at once then
 	// run with one chunk each, without overlap, rather than with more
 	// memory; one slow upload holds one chunk.
 	uploadChunks = 16
@@ -57,13 +57,16 @@ type pipeline struct {
 }
 
 // startPipeline takes one chunk from budget, waiting for it as long as
-// ctx lasts, and up to chunkBuffers-1 more that are free at once.
+// ctx lasts, and up to chunkBuffers-1 more that are free at once while at
+// least half the budget stays free: past that, each upload gets one, so
+// that a few uploads, which may be slow to fill theirs, cannot hold every
+// chunk while others wait.
 func startPipeline(ctx context.Context, budget slots, stages ...func([]byte) error) (*pipeline, error) {
 	if err := budget.acquire(ctx); err != nil {
 		return nil, err
 	}
 	n := 1
-	for n < chunkBuffers && budget.tryAcquire() {
+	for n < chunkBuffers && len(budget) < cap(budget)/2 && budget.tryAcquire() {
 		n++
 	}
 	p := &pipeline{free: make(chan *[]byte, chunkBuffers), in: make(chan chunk, chunkBuffers),

@@ -10,32 +10,50 @@ import (
 )
 
 // Uploads share uploadChunks: a pipeline takes one chunk (waiting as long
-// as its context lasts) and more only when they are free, and gives all
-// of them back when it stops.
+// as its context lasts) and more only while at least half the budget is
+// free, and gives all of them back when it stops.
 func TestPipelineChunkBudget(t *testing.T) {
-	budget := make(slots, 5)
+	budget := make(slots, uploadChunks)
 	nop := func([]byte) error { return nil }
-	a, err := startPipeline(context.Background(), budget, nop)
-	if err != nil {
-		t.Fatal(err)
+	var ps []*pipeline
+	start := func() *pipeline {
+		t.Helper()
+		p, err := startPipeline(context.Background(), budget, nop)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ps = append(ps, p)
+		return p
 	}
-	if len(a.held) != chunkBuffers || len(budget) != chunkBuffers {
+	if a := start(); len(a.held) != chunkBuffers || len(budget) != chunkBuffers {
 		t.Fatalf("an upload alone holds %d chunks (budget in use %d), want %d", len(a.held), len(budget), chunkBuffers)
 	}
-	b, err := startPipeline(context.Background(), budget, nop)
-	if err != nil || len(b.held) != 1 {
-		t.Fatalf("second upload: %v, %d chunks; want the one left", err, len(b.held))
+	// Up to half the budget, uploads get their chunkBuffers; after that,
+	// one each, so the budget serves more uploads at once.
+	for len(budget) < uploadChunks/2 {
+		if p := start(); len(p.held) != chunkBuffers {
+			t.Fatalf("an upload started with %d chunks in use holds %d, want %d", len(budget)-len(p.held), len(p.held), chunkBuffers)
+		}
+	}
+	for len(budget) < uploadChunks {
+		if p := start(); len(p.held) != 1 {
+			t.Fatalf("an upload started with %d chunks in use holds %d, want 1", len(budget)-len(p.held), len(p.held))
+		}
+	}
+	if want := uploadChunks/2/chunkBuffers + uploadChunks/2; len(ps) != want {
+		t.Fatalf("%d uploads share the budget, want %d", len(ps), want)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	if _, err := startPipeline(ctx, budget, nop); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("third upload with no chunk free: %v, want it to wait and give up with its context", err)
+		t.Fatalf("an upload with no chunk free: %v, want it to wait and give up with its context", err)
 	}
-	_ = a.stop()
-	_ = b.stop()
-	_ = b.stop() // stop twice gives back nothing twice
+	for _, p := range ps {
+		_ = p.stop()
+	}
+	_ = ps[0].stop() // stop twice gives back nothing twice
 	if len(budget) != 0 {
-		t.Fatalf("%d chunks still counted after both stopped", len(budget))
+		t.Fatalf("%d chunks still counted after all stopped", len(budget))
 	}
 }
 

@@ -57,7 +57,7 @@ var (
 	// maxUploadsPerUser and maxUploads bound the uploads in progress, per
 	// user (429 beyond) and in all (503 beyond), checked before the body
 	// is read or a temporary file made.
-	maxUploadsPerUser = 4
+	maxUploadsPerUser = 8
 	maxUploads        = 64
 )
 
