@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -797,5 +798,63 @@ func TestConcurrentCategoryRenamesDoNotExhaustThePool(t *testing.T) {
 	}
 	if renamed != n {
 		t.Errorf("%d of %d categories renamed", renamed, n)
+	}
+}
+
+// A user who is not a manager may have created maxCategoriesPerUser
+// categories, the tree holds maxCategories; past either, 409 with a code,
+// also when the creations arrive at once (found in review: one account
+// made 20 000, and every user's listing grew with them).
+func TestCategoriesBounded(t *testing.T) {
+	e := newEnv(t)
+	setVar(t, &maxCategoriesPerUser, 3)
+	setVar(t, &maxCategories, 5)
+	u, admin := newUser(), newAdmin()
+
+	// Six at once: exactly three are made. Each insert is slowed, so that
+	// without the per-user lock all six would count none made yet.
+	beforeInsert(t, "categories", "test_slow_category_insert", `PERFORM pg_sleep(0.05); RETURN NEW;`)
+	var wg sync.WaitGroup
+	statuses := make([]int, 6)
+	for i := range statuses {
+		wg.Go(func() {
+			b, _ := json.Marshal(map[string]any{"name": fmt.Sprintf("c%d", i)})
+			req, _ := http.NewRequest("POST", e.srv.URL+"/api/documents/categories", bytes.NewReader(b))
+			req.Header.Set("Content-Type", "application/json")
+			u.set(req.Header)
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return
+			}
+			res.Body.Close()
+			statuses[i] = res.StatusCode
+		})
+	}
+	wg.Wait()
+	slices.Sort(statuses)
+	if want := []int{201, 201, 201, 409, 409, 409}; !slices.Equal(statuses, want) {
+		t.Fatalf("six creations at once with room for three: %v, want %v", statuses, want)
+	}
+	r := e.doJSON(&u, "POST", "/api/documents/categories", map[string]any{"name": "more"})
+	if m := r.json(t); r.status != 409 || m["code"] != "too_many_categories" {
+		t.Fatalf("a fourth: %d %s", r.status, r.body)
+	}
+	// A manager is not bound by the per-user number, only by the tree's.
+	e.mustCategory(admin, "a1", "")
+	last := e.mustCategory(admin, "a2", "")
+	if r := e.doJSON(&admin, "POST", "/api/documents/categories", map[string]any{"name": "a3"}); r.status != 409 {
+		t.Fatalf("past the tree's bound: %d %s", r.status, r.body)
+	}
+	// Deleting one makes room again.
+	if r := e.do(&admin, "DELETE", "/api/documents/categories/"+docID(last), nil, nil); r.status != 204 {
+		t.Fatalf("delete: %d %s", r.status, r.body)
+	}
+	e.mustCategory(admin, "a3", "")
+	var n int
+	if err := testPool.QueryRow(context.Background(), `SELECT count(*) FROM docs.categories`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 5 {
+		t.Fatalf("%d categories, want 5", n)
 	}
 }

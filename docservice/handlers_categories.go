@@ -67,8 +67,13 @@ func (s *Service) createCategory(w http.ResponseWriter, r *http.Request) error {
 	if fe != nil {
 		return httpx.Invalid([]httpx.FieldError{*fe})
 	}
-	c, err := s.store.CreateCategory(r.Context(), principal(r).ID, req.ParentID, name)
+	p := principal(r)
+	c, err := s.store.CreateCategory(r.Context(), p.ID, p.Manager(), req.ParentID, name)
 	switch {
+	case errors.Is(err, ErrTooMany):
+		return &httpx.Error{Status: http.StatusConflict, Code: "too_many_categories",
+			Detail: fmt.Sprintf("no more categories: at most %d in all, and %d created by one user who is not a manager; delete unused ones first",
+				maxCategories, maxCategoriesPerUser)}
 	case errors.Is(err, ErrNameTaken):
 		return httpx.Errorf(http.StatusConflict, "a category named %q already exists there", name)
 	case errors.Is(err, ErrNotFound):

@@ -24,6 +24,7 @@ var (
 	ErrInvalidMove   = errors.New("invalid category move")
 	ErrPathTooLong   = errors.New("category path too long")
 	ErrDBUnavailable = errors.New("database unavailable")
+	ErrTooMany       = errors.New("too many categories")
 )
 
 // treeLockID is the advisory lock that orders folder changes: placing or
@@ -118,7 +119,7 @@ func dbErr(err error) error {
 	if err == nil || errors.Is(err, context.Canceled) {
 		return err
 	}
-	for _, s := range []error{ErrNotFound, ErrDuplicate, ErrNameTaken, ErrNotEmpty, ErrInvalidMove, ErrPathTooLong, ErrTargetExists,
+	for _, s := range []error{ErrNotFound, ErrDuplicate, ErrNameTaken, ErrNotEmpty, ErrInvalidMove, ErrPathTooLong, ErrTargetExists, ErrTooMany,
 		ErrDBUnavailable, pgx.ErrNoRows, pgx.ErrTooManyRows} {
 		if errors.Is(err, s) {
 			return err
