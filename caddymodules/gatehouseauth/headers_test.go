@@ -23,17 +23,23 @@ func TestIdentityMatcher(t *testing.T) {
 		"X-Remote-User":        true,
 		"Remote-User":          true,
 		"X-Authenticated-User": true,
-		"X-Tenant-Id":          true,
-		"x_tenant_id":          true,
-		"X-Org-Name":           true,
-		"X-Tenant-Idx":         false,
-		"X-Tenant":             false,
-		"X-Userid":             false,
-		"X-Users":              false,
-		"Authorization":        false,
-		"X-Forwarded-For":      false,
-		"Content-Type":         false,
-		"":                     false,
+		// The rest of docs/edge.md's list, each spelled oddly once.
+		"X-Forwarded-Groups":             true,
+		"x_forwarded_preferred_username": true,
+		"X-Forwarded-Access-Token":       true,
+		"x.remote.group":                 true,
+		"X-AUTHENTICATED-GROUPS":         true,
+		"X-Tenant-Id":                    true,
+		"x_tenant_id":                    true,
+		"X-Org-Name":                     true,
+		"X-Tenant-Idx":                   false,
+		"X-Tenant":                       false,
+		"X-Userid":                       false,
+		"X-Users":                        false,
+		"Authorization":                  false,
+		"X-Forwarded-For":                false,
+		"Content-Type":                   false,
+		"":                               false,
 	} {
 		if got := m.match(name); got != want {
 			t.Errorf("match(%q) = %v, want %v", name, got, want)
@@ -101,5 +107,28 @@ func BenchmarkStrip(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		m.strip(base)
+	}
+}
+
+// Only visible ASCII and spaces travel as X-User-Id / sid unchanged: a
+// control character could split a header, and bytes past 0x7e reach
+// upstreams as Latin-1 or UTF-8 depending on the library (a subject that
+// reads as another user's id to one of them).
+func TestHeaderSafe(t *testing.T) {
+	for s, want := range map[string]bool{
+		"5b0c7a4e-0d5e-4b8f-9a57-8d1c2f9e6a11": true,
+		"user 1 ~!":                            true,
+		"":                                     true,
+		"a\r\nX-User-Role: admin":              false,
+		"a\x00":                                false,
+		"a\tb":                                 false,
+		"a\x7f":                                false,
+		"caf\u00e9":                            false,
+		"\xe9":                                 false,
+		"\u202eadmin":                          false,
+	} {
+		if got := headerSafe(s); got != want {
+			t.Errorf("headerSafe(%q) = %v, want %v", s, got, want)
+		}
 	}
 }

@@ -159,6 +159,26 @@ func TestRevocationFollower(t *testing.T) {
 	waitFor(t, "recovery", func() bool { return f.set.Load().users["u2"] == 7 })
 }
 
+// After failures the follower waits the interval, then twice as long
+// each time, up to maxRevocationsBackoff; a success starts over (the
+// polling test above cannot tell a backoff from none: found by test audit).
+func TestRevocationBackoff(t *testing.T) {
+	feed := newFeedServer(t, `{"users":[],"sessions":[]}`)
+	f := newRevocationFollower(revocationConfig{URL: feed.srv.URL, Interval: 20 * time.Millisecond}, zap.NewNop())
+	want := []time.Duration{20, 40, 80, 160, 320, 640, 1280, 2560, 5120, 10240, 15000, 15000}
+	for i, w := range want {
+		if got := f.failed(); got != w*time.Millisecond {
+			t.Fatalf("failure %d: backoff %v, want %v", i+1, got, w*time.Millisecond)
+		}
+	}
+	if d := f.refresh(context.Background()); d != 20*time.Millisecond {
+		t.Fatalf("after a success: next poll in %v, want the interval", d)
+	}
+	if got := f.failed(); got != 20*time.Millisecond {
+		t.Fatalf("first failure after a success: backoff %v, want the interval", got)
+	}
+}
+
 func TestRevocationFollowerNeverLoaded(t *testing.T) {
 	feed := newFeedServer(t, `x`)
 	feed.set(503, "down")
