@@ -99,13 +99,17 @@ func hasCluster(dir string) bool {
 
 // findBinDir looks for initdb on PATH, then under /usr/lib/postgresql/*/bin
 // (Debian keeps the server binaries off PATH), newest version first.
-func findBinDir() (string, error) {
+func findBinDir() (string, error) { return findBinDirUnder("/usr/lib/postgresql") }
+
+// findBinDirUnder is findBinDir with Debian's versioned install root as a
+// parameter, so that a test can point it at an empty one.
+func findBinDirUnder(root string) (string, error) {
 	if p, err := exec.LookPath("initdb"); err == nil {
 		if _, err := exec.LookPath("pg_ctl"); err == nil {
 			return filepath.Dir(p), nil
 		}
 	}
-	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	dirs, _ := filepath.Glob(filepath.Join(root, "*", "bin"))
 	sort.Slice(dirs, func(i, j int) bool { return versionOf(dirs[i]) > versionOf(dirs[j]) })
 	for _, d := range dirs {
 		if _, err := os.Stat(filepath.Join(d, "initdb")); err == nil {

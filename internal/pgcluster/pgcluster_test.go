@@ -327,12 +327,30 @@ func TestClusterUnreachableDir(t *testing.T) {
 
 func TestFindBinDirMessage(t *testing.T) {
 	t.Setenv("PATH", t.TempDir())
-	_, err := findBinDir()
+	root := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(root, "16", "bin"), 0o755); err != nil { // a version without initdb
+		t.Fatal(err)
+	}
+	_, err := findBinDirUnder(root)
 	if err == nil {
-		t.Skip("server binaries found under /usr/lib/postgresql")
+		t.Fatal("server binaries found with none on PATH or under the root")
 	}
 	if !strings.Contains(err.Error(), "initdb") || !strings.Contains(err.Error(), "DATABASE_URL") {
 		t.Errorf("message %q should say what is missing and how to do without it", err)
+	}
+	// With two versions installed, the newer one (by number, not name).
+	for _, v := range []string{"9.6", "15", "16"} {
+		if err := os.MkdirAll(filepath.Join(root, v, "bin"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if v != "16" {
+			if err := os.WriteFile(filepath.Join(root, v, "bin", "initdb"), nil, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if dir, err := findBinDirUnder(root); err != nil || dir != filepath.Join(root, "15", "bin") {
+		t.Errorf("found %q, %v; want the newest version with initdb, 15", dir, err)
 	}
 }
 
