@@ -33,4 +33,10 @@ func TestUnlinkRefusesTheNameToKeep(t *testing.T) {
 	if err := fs.Unlink("y.pdf", "x.pdf"); err != nil {
 		t.Fatalf("Unlink of a second name: %v", err)
 	}
+	if _, err := os.Lstat(filepath.Join(dir, "y.pdf")); !os.IsNotExist(err) {
+		t.Errorf("the second name is still there: %v", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "x.pdf")); err != nil || string(b) != "%PDF-" {
+		t.Errorf("the first name after removing the second: %q, %v", b, err)
+	}
 }
