@@ -98,29 +98,41 @@ func TestServeHTTP(t *testing.T) {
 	tests := []struct {
 		name   string
 		r      *http.Request
-		status int // 0: reached next with the valid identity
+		status int    // 0: reached next with the valid identity
+		reason string // for a refusal: the failures_total label it counts under
 	}{
-		{"bearer", req("GET", "Authorization", "Bearer "+tok), 0},
-		{"bearer scheme any case", req("GET", "Authorization", "bearer "+tok), 0},
-		{"cookie", req("GET", "Cookie", "__Host-gatehouse_at="+tok), 0},
-		{"header wins over cookie", req("GET", "Authorization", "Bearer "+tok, "Cookie", "__Host-gatehouse_at=junk"), 0},
+		{"bearer", req("GET", "Authorization", "Bearer "+tok), 0, ""},
+		{"bearer scheme any case", req("GET", "Authorization", "bearer "+tok), 0, ""},
+		{"cookie", req("GET", "Cookie", "__Host-gatehouse_at="+tok), 0, ""},
+		{"header wins over cookie", req("GET", "Authorization", "Bearer "+tok, "Cookie", "__Host-gatehouse_at=junk"), 0, ""},
 		{"forged identity with a valid token", req("GET", "Authorization", "Bearer "+tok,
-			"X-User-Id", "admin", "X-User-Role", "admin", "x_user_groups", "root", "X-Tenant-Id", "t"), 0},
-		{"no token", req("GET"), 401},
-		{"basic auth", req("GET", "Authorization", "Basic YTpi"), 401},
-		{"bearer without token", req("GET", "Authorization", "Bearer "), 401},
-		{"two tokens in one header", req("GET", "Authorization", "Bearer "+tok+", Bearer "+otherTok), 401},
-		{"two Authorization headers", req("GET", "Authorization", "Bearer "+tok, "Authorization", "Bearer "+otherTok), 401},
-		{"two cookies", req("GET", "Cookie", "__Host-gatehouse_at="+tok+"; __Host-gatehouse_at="+otherTok), 401},
-		{"token in the query", httptest.NewRequest("GET", "http://edge/api/users/me?access_token="+tok+"&token="+tok, nil), 401},
-		{"unknown key", req("GET", "Authorization", "Bearer "+unknownKey), 401},
-		{"oversized", req("GET", "Authorization", "Bearer "+tok+strings.Repeat("A", 9000)), 401},
-		{"preflight passes without token", req("OPTIONS", "Access-Control-Request-Method", "GET", "X-User-Id", "forged"), -1},
-		{"plain OPTIONS needs a token", req("OPTIONS"), 401},
+			"X-User-Id", "admin", "X-User-Role", "admin", "x_user_groups", "root", "X-Tenant-Id", "t"), 0, ""},
+		{"no token", req("GET"), 401, "missing_token"},
+		{"basic auth", req("GET", "Authorization", "Basic YTpi"), 401, "missing_token"},
+		{"bearer without token", req("GET", "Authorization", "Bearer "), 401, "malformed"},
+		{"two tokens in one header", req("GET", "Authorization", "Bearer "+tok+", Bearer "+otherTok), 401, "malformed"},
+		{"two tokens folded with a comma only", req("GET", "Authorization", "Bearer "+tok+","+otherTok), 401, "malformed"},
+		{"a tab in the token", req("GET", "Authorization", "Bearer "+tok[:10]+"\t"+tok[10:]), 401, "malformed"},
+		{"two Authorization headers", req("GET", "Authorization", "Bearer "+tok, "Authorization", "Bearer "+otherTok), 401, "ambiguous_token"},
+		{"two cookies", req("GET", "Cookie", "__Host-gatehouse_at="+tok+"; __Host-gatehouse_at="+otherTok), 401, "ambiguous_token"},
+		{"token in the query", httptest.NewRequest("GET", "http://edge/api/users/me?access_token="+tok+"&token="+tok, nil), 401, "missing_token"},
+		{"unknown key", req("GET", "Authorization", "Bearer "+unknownKey), 401, "unknown_kid"},
+		{"oversized", req("GET", "Authorization", "Bearer "+tok+strings.Repeat("A", 9000)), 401, "too_large"},
+		{"preflight passes without token", req("OPTIONS", "Access-Control-Request-Method", "GET", "X-User-Id", "forged"), -1, ""},
+		{"plain OPTIONS needs a token", req("OPTIONS"), 401, "missing_token"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			// Refused for the right reason, not merely refused: each
+			// refusal counts once under its reason (the package's tests do
+			// not run in parallel, so the counter moves only here).
+			before := counterValue(metrics.failures.WithLabelValues(tt.reason))
 			out := serve(h, tt.r)
+			if tt.reason != "" {
+				if d := counterValue(metrics.failures.WithLabelValues(tt.reason)) - before; d != 1 {
+					t.Errorf("failures_total{reason=%q} moved by %v, want 1", tt.reason, d)
+				}
+			}
 			switch tt.status {
 			case 0:
 				if !out.reached {
