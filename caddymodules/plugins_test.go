@@ -19,6 +19,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/gatehouse/gatehouse/caddymodules/gatehouseplugins"
 )
 
 // testPlugin is a feature service: /health, /plugin/manifest,
@@ -1194,5 +1196,120 @@ func TestPluginsAuthCookieDroppedWithoutGatewayOption(t *testing.T) {
 	}
 	if got := r.header.Values("Set-Cookie"); len(got) != 1 || got[0] != "theme=dark; Path=/api/reports" {
 		t.Errorf("Set-Cookie reaching the client: %q, want the plugin's own cookie only", got)
+	}
+}
+
+// A prefix pinned to a service the edge has no manifest for (it never
+// answered) is answered 503 with Retry-After by the gateway, not passed to
+// the next handler (found in review: authsvc's 404, with the user's
+// token, came back for a plugin not yet started). When the service starts,
+// the next request finds it: the gateway checks it on demand rather than
+// waiting for the next round (the interval here is a minute).
+func TestPluginsPinnedPrefixBeforeTheServiceAnswers(t *testing.T) {
+	t.Parallel()
+	authsvc := newUpstream(t, jwks(t, key(t, 0)))
+	notes := newTestPlugin(t, "notes", pluginManifest("notes", "routes", route("/api/notes", "authenticated")))
+	notes.options = []string{"prefix /api/notes"}
+	notes.stop()
+	cfg := strings.Replace(pluginEdgeConfig(authsvc, notes), "interval 200ms", "interval 1m", 1)
+	e := startEdge(t, writeConfig(t, "", cfg), nil)
+	user := memberToken(t, "staff")
+	authsvc.take()
+
+	r := e.do(t, "GET", "/api/notes/x", user, "")
+	if r.status != 503 || r.header.Get("Retry-After") == "" || !strings.HasPrefix(r.body, `{"detail":"Service Unavailable"`) {
+		t.Fatalf("pinned prefix, service never seen: %d %v %q", r.status, r.header, r.body)
+	}
+	if got := authsvc.take(); len(got) != 0 {
+		t.Fatalf("authsvc got the plugin's request: %+v", got)
+	}
+
+	notes.restart(t)
+	time.Sleep(gatehouseplugins.MinRecheckGap) // past the gap since the last check on demand
+	start := time.Now()
+	r = e.do(t, "GET", "/api/notes/x", user, "")
+	if r.status != 200 || r.body != "plugin notes ok" {
+		t.Fatalf("pinned prefix once the service answers: %d %q", r.status, r.body)
+	}
+	t.Logf("served %v after the service started", time.Since(start).Round(time.Millisecond))
+	if got := authsvc.take(); len(got) != 0 {
+		t.Fatalf("authsvc got the plugin's request: %+v", got)
+	}
+}
+
+// A service that goes down and comes back between two rounds (a minute
+// apart here): requests get 502 or 503 with Retry-After while it is down,
+// and it is served again at the first request after it is back.
+func TestPluginsBackBetweenRounds(t *testing.T) {
+	t.Parallel()
+	authsvc := newUpstream(t, jwks(t, key(t, 0)))
+	notes := newTestPlugin(t, "notes", pluginManifest("notes", "routes", route("/api/notes", "authenticated")))
+	cfg := strings.Replace(pluginEdgeConfig(authsvc, notes), "interval 200ms", "interval 1m", 1)
+	e := startEdge(t, writeConfig(t, "", cfg), nil)
+	user := memberToken(t, "staff")
+	eventually(t, "route up", func() (bool, string) {
+		r := e.do(t, "GET", "/api/notes/x", user, "")
+		return r.status == 200, fmt.Sprint(r.status, r.body)
+	})
+
+	notes.stop()
+	// The first request after the stop may find the service gone while
+	// the edge still thought it up (502); it has the service checked.
+	if r := e.do(t, "GET", "/api/notes/x", user, ""); r.status != 502 && r.status != 503 {
+		t.Fatalf("right after the service stopped: %d %q", r.status, r.body)
+	}
+	eventually(t, "503 with Retry-After", func() (bool, string) {
+		r := e.do(t, "GET", "/api/notes/x", user, "")
+		return r.status == 503 && r.header.Get("Retry-After") != "", fmt.Sprint(r.status, r.header, r.body)
+	})
+
+	notes.restart(t)
+	time.Sleep(gatehouseplugins.MinRecheckGap)
+	if r := e.do(t, "GET", "/api/notes/x", user, ""); r.status != 200 || r.body != "plugin notes ok" {
+		t.Fatalf("first request after the service is back: %d %q", r.status, r.body)
+	}
+}
+
+// The repository's Caddyfile before docservice's manifest is in:
+// /api/documents, pinned to docservice, gets 503 with Retry-After from the
+// gateway (not authsvc, not docservice without its manifest's access
+// rules); the limits route, outside the pin, still reaches docservice; and
+// once a manifest is served, the next request is routed by it.
+func TestPluginsRepoCaddyfileBeforeDocserviceManifest(t *testing.T) {
+	authsvc := newUpstream(t, jwks(t, key(t, 0)))
+	docservice := newUpstream(t, nil) // no manifest yet: /plugin/manifest is 404
+	e := startEdge(t, filepath.Join(repoRoot, "Caddyfile"), map[string]string{
+		"AUTHSVC_UPSTREAM":    authsvc.addr(),
+		"DOCSERVICE_UPSTREAM": docservice.addr(),
+		"GATEHOUSE_WEB_ROOT":  t.TempDir(),
+	})
+	user := memberToken(t, "staff")
+	eventually(t, "doc-service checked", func() (bool, string) {
+		s := e.services(t, adminToken(t))["doc-service"]
+		return s.Healthy && s.ManifestError != "", fmt.Sprintf("%+v", s)
+	})
+	authsvc.take()
+	docservice.take()
+	r := e.do(t, "GET", "/api/documents/7", user, "")
+	if r.status != 503 || r.header.Get("Retry-After") == "" {
+		t.Fatalf("/api/documents without docservice's manifest: %d %v %q", r.status, r.header, r.body)
+	}
+	if n, m := len(authsvc.take()), len(docservice.take()); n+m != 0 {
+		t.Fatalf("the request reached authsvc (%d) or docservice (%d)", n, m)
+	}
+	if r := e.do(t, "GET", "/api/settings/documents/limits", user, ""); r.status != 200 {
+		t.Fatalf("limits route: %d %q", r.status, r.body)
+	}
+	if got := docservice.take(); len(got) != 1 || got[0].path != "/api/settings/documents/limits" {
+		t.Fatalf("limits route reached docservice as %+v", got)
+	}
+
+	docservice.manifest.Store(&docserviceManifest)
+	time.Sleep(gatehouseplugins.MinRecheckGap)
+	if r := e.do(t, "GET", "/api/documents/7", user, ""); r.status != 200 {
+		t.Fatalf("/api/documents once the manifest is served: %d %q", r.status, r.body)
+	}
+	if got := docservice.take(); len(got) != 1 || got[0].path != "/api/documents/7" {
+		t.Fatalf("docservice saw %+v", got)
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -66,8 +67,13 @@ type App struct {
 	now    func() time.Time
 	logger *zap.Logger
 	state  *atomic.Pointer[State] // a pointer: App is copied by value in CaddyModule
-	cancel context.CancelFunc
-	done   chan struct{}
+	// publishMu serialises state changes: a round of checks (Tick) and a
+	// check on demand (Recheck) each merge into the latest state.
+	publishMu *sync.Mutex
+	rechecks  map[string]*recheck // by service id; fixed after setup
+	runCtx    context.Context     // ends with Stop; on-demand checks run in it
+	cancel    context.CancelFunc
+	done      chan struct{}
 }
 
 // ServiceConfig registers one feature service.
@@ -122,6 +128,19 @@ func (a *App) admit(svc ServiceConfig, m *Manifest) error {
 	return nil
 }
 
+// pinnedTo returns the id of the service whose pinned prefixes hold the
+// canonical path p, or "".
+func (a *App) pinnedTo(p string) string {
+	for _, s := range a.Services {
+		for _, pin := range s.Prefixes {
+			if within(p, pin) {
+				return s.ID
+			}
+		}
+	}
+	return ""
+}
+
 // within reports whether prefix a equals b or lies under it.
 func within(a, b string) bool { return a == b || strings.HasPrefix(a, b+"/") }
 
@@ -172,6 +191,12 @@ func (a *App) setup() {
 	}
 	a.state = new(atomic.Pointer[State])
 	a.state.Store(st)
+	a.publishMu = new(sync.Mutex)
+	a.rechecks = make(map[string]*recheck, len(a.Services))
+	for _, s := range a.Services {
+		a.rechecks[s.ID] = &recheck{svc: s}
+	}
+	a.runCtx, a.cancel = context.WithCancel(context.Background())
 }
 
 // Validate checks the service list and durations.
@@ -231,10 +256,8 @@ func parseServiceURL(s string) (*url.URL, error) {
 // Start runs the check loop; the first check starts at once, so a service
 // that is up appears within a round trip of the edge starting.
 func (a *App) Start() error {
-	ctx, cancel := context.WithCancel(context.Background())
-	a.cancel = cancel
 	a.done = make(chan struct{})
-	go a.run(ctx)
+	go a.run(a.runCtx)
 	return nil
 }
 
@@ -245,7 +268,9 @@ func (a *App) Stop() error {
 		return nil
 	}
 	a.cancel()
-	<-a.done
+	if a.done != nil {
+		<-a.done
+	}
 	a.client.CloseIdleConnections()
 	return nil
 }

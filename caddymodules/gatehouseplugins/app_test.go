@@ -68,6 +68,12 @@ func (c *fakeClock) now() time.Time {
 	return c.t
 }
 
+func (c *fakeClock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
 func testApp(t *testing.T, services ...ServiceConfig) (*App, *fakeClock) {
 	clock := &fakeClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), step: 7 * time.Millisecond}
 	a := &App{Services: services, Timeout: caddy.Duration(time.Second), now: clock.now, logger: zap.NewNop()}
@@ -344,3 +350,49 @@ func TestAppValidate(t *testing.T) {
 }
 
 func nopLogger() *zap.Logger { return zap.NewNop() }
+
+// A check on demand checks one service and leaves the others as they
+// are; a second within MinRecheckGap does not run; and a round's result
+// that started before a published check on demand does not overwrite it.
+func TestRecheck(t *testing.T) {
+	docs := newPlugin(t, manifestFor(t, "docs"))
+	wiki := newPlugin(t, manifestFor(t, "wiki"))
+	a, clock := testApp(t, ServiceConfig{ID: "docs", URL: docs.srv.URL}, ServiceConfig{ID: "wiki", URL: wiki.srv.URL})
+	a.Tick(context.Background())
+	docs.healthy.Store(false)
+	a.Tick(context.Background())
+	if a.State().Service("docs").Healthy {
+		t.Fatal("docs still healthy after a failed check")
+	}
+	wikiBefore := a.State().Service("wiki")
+
+	// A round starts (its result is dated now), then docs comes back and
+	// is checked on demand before the round publishes.
+	stale := a.checkOne(context.Background(), a.Services[0])
+	docs.healthy.Store(true)
+	clock.advance(MinRecheckGap)
+	st := a.Recheck(context.Background(), "docs")
+	if s := st.Service("docs"); !s.Healthy || s.Manifest == nil {
+		t.Fatalf("after a check on demand: %+v", s)
+	}
+	if w := st.Service("wiki"); *w != *wikiBefore {
+		t.Errorf("a check on demand of docs changed wiki's status: %+v, was %+v", w, wikiBefore)
+	}
+	a.publish([]checkResult{stale, {skip: true}})
+	if !a.State().Service("docs").Healthy {
+		t.Fatal("an older round's result overwrote the newer check on demand")
+	}
+
+	// Within the gap, no check runs, whatever the service says now.
+	docs.healthy.Store(false)
+	if !a.Recheck(context.Background(), "docs").Service("docs").Healthy {
+		t.Fatal("a second check on demand ran within MinRecheckGap")
+	}
+	clock.advance(MinRecheckGap)
+	if a.Recheck(context.Background(), "docs").Service("docs").Healthy {
+		t.Fatal("no check on demand after the gap")
+	}
+	if a.Recheck(context.Background(), "nobody") != a.State() {
+		t.Error("an unknown service changed the state")
+	}
+}

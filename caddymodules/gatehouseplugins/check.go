@@ -65,6 +65,7 @@ func (s *State) route(p string) *routeEntry {
 
 // checkResult is the outcome of checking one service.
 type checkResult struct {
+	skip        bool // not checked this time: its status stays as it is
 	started     time.Time
 	latency     time.Duration
 	healthErr   error
@@ -81,7 +82,6 @@ func (a *App) Tick(ctx context.Context) {
 			a.logger.Error("plugin check panicked; keeping the previous state", zap.Any("panic", v))
 		}
 	}()
-	prev := a.state.Load()
 	results := make([]checkResult, len(a.Services))
 	var wg sync.WaitGroup
 	for i, svc := range a.Services {
@@ -91,7 +91,85 @@ func (a *App) Tick(ctx context.Context) {
 	if ctx.Err() != nil {
 		return // stopping: a round cut short says nothing about the services
 	}
-	a.state.Store(a.merge(prev, results))
+	a.publish(results)
+}
+
+// publish merges results (one per service, in configuration order) into
+// the latest state.
+func (a *App) publish(results []checkResult) {
+	a.publishMu.Lock()
+	defer a.publishMu.Unlock()
+	a.state.Store(a.merge(a.state.Load(), results))
+}
+
+// MinRecheckGap is the least time between two checks of one service on
+// demand (Recheck), however many requests ask.
+const MinRecheckGap = time.Second
+
+// recheck is one service's check on demand: one at a time, one per
+// MinRecheckGap.
+type recheck struct {
+	svc     ServiceConfig
+	mu      sync.Mutex
+	running chan struct{} // closed once the running check is published; nil when none runs
+	last    time.Time     // when the last one started
+}
+
+// Recheck checks service id now, between rounds, and returns the state
+// after it: a request for a service that is down, or whose manifest the
+// edge does not have yet, finds it as soon as it is back instead of up to
+// an interval later. A check already running is waited for rather than
+// repeated, and none starts within MinRecheckGap of the last, so a flood
+// of requests costs the service one check a second. The wait ends with
+// ctx; the check itself runs on and is published.
+func (a *App) Recheck(ctx context.Context, id string) *State {
+	rc := a.rechecks[id]
+	if rc == nil {
+		return a.State()
+	}
+	rc.mu.Lock()
+	done := rc.running
+	if done == nil {
+		if now := a.now(); now.Sub(rc.last) >= MinRecheckGap {
+			rc.last = now
+			done = make(chan struct{})
+			rc.running = done
+			go a.runRecheck(rc, done)
+		}
+	}
+	rc.mu.Unlock()
+	if done != nil {
+		select {
+		case <-done:
+		case <-ctx.Done():
+		}
+	}
+	return a.State()
+}
+
+func (a *App) runRecheck(rc *recheck, done chan struct{}) {
+	defer func() {
+		if v := recover(); v != nil {
+			a.logger.Error("plugin check panicked; keeping the previous state", zap.Any("panic", v))
+		}
+		rc.mu.Lock()
+		rc.running = nil
+		rc.mu.Unlock()
+		close(done)
+	}()
+	res := a.checkOne(a.runCtx, rc.svc)
+	if a.runCtx.Err() != nil {
+		return
+	}
+	results := make([]checkResult, len(a.Services))
+	for i, s := range a.Services {
+		if s.ID == rc.svc.ID {
+			results[i] = res
+		} else {
+			results[i].skip = true
+		}
+	}
+	a.publish(results)
 }
 
 func (a *App) checkOne(ctx context.Context, svc ServiceConfig) checkResult {
@@ -165,6 +243,12 @@ func (a *App) merge(prev *State, results []checkResult) *State {
 		if old := prev.byID[svc.ID]; old != nil {
 			*st = *old
 		}
+		// A round's result older than a check on demand published while
+		// the round ran says nothing new.
+		if res.skip || (st.Checked && res.started.Before(st.CheckedAt)) {
+			next.add(st)
+			continue
+		}
 		wasHealthy, hadChecked := st.Healthy, st.Checked
 		st.Checked, st.CheckedAt, st.Latency = true, res.started, res.latency
 		st.Healthy = res.healthErr == nil
@@ -206,16 +290,21 @@ func (a *App) merge(prev *State, results []checkResult) *State {
 			}
 			st.ManifestError = msg
 		}
-		next.Services = append(next.Services, st)
-		next.byID[svc.ID] = st
-		if st.Manifest != nil {
-			for _, r := range st.Manifest.Routes {
-				next.routes = append(next.routes, routeEntry{Route: r, service: st})
-			}
-		}
+		next.add(st)
 	}
 	sort.Slice(next.routes, func(i, j int) bool { return len(next.routes[i].Prefix) > len(next.routes[j].Prefix) })
 	return next
+}
+
+// add appends a service's status and its manifest's routes.
+func (s *State) add(st *ServiceStatus) {
+	s.Services = append(s.Services, st)
+	s.byID[st.ID] = st
+	if st.Manifest != nil {
+		for _, r := range st.Manifest.Routes {
+			s.routes = append(s.routes, routeEntry{Route: r, service: st})
+		}
+	}
 }
 
 // claimedByOther returns the owner and prefix of the first route of m that

@@ -1,6 +1,7 @@
 package gatehouseplugins
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -160,9 +161,14 @@ const (
 	kindSettings
 	kindPluginOther // under /api/plugins/, nothing there
 	kindRoute
+	// kindPinned: under a prefix the operator pinned to a service whose
+	// manifest does not route it (not fetched yet, refused, or the
+	// service down). Only that service may serve it, so it is not passed
+	// on to whatever handler comes next.
+	kindPinned
 )
 
-func classify(st *State, p string) target {
+func classify(st *State, p string, pinned func(string) string) target {
 	switch {
 	case p == "/api/services":
 		return target{kind: kindServices}
@@ -184,19 +190,42 @@ func classify(st *State, p string) target {
 	if r := st.route(p); r != nil {
 		return target{kind: kindRoute, route: r}
 	}
+	if id := pinned(p); id != "" {
+		if svc := st.Service(id); svc == nil || !svc.Healthy || svc.Manifest == nil {
+			return target{kind: kindPinned, plugin: id}
+		}
+		// A healthy service whose manifest leaves this path alone: the
+		// operator's own routes under the pin (if any) serve it.
+	}
 	return target{kind: kindNone}
+}
+
+// service returns the service t needs up to be served, or nil when it
+// needs none or the service is up with a manifest.
+func (t target) service(st *State) *ServiceStatus {
+	var svc *ServiceStatus
+	switch t.kind {
+	case kindRoute:
+		svc = t.route.service
+	case kindSettings, kindPinned:
+		svc = st.Service(t.plugin)
+	}
+	if svc == nil || (svc.Healthy && svc.Manifest != nil) {
+		return nil
+	}
+	return svc
 }
 
 // ServeHTTP serves the plugin API and the manifest routes.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	st := g.app.State()
 	canon, ok := canonicalPath(r.URL)
-	t := classify(st, canon)
+	t := classify(st, canon, g.app.pinnedTo)
 	if !ok {
 		// Any reading of an odd spelling that lands on us is refused:
 		// the edge will not guess which one the upstream would take.
 		for _, p := range readings(r.URL) {
-			if classify(st, p).kind != kindNone {
+			if classify(st, p, g.app.pinnedTo).kind != kindNone {
 				return refusal.Respond(w, r, http.StatusBadRequest, errBadPath)
 			}
 		}
@@ -210,6 +239,17 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if !ok {
 		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
 		return refusal.Respond(w, r, http.StatusUnauthorized, errNotAuthenticated)
+	}
+	if svc := t.service(st); svc != nil {
+		// Down at the last check, or no manifest yet: look again now
+		// rather than answer from a picture up to an interval old.
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Duration(g.app.Timeout))
+		st = g.app.Recheck(ctx, svc.ID)
+		cancel()
+		t = classify(st, canon, g.app.pinnedTo)
+		if t.kind == kindNone {
+			return next.ServeHTTP(w, r)
+		}
 	}
 	switch t.kind {
 	case kindServices:
@@ -244,6 +284,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return refusal.Respond(w, r, http.StatusNotFound, errNotFound)
 	case kindRoute:
 		return g.proxyRoute(w, r, next, st, t.route, id)
+	case kindPinned:
+		g.retryAfter(w)
+		return refusal.Respond(w, r, http.StatusServiceUnavailable, errUnavailable)
 	}
 	return next.ServeHTTP(w, r)
 }
@@ -271,7 +314,19 @@ func (g *Gateway) proxyRoute(w http.ResponseWriter, r *http.Request, next caddyh
 	id.setHeaders(r.Header)
 	pw := g.guardResponse(w, svc.ID, cookies)
 	defer pw.finish()
-	return g.proxies[svc.ID].ServeHTTP(pw, r, next)
+	return g.proxied(svc.ID, g.proxies[svc.ID].ServeHTTP(pw, r, next))
+}
+
+// proxied passes on the proxy's result; a 502 (the service did not
+// answer) has the service checked again at once, so that the next
+// requests get 503 with Retry-After, or the service back, without waiting
+// for the next round.
+func (g *Gateway) proxied(service string, err error) error {
+	var he caddyhttp.HandlerError
+	if errors.As(err, &he) && he.StatusCode == http.StatusBadGateway {
+		go g.app.Recheck(context.Background(), service)
+	}
+	return err
 }
 
 // proxySettings sends GET/PATCH to the service's /plugin/settings; the
@@ -290,7 +345,7 @@ func (g *Gateway) proxySettings(w http.ResponseWriter, r *http.Request, next cad
 	id.setHeaders(r2.Header)
 	pw := g.guardResponse(w, svc.ID, cookies)
 	defer pw.finish()
-	return g.proxies[svc.ID].ServeHTTP(pw, r2, next)
+	return g.proxied(svc.ID, g.proxies[svc.ID].ServeHTTP(pw, r2, next))
 }
 
 // available reports whether svc was up at the last check. If not, it has
@@ -301,8 +356,14 @@ func (g *Gateway) available(w http.ResponseWriter, r *http.Request, svc *Service
 	if svc.Healthy {
 		return true, nil
 	}
-	w.Header().Set("Retry-After", strconv.Itoa(max(1, int(time.Duration(g.app.Interval)/time.Second))))
+	g.retryAfter(w)
 	return false, refusal.Respond(w, r, http.StatusServiceUnavailable, errUnavailable)
+}
+
+// retryAfter sets Retry-After on a 503 for a service that is not there:
+// a request after it has the service checked again (Recheck).
+func (g *Gateway) retryAfter(w http.ResponseWriter) {
+	w.Header().Set("Retry-After", strconv.Itoa(int(2*MinRecheckGap/time.Second)))
 }
 
 // tokenCookies are the names of the cookies that carry access tokens on

@@ -100,12 +100,12 @@ func TestGatewayPathReadings(t *testing.T) {
 			got := "next"
 			if !ok {
 				for _, p := range readings(r.URL) {
-					if classify(st, p).kind != kindNone {
+					if classify(st, p, noPins).kind != kindNone {
 						got = "400"
 					}
 				}
 			} else {
-				switch tg := classify(st, canon); tg.kind {
+				switch tg := classify(st, canon, noPins); tg.kind {
 				case kindNone:
 				case kindRoute:
 					got = tg.route.service.ID
@@ -155,3 +155,5 @@ func mustParseRequestURI(t *testing.T, s string) *url.URL {
 	}
 	return u
 }
+
+func noPins(string) string { return "" }
