@@ -719,7 +719,7 @@ func TestPluginsMaliciousManifests(t *testing.T) {
 		{newTestPlugin(t, "under-reserved", pluginManifest("under-reserved", "routes", route("/api/admin/x", "authenticated"))), "/api/admin/x", "reserved prefix /api/admin"},
 		{newTestPlugin(t, "thief", pluginManifest("thief", "routes", route("/api/good/steal", "authenticated"))), "/api/good/steal", "route /api/good/steal is claimed by plugin good"},
 		{newTestPlugin(t, "bad-schema", pluginManifest("bad-schema", "routes", route("/api/bad-schema", "authenticated"),
-			"settings", map[string]any{"schema": map[string]any{"type": "objekt"}})), "/api/bad-schema", "settings.schema does not compile"},
+			"settings", map[string]any{"schema": map[string]any{"type": "object", "properties": map[string]any{"a": map[string]any{"type": "objekt"}}}})), "/api/bad-schema", "settings.schema does not compile"},
 		{newTestPlugin(t, "huge", pluginManifest("huge", "routes", route("/api/huge", "authenticated"),
 			"description", strings.Repeat("x", 300<<10))), "/api/huge", "manifest larger than 256 KiB"},
 		{newTestPlugin(t, "html", pluginManifest("html", "routes", route("/api/html", "authenticated"))), "/api/html", `Content-Type is "text/html; charset=utf-8"`},
@@ -813,7 +813,7 @@ func TestPluginsForwardCredentialsNeedConsent(t *testing.T) {
 	wiki := newTestPlugin(t, "wiki", pluginManifest("wiki",
 		"routes", route("/api/wiki", "authenticated", "forward_credentials", true)))
 	e := startEdge(t, writeConfig(t, "", pluginEdgeConfig(authsvc, wiki)), nil)
-	if got := refusedManifest(t, e, "wiki"); got != "route /api/wiki asks for forward_credentials, which the edge configuration does not allow wiki" {
+	if got := refusedManifest(t, e, "wiki"); got != "route /api/wiki asks for forward_credentials, which the edge configuration does not allow wiki (an operator who agrees adds forward_credentials to its service block)" {
 		t.Errorf("manifest_error = %q", got)
 	}
 	e.do(t, "GET", "/api/wiki/page", memberToken(t), "")
@@ -1312,4 +1312,73 @@ func TestPluginsRepoCaddyfileBeforeDocserviceManifest(t *testing.T) {
 	if got := docservice.take(); len(got) != 1 || got[0].path != "/api/documents/7" {
 		t.Fatalf("docservice saw %+v", got)
 	}
+}
+
+// cmd/example-plugin, the plugin docs/plugins.md walks through, behind the
+// edge as the documentation registers it: what it promises a plugin
+// author holds end to end.
+func TestExamplePluginBehindTheEdge(t *testing.T) {
+	t.Parallel()
+	bin := filepath.Join(t.TempDir(), "example-plugin")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/example-plugin")
+	build.Dir = repoRoot
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build the example plugin: %v\n%s", err, out)
+	}
+	addr := "127.0.0.1:" + freePort(t)
+	cmd := exec.Command(bin, "-addr", addr)
+	var logs syncBuffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("example plugin log:\n%s", logs.String())
+		}
+	})
+	authsvc := newUpstream(t, jwks(t, key(t, 0)))
+	hello := &testPlugin{id: "hello", addr: addr, options: []string{"prefix /api/hello"}}
+	e := startEdge(t, writeConfig(t, "", pluginEdgeConfig(authsvc, hello)), nil)
+	member, user := memberToken(t, "hello-admin"), memberToken(t, "staff")
+	waitHealthy(t, e, "hello")
+
+	expect := func(r reply, status int, body string) {
+		t.Helper()
+		if r.status != status || strings.TrimSpace(r.body) != body {
+			t.Fatalf("%d %s, want %d %s", r.status, r.body, status, body)
+		}
+		if ct := r.header.Get("Content-Type"); ct != "application/json" {
+			t.Errorf("Content-Type %q", ct)
+		}
+	}
+	expect(e.do(t, "GET", "/api/hello", user, ""), 200, `{"message":"Hello, `+testSubject+`"}`)
+	expect(e.do(t, "GET", "/api/hello/nothing-here", user, ""), 404, `{"detail":"not found"}`)
+	if ids := e.pluginIDs(t, member); strings.Join(ids, ",") != "hello" {
+		t.Fatalf("a hello-admin member's plugins: %v", ids)
+	}
+	if ids := e.pluginIDs(t, user); len(ids) != 0 {
+		t.Fatalf("another user's plugins: %v", ids)
+	}
+	if r := e.do(t, "GET", "/api/plugins/hello/settings", user, ""); r.status != 404 {
+		t.Fatalf("settings for a user outside the access rule: %d %s", r.status, r.body)
+	}
+
+	const settings = "/api/plugins/hello/settings"
+	expect(e.do(t, "GET", settings, member, ""), 200, `{"api_key":{"is_set":false},"greeting":"Hello"}`)
+	expect(e.do(t, "PATCH", settings, member, `{"greeting":"Grüß dich"}`), 200, `{"api_key":{"is_set":false},"greeting":"Grüß dich"}`)
+	expect(e.do(t, "GET", "/api/hello", user, ""), 200, `{"message":"Grüß dich, `+testSubject+`"}`)
+	expect(e.do(t, "PATCH", settings, member, `{"greeting":"`+strings.Repeat("é", 41)+`","nope":1}`), 400,
+		`{"detail":"greeting: must be 1 to 40 characters; nope: unknown setting","errors":[{"field":"greeting","message":"must be 1 to 40 characters"},{"field":"nope","message":"unknown setting"}]}`)
+	expect(e.do(t, "PATCH", settings, member, `{"api_key":"s3cret"}`), 200, `{"api_key":{"is_set":true},"greeting":"Grüß dich"}`)
+	// A form that sends GET's answer back keeps the secret.
+	got := e.do(t, "GET", settings, member, "")
+	expect(e.do(t, "PATCH", settings, member, got.body), 200, `{"api_key":{"is_set":true},"greeting":"Grüß dich"}`)
+	// null: back to the default, or removed.
+	expect(e.do(t, "PATCH", settings, member, `{"greeting":null,"api_key":null}`), 200, `{"api_key":{"is_set":false},"greeting":"Hello"}`)
+	expect(e.do(t, "PATCH", settings, member, `[1]`), 400, `{"detail":"expected a JSON object (a merge patch of the settings)"}`)
+	expect(e.do(t, "PATCH", settings, member, `{"greeting":5,"api_key":{"is_set":true,"value":"x"}}`), 400,
+		`{"detail":"api_key: must be a string, null, or {\"is_set\": ...} as GET shows it; greeting: must be a string or null","errors":[{"field":"api_key","message":"must be a string, null, or {\"is_set\": ...} as GET shows it"},{"field":"greeting","message":"must be a string or null"}]}`)
 }

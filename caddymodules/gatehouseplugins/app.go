@@ -122,7 +122,7 @@ func (a *App) admit(svc ServiceConfig, m *Manifest) error {
 			}
 		}
 		if r.ForwardCredentials && !svc.ForwardCredentials {
-			return refuse("route %s asks for forward_credentials, which the edge configuration does not allow %s", r.Prefix, svc.ID)
+			return refuse("route %s asks for forward_credentials, which the edge configuration does not allow %s (an operator who agrees adds forward_credentials to its service block)", r.Prefix, svc.ID)
 		}
 	}
 	return nil

@@ -142,7 +142,7 @@ func TestTickRefusedManifestKeepsLastGood(t *testing.T) {
 		{"wrong content type", manifestFor(t, "docs"), "text/plain", "Content-Type"},
 		{"another plugin's id", manifestFor(t, "other"), "application/json", `manifest id "other" is not the registered service id "docs"`},
 		{"reserved prefix", manifestFor(t, "docs", "routes", routes("/api/users")), "application/json", "reserved prefix /api/users"},
-		{"broken settings schema", manifestFor(t, "docs", "settings", settingsWith(`{"type": 5}`)), "application/json", "does not compile"},
+		{"broken settings schema", manifestFor(t, "docs", "settings", settingsWith(`{"properties": {"a": {"type": 5}}}`)), "application/json", "does not compile"},
 		{"huge", manifestFor(t, "docs", "description", strings.Repeat("a", 300<<10)), "application/json", "larger than"},
 	}
 	for _, tc := range cases {
@@ -280,7 +280,7 @@ func TestForwardCredentialsNeedsConsent(t *testing.T) {
 		st := a.State()
 		s, r := st.Service("wiki"), st.route("/api/wiki")
 		if !consent {
-			if s.Manifest != nil || r != nil || s.ManifestError != "route /api/wiki asks for forward_credentials, which the edge configuration does not allow wiki" {
+			if s.Manifest != nil || r != nil || s.ManifestError != "route /api/wiki asks for forward_credentials, which the edge configuration does not allow wiki (an operator who agrees adds forward_credentials to its service block)" {
 				t.Fatalf("without consent: %+v, route %+v", s, r)
 			}
 			continue

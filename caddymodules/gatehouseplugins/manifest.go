@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
+	"github.com/santhosh-tekuri/jsonschema/v6/kind"
 	"golang.org/x/text/language"
 	"golang.org/x/text/message"
 )
@@ -242,7 +243,13 @@ func schemaErrorText(err error) string {
 		var parts []string
 		for _, leaf := range leaves(ve) {
 			loc := "/" + strings.Join(leaf.InstanceLocation, "/")
-			parts = append(parts, loc+": "+leaf.ErrorKind.LocalizedString(english))
+			msg := leaf.ErrorKind.LocalizedString(english)
+			if _, ok := leaf.ErrorKind.(*kind.Pattern); ok && len(leaf.InstanceLocation) > 0 &&
+				leaf.InstanceLocation[len(leaf.InstanceLocation)-1] == "prefix" {
+				// The regular expression alone does not say what to fix.
+				msg += " (" + prefixRule + ")"
+			}
+			parts = append(parts, loc+": "+msg)
 			if len(parts) == 5 {
 				break
 			}
@@ -257,6 +264,9 @@ func schemaErrorText(err error) string {
 }
 
 var english = message.NewPrinter(language.English)
+
+// prefixRule says in words what the schema's prefix pattern allows.
+const prefixRule = "want a lower-case path under /api/ such as /api/notes: segments of a-z, 0-9, '.', '_', '~' and '-', none empty, no trailing slash"
 
 func leaves(e *jsonschema.ValidationError) []*jsonschema.ValidationError {
 	if len(e.Causes) == 0 {

@@ -6,7 +6,7 @@ import "time"
 // reasons (which can name private addresses); users get the state only.
 type serviceView struct {
 	ID            string     `json:"id"`
-	Name          string     `json:"name,omitempty"`
+	Name          string     `json:"name"`   // the manifest's, else the id (no manifest yet)
 	Status        string     `json:"status"` // "healthy", "unhealthy" or "unknown" (not checked yet)
 	Healthy       bool       `json:"healthy"`
 	CheckedAt     *time.Time `json:"checked_at"`
@@ -19,7 +19,7 @@ type serviceView struct {
 func servicesView(st *State, id identity) []serviceView {
 	out := make([]serviceView, 0, len(st.Services))
 	for _, s := range st.Services {
-		v := serviceView{ID: s.ID, Status: "unknown", Healthy: s.Healthy}
+		v := serviceView{ID: s.ID, Name: s.ID, Status: "unknown", Healthy: s.Healthy}
 		if s.Manifest != nil {
 			v.Name = s.Manifest.Name
 		}

@@ -26,13 +26,25 @@ import (
 	"github.com/gatehouse/gatehouse/internal/pgcluster"
 )
 
+const usage = `usage: gatehouse-dev <command>
+
+  run                     start the whole stack (PostgreSQL unless DATABASE_URL is set,
+                          authsvc, docservice, Caddy) in the foreground; Ctrl-C stops it
+  create-admin --email E  create (or promote) an admin; the password is asked for
+  db-start | db-url       start the private PostgreSQL cluster and print its URL
+  db-stop                 stop it
+  (db-* take --dir D; the default is $DATA_DIR/postgres, DATA_DIR defaulting to ./.data)`
+
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: gatehouse-dev run | create-admin --email E | db-start | db-stop | db-url [--dir D]")
+		fmt.Fprintln(os.Stderr, usage)
 		os.Exit(2)
 	}
 	var err error
 	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
+	case "-h", "-help", "--help", "help":
+		fmt.Println(usage)
+		return
 	case "run":
 		if err = run(); errors.Is(err, errStopped) {
 			fmt.Fprintln(os.Stderr, "\nstopped")
@@ -48,7 +60,7 @@ func main() {
 	case "db-stop":
 		err = dbStop(args)
 	default:
-		err = fmt.Errorf("unknown command %q", cmd)
+		err = fmt.Errorf("unknown command %q (gatehouse-dev help lists them)", cmd)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "gatehouse-dev:", err)
