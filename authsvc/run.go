@@ -56,6 +56,10 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger, ready chan<- string
 	if ready != nil {
 		ready <- ln.Addr().String()
 	}
+	sweepCtx, stopSweep := context.WithCancel(ctx)
+	swept := make(chan struct{})
+	go func() { defer close(swept); sweepSessions(sweepCtx, svc.store, log) }()
+	defer func() { stopSweep(); <-swept }() // before the pool closes
 	return httpx.Serve(ctx, srv, ln)
 }
 
