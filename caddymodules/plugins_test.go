@@ -1382,3 +1382,76 @@ func TestExamplePluginBehindTheEdge(t *testing.T) {
 	expect(e.do(t, "PATCH", settings, member, `{"greeting":5,"api_key":{"is_set":true,"value":"x"}}`), 400,
 		`{"detail":"api_key: must be a string, null, or {\"is_set\": ...} as GET shows it; greeting: must be a string or null","errors":[{"field":"api_key","message":"must be a string, null, or {\"is_set\": ...} as GET shows it"},{"field":"greeting","message":"must be a string or null"}]}`)
 }
+
+// `caddy gatehouse-check-manifest` applies the edge's own rules before a
+// plugin is deployed: alone (schema, reserved prefixes, settings schema),
+// against an edge configuration (pins, consent), and fetched from a
+// running service.
+func TestCheckManifestCommand(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	file := func(name string, m map[string]any) string {
+		b, err := json.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	check := func(wantCode int, want string, args ...string) {
+		t.Helper()
+		cmd := exec.Command(caddyBin, append([]string{"gatehouse-check-manifest"}, args...)...)
+		cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_CONFIG_HOME="+dir, "XDG_DATA_HOME="+dir)
+		var stdout, stderr strings.Builder
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		out := stdout.String()
+		if code != 0 {
+			out = stderr.String()
+		}
+		if code != wantCode || !strings.Contains(out, want) {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q; want exit %d and %q", args, code, stdout.String(), stderr.String(), wantCode, want)
+		}
+	}
+
+	good := file("good.json", pluginManifest("notes", "routes", route("/api/notes", "authenticated"),
+		"settings", map[string]any{"schema": map[string]any{"type": "object"}}))
+	check(0, "ok: notes 1.0.0 (Plugin notes), not checked against an edge configuration", good)
+	check(0, "  route /api/notes: authenticated\n  settings: schema compiles", good)
+	check(1, "refused: manifest does not match the version 1 schema: /routes/0/prefix",
+		file("slash.json", pluginManifest("notes", "routes", route("/api/notes/", "authenticated"))))
+	check(1, "/api/settings", file("reserved.json", pluginManifest("notes", "routes", route("/api/settings/notes", "authenticated"))))
+
+	// Against the repository's Caddyfile: doc-service is pinned to
+	// /api/documents, and gets no forward_credentials.
+	repo := filepath.Join(repoRoot, "Caddyfile")
+	check(1, `registers no service "notes"`, "--config", repo, good)
+	docs := func(name string, kv ...any) string { return file(name, pluginManifest("doc-service", kv...)) }
+	check(0, "admitted for service doc-service", "--config", repo, docs("docs.json", "routes", route("/api/documents", "authenticated")))
+	check(1, "outside the prefixes the edge configuration gives doc-service", "--config", repo,
+		docs("outside.json", "routes", route("/api/notes", "authenticated")))
+	check(1, "does not allow doc-service", "--config", repo,
+		docs("creds.json", "routes", route("/api/documents", "authenticated", "forward_credentials", true)))
+	check(1, `manifest id "doc-service" is not the registered service id "notes"`, "--config", writeConfig(t, "", `{
+	gatehouse_plugins {
+		service notes http://127.0.0.1:1
+	}
+}
+`), "--service", "notes", docs("other-id.json", "routes", route("/api/documents", "authenticated")))
+
+	// From a running service, with the Content-Type it serves.
+	p := newTestPlugin(t, "wiki", pluginManifest("wiki"))
+	check(0, "ok: wiki", p.url())
+	ct := "text/plain"
+	p.contentType.Store(&ct)
+	check(1, `Content-Type is "text/plain"`, p.url())
+}
