@@ -157,4 +157,3 @@ func readManifest(src string) (contentType string, body io.ReadCloser, err error
 		return "application/json", f, nil
 	}
 }
-
