@@ -1455,3 +1455,50 @@ func TestCheckManifestCommand(t *testing.T) {
 	p.contentType.Store(&ct)
 	check(1, `Content-Type is "text/plain"`, p.url())
 }
+
+// A service that accepts connections and never answers costs a request at
+// most a short wait for the check on demand, not the check's timeout: the
+// 503 comes at once, the check runs on in the background.
+func TestPluginsHangingServiceAnswersQuickly(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c) // read nothing, answer nothing
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	authsvc := newUpstream(t, jwks(t, key(t, 0)))
+	hung := &testPlugin{id: "hung", addr: ln.Addr().String(), options: []string{"prefix /api/hung"}}
+	cfg := strings.Replace(pluginEdgeConfig(authsvc, hung), "timeout 1s", "timeout 3s", 1)
+	e := startEdge(t, writeConfig(t, "", cfg), nil)
+	user := memberToken(t, "staff")
+	for i := range 4 {
+		r := e.do(t, "GET", "/api/hung/x", user, "")
+		if r.status != 503 || r.header.Get("Retry-After") == "" {
+			t.Fatalf("request %d to a hanging service: %d %v %q", i, r.status, r.header, r.body)
+		}
+		if r.took > 1500*time.Millisecond {
+			t.Errorf("request %d waited %v for its 503 (the check's timeout is 3 s)", i, r.took)
+		}
+		time.Sleep(400 * time.Millisecond)
+	}
+}

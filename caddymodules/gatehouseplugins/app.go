@@ -72,6 +72,7 @@ type App struct {
 	publishMu *sync.Mutex
 	rechecks  map[string]*recheck // by service id; fixed after setup
 	runCtx    context.Context     // ends with Stop; on-demand checks run in it
+	inFlight  *inFlight           // on-demand checks running, which Stop waits for
 	cancel    context.CancelFunc
 	done      chan struct{}
 }
@@ -197,6 +198,35 @@ func (a *App) setup() {
 		a.rechecks[s.ID] = &recheck{svc: s}
 	}
 	a.runCtx, a.cancel = context.WithCancel(context.Background())
+	a.inFlight = new(inFlight)
+}
+
+// inFlight counts on-demand checks; once stopped, none starts.
+type inFlight struct {
+	mu      sync.Mutex
+	stopped bool
+	wg      sync.WaitGroup
+}
+
+// start reports whether a check may start, and counts it if so.
+func (f *inFlight) start() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.stopped {
+		return false
+	}
+	f.wg.Add(1)
+	return true
+}
+
+func (f *inFlight) done() { f.wg.Done() }
+
+// stop lets no more checks start and waits for the running ones.
+func (f *inFlight) stop() {
+	f.mu.Lock()
+	f.stopped = true
+	f.mu.Unlock()
+	f.wg.Wait()
 }
 
 // Validate checks the service list and durations.
@@ -271,6 +301,7 @@ func (a *App) Stop() error {
 	if a.done != nil {
 		<-a.done
 	}
+	a.inFlight.stop() // then no check opens a connection after the next line
 	a.client.CloseIdleConnections()
 	return nil
 }

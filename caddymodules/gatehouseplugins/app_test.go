@@ -396,3 +396,22 @@ func TestRecheck(t *testing.T) {
 		t.Error("an unknown service changed the state")
 	}
 }
+
+// Once the app is stopped (a reload replaced it), a request still in the
+// old gateway starts no check: nothing runs on past Stop.
+func TestRecheckAfterStop(t *testing.T) {
+	docs := newPlugin(t, manifestFor(t, "docs"))
+	a, clock := testApp(t, ServiceConfig{ID: "docs", URL: docs.srv.URL})
+	if err := a.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	hits := docs.healthHits.Load()
+	clock.advance(MinRecheckGap)
+	a.Recheck(context.Background(), "docs")
+	if n := docs.healthHits.Load(); n != hits {
+		t.Fatalf("%d health checks after Stop", n-hits)
+	}
+}

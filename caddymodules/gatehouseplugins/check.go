@@ -130,7 +130,7 @@ func (a *App) Recheck(ctx context.Context, id string) *State {
 	rc.mu.Lock()
 	done := rc.running
 	if done == nil {
-		if now := a.now(); now.Sub(rc.last) >= MinRecheckGap {
+		if now := a.now(); now.Sub(rc.last) >= MinRecheckGap && a.inFlight.start() {
 			rc.last = now
 			done = make(chan struct{})
 			rc.running = done
@@ -148,6 +148,7 @@ func (a *App) Recheck(ctx context.Context, id string) *State {
 }
 
 func (a *App) runRecheck(rc *recheck, done chan struct{}) {
+	defer a.inFlight.done()
 	defer func() {
 		if v := recover(); v != nil {
 			a.logger.Error("plugin check panicked; keeping the previous state", zap.Any("panic", v))

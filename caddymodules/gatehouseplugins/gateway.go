@@ -40,8 +40,9 @@ func init() {
 // and every request under a prefix that an accepted manifest declares goes
 // to that plugin's service through Caddy's reverse proxy, if the route's
 // access rule allows, with X-User-* set from the verified identity and the
-// client's credentials removed unless the route opts in. Other requests
-// pass to the next handler. Errors are returned as caddyhttp errors, so
+// client's credentials removed unless the route opts in. A request under a
+// prefix the operator pinned to a service whose manifest the edge does not
+// have gets 503. Other requests pass to the next handler. Errors are returned as caddyhttp errors, so
 // handle_errors writes their bodies.
 type Gateway struct {
 	// Name of a cookie that carries the access token, removed from
@@ -200,22 +201,6 @@ func classify(st *State, p string, pinned func(string) string) target {
 	return target{kind: kindNone}
 }
 
-// service returns the service t needs up to be served, or nil when it
-// needs none or the service is up with a manifest.
-func (t target) service(st *State) *ServiceStatus {
-	var svc *ServiceStatus
-	switch t.kind {
-	case kindRoute:
-		svc = t.route.service
-	case kindSettings, kindPinned:
-		svc = st.Service(t.plugin)
-	}
-	if svc == nil || (svc.Healthy && svc.Manifest != nil) {
-		return nil
-	}
-	return svc
-}
-
 // ServeHTTP serves the plugin API and the manifest routes.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	st := g.app.State()
@@ -240,14 +225,15 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
 		return refusal.Respond(w, r, http.StatusUnauthorized, errNotAuthenticated)
 	}
-	if svc := t.service(st); svc != nil {
-		// Down at the last check, or no manifest yet: look again now
-		// rather than answer from a picture up to an interval old.
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Duration(g.app.Timeout))
-		st = g.app.Recheck(ctx, svc.ID)
-		cancel()
-		t = classify(st, canon, g.app.pinnedTo)
-		if t.kind == kindNone {
+	if t.kind == kindPinned {
+		// No manifest of the pinned service yet: look again now rather
+		// than answer from a picture up to an interval old.
+		st = g.recheck(r, t.plugin)
+		switch t = classify(st, canon, g.app.pinnedTo); t.kind {
+		case kindPinned:
+			g.retryAfter(w)
+			return refusal.Respond(w, r, http.StatusServiceUnavailable, errUnavailable)
+		case kindNone:
 			return next.ServeHTTP(w, r)
 		}
 	}
@@ -284,9 +270,6 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return refusal.Respond(w, r, http.StatusNotFound, errNotFound)
 	case kindRoute:
 		return g.proxyRoute(w, r, next, st, t.route, id)
-	case kindPinned:
-		g.retryAfter(w)
-		return refusal.Respond(w, r, http.StatusServiceUnavailable, errUnavailable)
 	}
 	return next.ServeHTTP(w, r)
 }
@@ -348,16 +331,34 @@ func (g *Gateway) proxySettings(w http.ResponseWriter, r *http.Request, next cad
 	return g.proxied(svc.ID, g.proxies[svc.ID].ServeHTTP(pw, r2, next))
 }
 
-// available reports whether svc was up at the last check. If not, it has
-// answered 503 at once, rather than letting the client wait for a dial to
-// fail, and err is what ServeHTTP returns (nil when the refusal was
-// written: see refusal.Respond).
+// available reports whether svc is up: at the last check, or at one made
+// now (recheck). If not, it has answered 503 rather than letting the client
+// wait for a dial to fail, and err is what ServeHTTP returns (nil when the
+// refusal was written: see refusal.Respond). Callers check access first, so
+// a request that would be refused anyway has nothing checked.
 func (g *Gateway) available(w http.ResponseWriter, r *http.Request, svc *ServiceStatus) (ok bool, err error) {
 	if svc.Healthy {
 		return true, nil
 	}
+	if now := g.recheck(r, svc.ID).Service(svc.ID); now != nil && now.Healthy {
+		return true, nil
+	}
 	g.retryAfter(w)
 	return false, refusal.Respond(w, r, http.StatusServiceUnavailable, errUnavailable)
+}
+
+// recheckWait bounds how long a request waits for a check on demand: a
+// service that is back (or refuses connections) answers within it; one
+// that hangs gets its 503 after it, while the check runs on in the
+// background, instead of holding every request for the check's timeout.
+const recheckWait = 250 * time.Millisecond
+
+// recheck has service id checked on demand and returns the state after,
+// or as it is once recheckWait (or the request) ends.
+func (g *Gateway) recheck(r *http.Request, id string) *State {
+	ctx, cancel := context.WithTimeout(r.Context(), recheckWait)
+	defer cancel()
+	return g.app.Recheck(ctx, id)
 }
 
 // retryAfter sets Retry-After on a 503 for a service that is not there:
