@@ -839,17 +839,23 @@ func TestCategoriesBounded(t *testing.T) {
 	if m := r.json(t); r.status != 409 || m["code"] != "too_many_categories" {
 		t.Fatalf("a fourth: %d %s", r.status, r.body)
 	}
-	// A manager is not bound by the per-user number, only by the tree's.
-	e.mustCategory(admin, "a1", "")
-	last := e.mustCategory(admin, "a2", "")
-	if r := e.doJSON(&admin, "POST", "/api/documents/categories", map[string]any{"name": "a3"}); r.status != 409 {
+	// Another user may create until the tree holds maxCategories.
+	other := newUser()
+	e.mustCategory(other, "o1", "")
+	last := e.mustCategory(other, "o2", "")
+	if r := e.doJSON(&other, "POST", "/api/documents/categories", map[string]any{"name": "o3"}); r.status != 409 {
 		t.Fatalf("past the tree's bound: %d %s", r.status, r.body)
 	}
-	// Deleting one makes room again.
-	if r := e.do(&admin, "DELETE", "/api/documents/categories/"+docID(last), nil, nil); r.status != 204 {
+	// A manager is bound by neither number: users who filled the tree
+	// cannot lock managers out.
+	e.mustCategory(admin, "a1", "")
+	// Deleting one makes room again for the others.
+	if r := e.do(&other, "DELETE", "/api/documents/categories/"+docID(last), nil, nil); r.status != 204 {
 		t.Fatalf("delete: %d %s", r.status, r.body)
 	}
-	e.mustCategory(admin, "a3", "")
+	if r := e.doJSON(&other, "POST", "/api/documents/categories", map[string]any{"name": "o3"}); r.status != 409 {
+		t.Fatalf("with the manager's category the tree is still full: %d %s", r.status, r.body)
+	}
 	var n int
 	if err := testPool.QueryRow(context.Background(), `SELECT count(*) FROM docs.categories`).Scan(&n); err != nil {
 		t.Fatal(err)

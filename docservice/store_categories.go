@@ -23,7 +23,8 @@ var (
 	// maxCategoriesPerUser is how many a user who is not a manager may
 	// have created (and not deleted).
 	maxCategoriesPerUser = 1000
-	// maxCategories bounds the tree.
+	// maxCategories is how many the tree may hold for a user who is not a
+	// manager to create one more.
 	maxCategories = 10000
 )
 
@@ -79,7 +80,9 @@ func (s *Store) CreateCategory(ctx context.Context, actor uuid.UUID, manager boo
 			(SELECT count(*) FROM docs.categories)`, actor).Scan(&mine, &all); err != nil {
 			return err
 		}
-		if all >= maxCategories || (!manager && mine >= maxCategoriesPerUser) {
+		// Managers are bound by neither: accounts that anyone may
+		// register could otherwise fill the tree and lock them out too.
+		if !manager && (all >= maxCategories || mine >= maxCategoriesPerUser) {
 			return ErrTooMany
 		}
 		p := name
