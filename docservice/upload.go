@@ -52,44 +52,91 @@ var (
 	uploadIdleTimeout       = 2 * time.Minute
 	uploadMinProgress int64 = 1 << 20
 	// chunkWait bounds how long an upload waits for a chunk while other
-	// uploads hold them all; then it gets 503 with Retry-After.
+	// uploads hold them all (with maxUploads at uploadChunks, only a bug
+	// or a test makes one wait); then it gets 503 with Retry-After.
 	chunkWait = 30 * time.Second
-	// maxUploadsPerUser and maxUploads bound the uploads in progress, per
-	// user (429 beyond) and in all (503 beyond), checked before the body
-	// is read or a temporary file made.
+	// Uploads in progress, per user and in all: each holds at least one
+	// chunk, so at most uploadChunks. More wait their turn, before their
+	// body is read or a temporary file made, holding nothing but their
+	// connection: at most maxUploadsWaiting of them (503 at once beyond)
+	// and for at most uploadQueueWait (then 429 when the user's own
+	// uploads held the turn, else 503). A browser sending a folder's files
+	// all at once over HTTP/2 gets them all through, in turns.
 	maxUploadsPerUser = 8
-	maxUploads        = 64
+	maxUploads        = uploadChunks
+	maxUploadsWaiting = 256
+	uploadQueueWait   = time.Minute
 )
 
-// uploadGate counts the uploads in progress, per user and in all.
+// uploadGate lets uploads in, per user and in all, in turns.
 type uploadGate struct {
-	mu     sync.Mutex
-	byUser map[string]int
-	total  int
+	mu      sync.Mutex
+	byUser  map[string]int // in progress
+	total   int            // in progress
+	waiting int
+	changed chan struct{} // closed (and dropped) when an upload leaves
 }
 
-// enter admits one more upload of user, or returns the refusal.
-func (g *uploadGate) enter(user string) (leave func(), err error) {
+// enter waits for user's turn to upload, as long as ctx and
+// uploadQueueWait allow, and returns the function that ends the turn.
+func (g *uploadGate) enter(ctx context.Context, user string) (leave func(), err error) {
+	var timeout <-chan time.Time
 	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.byUser[user] >= maxUploadsPerUser {
-		return nil, &httpx.Error{Status: http.StatusTooManyRequests, Code: "too_many_uploads", RetryAfter: 5,
-			Detail: fmt.Sprintf("at most %d uploads of one user at once; wait for one to finish", maxUploadsPerUser)}
+	for g.byUser[user] >= maxUploadsPerUser || g.total >= maxUploads {
+		if timeout == nil { // first time round: join the queue
+			if g.waiting >= maxUploadsWaiting {
+				g.mu.Unlock()
+				return nil, busy()
+			}
+			g.waiting++
+			t := time.NewTimer(uploadQueueWait)
+			defer t.Stop()
+			timeout = t.C
+		}
+		if g.changed == nil {
+			g.changed = make(chan struct{})
+		}
+		changed := g.changed
+		g.mu.Unlock()
+		select {
+		case <-changed:
+			g.mu.Lock()
+		case <-ctx.Done():
+			g.mu.Lock()
+			g.waiting--
+			g.mu.Unlock()
+			return nil, ctx.Err()
+		case <-timeout:
+			g.mu.Lock()
+			g.waiting--
+			own := g.byUser[user] >= maxUploadsPerUser
+			g.mu.Unlock()
+			if own {
+				return nil, &httpx.Error{Status: http.StatusTooManyRequests, Code: "too_many_uploads", RetryAfter: 5,
+					Detail: fmt.Sprintf("%d uploads of yours are in progress and none finished in %v; try again when one has", maxUploadsPerUser, uploadQueueWait)}
+			}
+			return nil, busy()
+		}
 	}
-	if g.total >= maxUploads {
-		return nil, busy()
+	if timeout != nil {
+		g.waiting--
 	}
 	if g.byUser == nil {
 		g.byUser = map[string]int{}
 	}
 	g.byUser[user]++
 	g.total++
+	g.mu.Unlock()
 	return func() {
 		g.mu.Lock()
 		defer g.mu.Unlock()
 		g.total--
 		if g.byUser[user]--; g.byUser[user] == 0 {
 			delete(g.byUser, user)
+		}
+		if g.changed != nil {
+			close(g.changed)
+			g.changed = nil
 		}
 	}, nil
 }
@@ -172,7 +219,7 @@ func (s *Service) uploadDocument(w http.ResponseWriter, r *http.Request) (err er
 	if r.ContentLength > limit+multipartSlack {
 		return tooLarge(limit)
 	}
-	leave, err := s.uploads.enter(p.ID.String())
+	leave, err := s.uploads.enter(r.Context(), p.ID.String())
 	if err != nil {
 		return err
 	}

@@ -74,35 +74,74 @@ func checkRefusal(t *testing.T, what string, r resp, status int, code string) {
 	}
 }
 
-// A user may have maxUploadsPerUser uploads in progress; one more is
-// refused at once with 429 while other users' uploads go on, and the
-// count comes down when the stalled uploads end.
-func TestUploadsPerUserBounded(t *testing.T) {
+// A user may have maxUploadsPerUser uploads in progress; one more waits
+// its turn (holding no temporary file) and goes through when one of them
+// ends, or gets 429 after uploadQueueWait; other users' uploads go on.
+func TestUploadsPerUserTakeTurns(t *testing.T) {
 	e := newEnv(t)
 	setVar(t, &maxUploadsPerUser, 2)
 	attacker, other := newUser(), newUser()
 	conns := []net.Conn{e.stalledUpload(t, attacker), e.stalledUpload(t, attacker)}
 	pdf := makePDF("Third", 1, 0)
+
+	setVar(t, &uploadQueueWait, 300*time.Millisecond)
 	start := time.Now()
 	checkRefusal(t, "a third upload of the same user", e.upload(attacker, "third.pdf", pdf, nil), 429, "too_many_uploads")
-	if d := time.Since(start); d > 2*time.Second {
-		t.Errorf("the refusal took %v", d)
+	if d := time.Since(start); d < 250*time.Millisecond || d > 3*time.Second {
+		t.Errorf("refused after %v; want after uploadQueueWait", d)
 	}
 	e.mustUpload(other, "other.pdf", makePDF("Other", 1, 0), nil)
-	for _, c := range conns {
-		c.Close()
+
+	// With time to wait, the third goes through once a turn frees.
+	uploadQueueWait = 10 * time.Second
+	done := make(chan resp, 1)
+	go func() { done <- e.upload(attacker, "third.pdf", pdf, nil) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for e.uploadsWaiting() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the third upload never queued")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
+	if n := len(e.tempFiles()); n != 2 {
+		t.Fatalf("%d temporary files while the third waits, want the two in progress", n)
+	}
+	conns[0].Close()
+	select {
+	case r := <-done:
+		if r.status != 201 {
+			t.Fatalf("the waiting upload after a turn freed: %d %s", r.status, r.body)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the waiting upload did not go through when a turn freed")
+	}
+	conns[1].Close()
 	e.waitNoUploads(t)
-	e.mustUpload(attacker, "third.pdf", pdf, nil)
 }
 
-// Past maxUploads in progress, any user's upload gets 503 with Retry-After.
-func TestUploadsInAllBounded(t *testing.T) {
+func (e *env) uploadsWaiting() int {
+	e.svc.uploads.mu.Lock()
+	defer e.svc.uploads.mu.Unlock()
+	return e.svc.uploads.waiting
+}
+
+// Past maxUploads in progress, any user's upload waits; after
+// uploadQueueWait it gets 503 with Retry-After, and with
+// maxUploadsWaiting already waiting, at once.
+func TestUploadsInAllTakeTurns(t *testing.T) {
 	e := newEnv(t)
 	setVar(t, &maxUploads, 2)
+	setVar(t, &uploadQueueWait, 300*time.Millisecond)
 	e.stalledUpload(t, newUser())
 	c := e.stalledUpload(t, newUser())
 	checkRefusal(t, "an upload past maxUploads", e.upload(newUser(), "x.pdf", makePDF("X", 1, 0), nil), 503, "busy")
+	setVar(t, &maxUploadsWaiting, 0)
+	start := time.Now()
+	checkRefusal(t, "an upload with the queue full", e.upload(newUser(), "x.pdf", makePDF("X", 1, 0), nil), 503, "busy")
+	if d := time.Since(start); d > 200*time.Millisecond {
+		t.Errorf("refused after %v; want at once", d)
+	}
+	maxUploadsWaiting = 256
 	c.Close()
 	deadline := time.Now().Add(5 * time.Second)
 	for e.uploadsInProgress() > 1 && time.Now().Before(deadline) {
@@ -195,5 +234,26 @@ func TestUploadTooSlowEnds(t *testing.T) {
 	res.Body.Close()
 	if res.StatusCode != http.StatusCreated {
 		t.Fatalf("flowing upload: %d %s", res.StatusCode, body)
+	}
+}
+
+// A folder's worth of files sent at once by one user (as a browser does
+// over HTTP/2) all land: past maxUploadsPerUser they take turns.
+func TestUploadBurstOfOneUser(t *testing.T) {
+	e := newEnv(t)
+	setVar(t, &maxUploadsPerUser, 2) // so that most of the burst waits
+	u := newUser()
+	const n = 20
+	results := make(chan resp, n)
+	for i := range n {
+		go func() { results <- e.upload(u, fmt.Sprintf("f%d.pdf", i), makePDF(fmt.Sprintf("File %d", i), 1, 0), nil) }()
+	}
+	for range n {
+		if r := <-results; r.status != 201 {
+			t.Errorf("upload in a burst of %d: %d %s", n, r.status, r.body)
+		}
+	}
+	if got := len(e.storedFiles()); got != n {
+		t.Errorf("%d files stored, want %d", got, n)
 	}
 }
