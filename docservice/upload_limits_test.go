@@ -246,7 +246,9 @@ func TestUploadBurstOfOneUser(t *testing.T) {
 	const n = 20
 	results := make(chan resp, n)
 	for i := range n {
-		go func() { results <- e.upload(u, fmt.Sprintf("f%d.pdf", i), makePDF(fmt.Sprintf("File %d", i), 1, 0), nil) }()
+		go func() {
+			results <- e.upload(u, fmt.Sprintf("f%d.pdf", i), makePDF(fmt.Sprintf("File %d", i), 1, 0), nil)
+		}()
 	}
 	for range n {
 		if r := <-results; r.status != 201 {
