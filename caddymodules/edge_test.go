@@ -268,9 +268,27 @@ func freePort(t testing.TB) string {
 }
 
 // startEdge runs `caddy run` on config (a Caddyfile path) with env, and
-// waits until the site answers. The process is stopped at test end; its
-// log is printed if the test failed.
+// waits until it serves the config and the site answers. The process is
+// stopped at test end; its log is printed if the test failed. The ports
+// come from freePort, which another parallel test's Caddy may take before
+// this one binds them: then Caddy fails to start and it is tried again on
+// new ports (found in review: the site's port answered as another edge's
+// admin endpoint, and the test talked to that).
 func startEdge(t *testing.T, config string, env map[string]string) *edge {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		e, err := tryStartEdge(t, config, env)
+		if err == nil {
+			return e
+		}
+		if attempt == 3 || !strings.Contains(err.Error(), "address already in use") {
+			t.Fatal(err)
+		}
+		t.Logf("caddy could not bind its ports, trying others: %v", err)
+	}
+}
+
+func tryStartEdge(t *testing.T, config string, env map[string]string) (*edge, error) {
 	t.Helper()
 	home := t.TempDir()
 	port, adminPort := freePort(t), freePort(t)
@@ -288,7 +306,7 @@ func startEdge(t *testing.T, config string, env map[string]string) *edge {
 	}
 	exited := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
+	stop := func() {
 		_ = cmd.Process.Signal(os.Interrupt)
 		select {
 		case <-exited:
@@ -296,24 +314,31 @@ func startEdge(t *testing.T, config string, env map[string]string) *edge {
 			_ = cmd.Process.Kill()
 			<-exited
 		}
-		if t.Failed() {
-			t.Logf("caddy log:\n%s", e.logs.String())
-		}
-	})
+	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		c, err := net.DialTimeout("tcp", e.addr, time.Second)
-		if err == nil {
-			c.Close()
-			return e
+		// Our Caddy's own word that it serves the config, then the site:
+		// a dial alone may reach some other process on the port.
+		if strings.Contains(e.logs.String(), "serving initial configuration") {
+			if c, err := net.DialTimeout("tcp", e.addr, time.Second); err == nil {
+				c.Close()
+				t.Cleanup(func() {
+					stop()
+					if t.Failed() {
+						t.Logf("caddy log:\n%s", e.logs.String())
+					}
+				})
+				return e, nil
+			}
 		}
 		select {
 		case <-exited:
-			t.Fatalf("caddy exited at startup:\n%s", e.logs.String())
+			return nil, fmt.Errorf("caddy exited at startup:\n%s", e.logs.String())
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("caddy did not start:\n%s", e.logs.String())
+			stop()
+			return nil, fmt.Errorf("caddy did not start:\n%s", e.logs.String())
 		}
 		time.Sleep(25 * time.Millisecond)
 	}
