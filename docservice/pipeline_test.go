@@ -93,3 +93,28 @@ func TestUploadWaitsForAChunk(t *testing.T) {
 		t.Fatal("the upload kept its chunks")
 	}
 }
+
+// The uploads the gate lets in at once (maxUploads) each find a chunk,
+// however the first of them took extra ones: none waits for chunkWait
+// (found in review: with 16 let in, the 11th to 16th waited 30 s for a
+// chunk and got 503).
+func TestMaxUploadsAllGetAChunk(t *testing.T) {
+	budget := make(slots, uploadChunks)
+	nop := func([]byte) error { return nil }
+	var ps []*pipeline
+	for i := range maxUploads {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+		p, err := startPipeline(ctx, budget, nop)
+		cancel()
+		if err != nil {
+			t.Fatalf("upload %d of the %d let in found no chunk (%d of %d held)", i+1, maxUploads, len(budget), uploadChunks)
+		}
+		ps = append(ps, p)
+	}
+	if len(budget) != uploadChunks {
+		t.Errorf("%d chunks held by %d uploads; maxUploads could be higher", len(budget), maxUploads)
+	}
+	for _, p := range ps {
+		_ = p.stop()
+	}
+}

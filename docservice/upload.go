@@ -52,29 +52,33 @@ var (
 	uploadIdleTimeout       = 2 * time.Minute
 	uploadMinProgress int64 = 1 << 20
 	// chunkWait bounds how long an upload waits for a chunk while other
-	// uploads hold them all (with maxUploads at uploadChunks, only a bug
-	// or a test makes one wait); then it gets 503 with Retry-After.
+	// uploads hold them all (with maxUploads as below, only a bug or a
+	// test makes one wait); then it gets 503 with Retry-After.
 	chunkWait = 30 * time.Second
-	// Uploads in progress, per user and in all: each holds at least one
-	// chunk, so at most uploadChunks. More wait their turn, before their
-	// body is read or a temporary file made, holding nothing but their
-	// connection: at most maxUploadsWaiting of them (503 at once beyond)
-	// and for at most uploadQueueWait (then 429 when the user's own
-	// uploads held the turn, else 503). A browser sending a folder's files
-	// all at once over HTTP/2 gets them all through, in turns.
-	maxUploadsPerUser = 8
-	maxUploads        = uploadChunks
-	maxUploadsWaiting = 256
-	uploadQueueWait   = time.Minute
+	// Uploads in progress, per user and in all. In all, as many as can
+	// each be sure of a chunk: the first ones may take chunkBuffers each
+	// until half the budget is held (startPipeline), which leaves room for
+	// 10 of 16. More wait their turn, before their body is read or a
+	// temporary file made, holding nothing but their connection: at most
+	// maxUploadsWaiting of them (maxUploadsWaitingPerUser of one user;
+	// 503 at once beyond) and for at most uploadQueueWait (then 429 when
+	// the user's own uploads held the turn, else 503). A browser sending a
+	// folder's files all at once over HTTP/2 gets them through, in turns.
+	maxUploadsPerUser        = 8
+	maxUploads               = uploadChunks - (uploadChunks/2 - uploadChunks/2/chunkBuffers)
+	maxUploadsWaiting        = 256
+	maxUploadsWaitingPerUser = 128
+	uploadQueueWait          = time.Minute
 )
 
 // uploadGate lets uploads in, per user and in all, in turns.
 type uploadGate struct {
-	mu      sync.Mutex
-	byUser  map[string]int // in progress
-	total   int            // in progress
-	waiting int
-	changed chan struct{} // closed (and dropped) when an upload leaves
+	mu            sync.Mutex
+	byUser        map[string]int // in progress
+	total         int            // in progress
+	waiting       int
+	waitingByUser map[string]int
+	changed       chan struct{} // closed (and dropped) when an upload leaves
 }
 
 // enter waits for user's turn to upload, as long as ctx and
@@ -84,11 +88,11 @@ func (g *uploadGate) enter(ctx context.Context, user string) (leave func(), err 
 	g.mu.Lock()
 	for g.byUser[user] >= maxUploadsPerUser || g.total >= maxUploads {
 		if timeout == nil { // first time round: join the queue
-			if g.waiting >= maxUploadsWaiting {
+			if g.waiting >= maxUploadsWaiting || g.waitingByUser[user] >= maxUploadsWaitingPerUser {
 				g.mu.Unlock()
 				return nil, busy()
 			}
-			g.waiting++
+			g.join(user, 1)
 			t := time.NewTimer(uploadQueueWait)
 			defer t.Stop()
 			timeout = t.C
@@ -103,12 +107,12 @@ func (g *uploadGate) enter(ctx context.Context, user string) (leave func(), err 
 			g.mu.Lock()
 		case <-ctx.Done():
 			g.mu.Lock()
-			g.waiting--
+			g.join(user, -1)
 			g.mu.Unlock()
 			return nil, ctx.Err()
 		case <-timeout:
 			g.mu.Lock()
-			g.waiting--
+			g.join(user, -1)
 			own := g.byUser[user] >= maxUploadsPerUser
 			g.mu.Unlock()
 			if own {
@@ -119,7 +123,7 @@ func (g *uploadGate) enter(ctx context.Context, user string) (leave func(), err 
 		}
 	}
 	if timeout != nil {
-		g.waiting--
+		g.join(user, -1)
 	}
 	if g.byUser == nil {
 		g.byUser = map[string]int{}
@@ -139,6 +143,17 @@ func (g *uploadGate) enter(ctx context.Context, user string) (leave func(), err 
 			g.changed = nil
 		}
 	}, nil
+}
+
+// join counts user's uploads waiting (d: 1 joins, -1 leaves); g.mu held.
+func (g *uploadGate) join(user string, d int) {
+	g.waiting += d
+	if g.waitingByUser == nil {
+		g.waitingByUser = map[string]int{}
+	}
+	if g.waitingByUser[user] += d; g.waitingByUser[user] == 0 {
+		delete(g.waitingByUser, user)
+	}
 }
 
 // busy is the answer when docservice has no room for another upload now.

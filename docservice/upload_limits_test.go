@@ -259,3 +259,73 @@ func TestUploadBurstOfOneUser(t *testing.T) {
 		t.Errorf("%d files stored, want %d", got, n)
 	}
 }
+
+// With maxUploads uploads in progress and stalled (the first ones holding
+// extra chunks), the next one waits its turn at the gate, with no
+// temporary file, never for a chunk, and goes through when one ends.
+func TestUploadPastMaxWaitsAtTheGate(t *testing.T) {
+	e := newEnv(t)
+	setVar(t, &chunkWait, 100*time.Millisecond) // a wait for a chunk would fail fast
+	var conns []net.Conn
+	for range maxUploads {
+		conns = append(conns, e.stalledUpload(t, newUser()))
+	}
+	done := make(chan resp, 1)
+	go func() { done <- e.upload(newUser(), "next.pdf", makePDF("Next", 1, 0), nil) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for e.uploadsWaiting() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the upload past maxUploads did not wait at the gate")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond) // longer than chunkWait
+	if n := len(e.tempFiles()); n != maxUploads {
+		t.Fatalf("%d temporary files, want the %d in progress", n, maxUploads)
+	}
+	conns[0].Close()
+	select {
+	case r := <-done:
+		if r.status != 201 {
+			t.Fatalf("the waiting upload after a turn freed: %d %s", r.status, r.body)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the waiting upload did not go through when a turn freed")
+	}
+	for _, c := range conns[1:] {
+		c.Close()
+	}
+	e.waitNoUploads(t)
+}
+
+// One user's uploads may fill maxUploadsWaitingPerUser places in the
+// queue, not all of them: past that, theirs get 503 at once, and other
+// users still queue.
+func TestUploadQueuePerUserBounded(t *testing.T) {
+	e := newEnv(t)
+	setVar(t, &maxUploadsPerUser, 1)
+	setVar(t, &maxUploadsWaitingPerUser, 1)
+	setVar(t, &uploadQueueWait, 10*time.Second)
+	u := newUser()
+	c := e.stalledUpload(t, u)
+	done := make(chan resp, 1)
+	go func() { done <- e.upload(u, "second.pdf", makePDF("Second", 1, 0), nil) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for e.uploadsWaiting() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the second upload never queued")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	start := time.Now()
+	checkRefusal(t, "a third upload of a user with one waiting already", e.upload(u, "third.pdf", makePDF("Third", 1, 0), nil), 503, "busy")
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("refused after %v; want at once", d)
+	}
+	e.mustUpload(newUser(), "other.pdf", makePDF("Other", 1, 0), nil)
+	c.Close()
+	if r := <-done; r.status != 201 {
+		t.Fatalf("the queued upload: %d %s", r.status, r.body)
+	}
+	e.waitNoUploads(t)
+}
