@@ -3,10 +3,13 @@ package authsvc
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/gatehouse/gatehouse/internal/migrate"
 	"github.com/gatehouse/gatehouse/internal/testdb"
@@ -190,5 +193,86 @@ func TestCreateAdmin(t *testing.T) {
 	}
 	if _, err := env.svc.store.UserByEmail(ctx, "not-an-email"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("a refused CreateAdmin stored a user: %v", err)
+	}
+}
+
+// A CONCURRENTLY build cut short leaves an invalid index; the migration
+// run again at the next start drops it and builds it anew, instead of
+// keeping it under IF NOT EXISTS and recording itself done (found in
+// review).
+func TestSessionsIndexRebuiltAfterAnInterruptedBuild(t *testing.T) {
+	ctx := context.Background()
+	db, err := testdb.New("authsvc_index")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := db.Drop(); err != nil {
+			t.Error(err)
+		}
+	})
+	pool, err := OpenDB(ctx, db.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	valid := func() (exists, ok bool) {
+		t.Helper()
+		err := pool.QueryRow(ctx, `SELECT true, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+			JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'auth' AND c.relname = 'sessions_expires'`).Scan(&exists, &ok)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return false, false
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return exists, ok
+	}
+	if exists, ok := valid(); !exists || !ok {
+		t.Fatalf("after migrating: index exists %v, valid %v", exists, ok)
+	}
+
+	// Cut a build short: an open snapshot holds its last phase, the
+	// statement times out, the invalid index stays, and the migration is
+	// not recorded, as when an instance is killed during the build.
+	if _, err := pool.Exec(ctx, `DROP INDEX auth.sessions_expires`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `DELETE FROM auth.goose_db_version WHERE version_id = 4`); err != nil {
+		t.Fatal(err)
+	}
+	holder, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := holder.Exec(ctx, `SET TRANSACTION ISOLATION LEVEL REPEATABLE READ`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := holder.Exec(ctx, `SELECT count(*) FROM auth.users`); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, `SET statement_timeout = '500ms'`); err != nil {
+		t.Fatal(err)
+	}
+	_, err = conn.Exec(ctx, `CREATE INDEX CONCURRENTLY sessions_expires ON auth.sessions (expires_at)`)
+	if !strings.Contains(fmt.Sprint(err), "statement timeout") {
+		t.Fatalf("the build was not cut short by its timeout (%v); the test proves nothing", err)
+	}
+	_, _ = conn.Exec(ctx, `RESET statement_timeout`)
+	conn.Release()
+	_ = holder.Rollback(ctx)
+	if exists, ok := valid(); !exists || ok {
+		t.Fatalf("after the cut-short build: index exists %v, valid %v; want an invalid one", exists, ok)
+	}
+
+	if err := migrate.Up(ctx, pool, migrations.FS, "auth"); err != nil {
+		t.Fatal(err)
+	}
+	if exists, ok := valid(); !exists || !ok {
+		t.Fatalf("after migrating again: index exists %v, valid %v", exists, ok)
 	}
 }
