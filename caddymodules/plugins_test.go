@@ -1502,3 +1502,39 @@ func TestPluginsHangingServiceAnswersQuickly(t *testing.T) {
 		time.Sleep(400 * time.Millisecond)
 	}
 }
+
+// A service that comes back with a stricter manifest is judged by it at
+// the first request after the check on demand, not by the manifest it
+// had before it went down.
+func TestPluginsBackWithAStricterManifest(t *testing.T) {
+	t.Parallel()
+	authsvc := newUpstream(t, jwks(t, key(t, 0)))
+	notes := newTestPlugin(t, "notes", pluginManifest("notes", "routes", route("/api/notes", "authenticated")))
+	cfg := strings.Replace(pluginEdgeConfig(authsvc, notes), "interval 200ms", "interval 1m", 1)
+	e := startEdge(t, writeConfig(t, "", cfg), nil)
+	user := memberToken(t, "staff")
+	eventually(t, "route up", func() (bool, string) {
+		r := e.do(t, "GET", "/api/notes/x", user, "")
+		return r.status == 200, fmt.Sprint(r.status, r.body)
+	})
+	notes.stop()
+	eventually(t, "503 while down", func() (bool, string) {
+		r := e.do(t, "GET", "/api/notes/x", user, "")
+		return r.status == 503, fmt.Sprint(r.status, r.body)
+	})
+	// Back, now for its own group only.
+	notes.setManifest(t, pluginManifest("notes", "access", map[string]any{"allow_superuser": true, "required_groups": []string{"notes-admin"}},
+		"routes", route("/api/notes", "plugin")))
+	notes.restart(t)
+	time.Sleep(gatehouseplugins.MinRecheckGap)
+	notes.take()
+	if r := e.do(t, "GET", "/api/notes/x", user, ""); r.status != 403 {
+		t.Fatalf("a user outside the new manifest's group: %d %q", r.status, r.body)
+	}
+	if got := notes.take(); len(got) != 0 {
+		t.Fatalf("the service got the refused request: %+v", got)
+	}
+	if r := e.do(t, "GET", "/api/notes/x", memberToken(t, "notes-admin"), ""); r.status != 200 {
+		t.Fatalf("a member of the new manifest's group: %d %q", r.status, r.body)
+	}
+}

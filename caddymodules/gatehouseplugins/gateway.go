@@ -225,19 +225,21 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
 		return refusal.Respond(w, r, http.StatusUnauthorized, errNotAuthenticated)
 	}
-	if t.kind == kindPinned {
-		// No manifest of the pinned service yet: look again now rather
-		// than answer from a picture up to an interval old.
-		st = g.recheck(r, t.plugin)
-		switch t = classify(st, canon, g.app.pinnedTo); t.kind {
-		case kindPinned:
-			g.retryAfter(w)
-			return refusal.Respond(w, r, http.StatusServiceUnavailable, errUnavailable)
-		case kindNone:
-			return next.ServeHTTP(w, r)
-		}
+	// A service down at the last check, or without a manifest yet, is
+	// looked at again now rather than answered from a picture up to an
+	// interval old; then the path is classified anew, so the answer
+	// follows the manifest the service serves now. Requests the last
+	// manifest's access rule refuses are refused first, without a check.
+	if svcID := g.needsRecheck(st, t, id); svcID != "" {
+		st = g.recheck(r, svcID)
+		t = classify(st, canon, g.app.pinnedTo)
 	}
 	switch t.kind {
+	case kindNone:
+		return next.ServeHTTP(w, r)
+	case kindPinned:
+		g.retryAfter(w)
+		return refusal.Respond(w, r, http.StatusServiceUnavailable, errUnavailable)
 	case kindServices:
 		if ok, err := allowMethods(w, r, http.MethodGet); !ok {
 			return err
@@ -272,6 +274,26 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return g.proxyRoute(w, r, next, st, t.route, id)
 	}
 	return next.ServeHTTP(w, r)
+}
+
+// needsRecheck returns the id of the service t needs, if the last check
+// found it down or without a manifest and the request would not be
+// refused anyway; else "".
+func (g *Gateway) needsRecheck(st *State, t target, id identity) string {
+	switch t.kind {
+	case kindPinned:
+		return t.plugin
+	case kindRoute:
+		rt := t.route
+		if !rt.service.Healthy && (rt.Access == RouteAccessAuthenticated || rt.service.Manifest.Access.allows(id)) {
+			return rt.service.ID
+		}
+	case kindSettings:
+		if svc := accessible(st, t.plugin, id); svc != nil && svc.Manifest.Settings != nil && !svc.Healthy {
+			return svc.ID
+		}
+	}
+	return ""
 }
 
 func (g *Gateway) proxyRoute(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, st *State, rt *routeEntry, id identity) error {
@@ -331,16 +353,13 @@ func (g *Gateway) proxySettings(w http.ResponseWriter, r *http.Request, next cad
 	return g.proxied(svc.ID, g.proxies[svc.ID].ServeHTTP(pw, r2, next))
 }
 
-// available reports whether svc is up: at the last check, or at one made
-// now (recheck). If not, it has answered 503 rather than letting the client
-// wait for a dial to fail, and err is what ServeHTTP returns (nil when the
-// refusal was written: see refusal.Respond). Callers check access first, so
-// a request that would be refused anyway has nothing checked.
+// available reports whether svc was up at its latest check (ServeHTTP has
+// had it checked again if it was down). If not, it has answered 503 rather
+// than letting the client wait for a dial to fail, and err is what
+// ServeHTTP returns (nil when the refusal was written: see
+// refusal.Respond).
 func (g *Gateway) available(w http.ResponseWriter, r *http.Request, svc *ServiceStatus) (ok bool, err error) {
 	if svc.Healthy {
-		return true, nil
-	}
-	if now := g.recheck(r, svc.ID).Service(svc.ID); now != nil && now.Healthy {
 		return true, nil
 	}
 	g.retryAfter(w)
