@@ -1237,11 +1237,10 @@ func TestPluginsPinnedPrefixBeforeTheServiceAnswers(t *testing.T) {
 	}
 }
 
-// A service that goes down and comes back between two rounds (a minute
-// apart here): requests get 502 or 503 with Retry-After while it is down,
-// and it is served again at the first request after it is back.
-func TestPluginsBackBetweenRounds(t *testing.T) {
-	t.Parallel()
+// notesBetweenRounds is an edge whose rounds of checks are a minute apart,
+// with a plugin "notes" routing /api/notes for any signed-in user, up and
+// served, and a user's token.
+func notesBetweenRounds(t *testing.T) (*edge, *testPlugin, string) {
 	authsvc := newUpstream(t, jwks(t, key(t, 0)))
 	notes := newTestPlugin(t, "notes", pluginManifest("notes", "routes", route("/api/notes", "authenticated")))
 	cfg := strings.Replace(pluginEdgeConfig(authsvc, notes), "interval 200ms", "interval 1m", 1)
@@ -1251,6 +1250,15 @@ func TestPluginsBackBetweenRounds(t *testing.T) {
 		r := e.do(t, "GET", "/api/notes/x", user, "")
 		return r.status == 200, fmt.Sprint(r.status, r.body)
 	})
+	return e, notes, user
+}
+
+// A service that goes down and comes back between two rounds (a minute
+// apart here): requests get 502 or 503 with Retry-After while it is down,
+// and it is served again at the first request after it is back.
+func TestPluginsBackBetweenRounds(t *testing.T) {
+	t.Parallel()
+	e, notes, user := notesBetweenRounds(t)
 
 	notes.stop()
 	// The first request after the stop may find the service gone while
@@ -1508,15 +1516,7 @@ func TestPluginsHangingServiceAnswersQuickly(t *testing.T) {
 // had before it went down.
 func TestPluginsBackWithAStricterManifest(t *testing.T) {
 	t.Parallel()
-	authsvc := newUpstream(t, jwks(t, key(t, 0)))
-	notes := newTestPlugin(t, "notes", pluginManifest("notes", "routes", route("/api/notes", "authenticated")))
-	cfg := strings.Replace(pluginEdgeConfig(authsvc, notes), "interval 200ms", "interval 1m", 1)
-	e := startEdge(t, writeConfig(t, "", cfg), nil)
-	user := memberToken(t, "staff")
-	eventually(t, "route up", func() (bool, string) {
-		r := e.do(t, "GET", "/api/notes/x", user, "")
-		return r.status == 200, fmt.Sprint(r.status, r.body)
-	})
+	e, notes, user := notesBetweenRounds(t)
 	notes.stop()
 	eventually(t, "503 while down", func() (bool, string) {
 		r := e.do(t, "GET", "/api/notes/x", user, "")

@@ -96,13 +96,7 @@ func TestUploadsPerUserTakeTurns(t *testing.T) {
 	uploadQueueWait = 10 * time.Second
 	done := make(chan resp, 1)
 	go func() { done <- e.upload(attacker, "third.pdf", pdf, nil) }()
-	deadline := time.Now().Add(5 * time.Second)
-	for e.uploadsWaiting() != 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("the third upload never queued")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	e.waitQueued(t, "the third upload never queued")
 	if n := len(e.tempFiles()); n != 2 {
 		t.Fatalf("%d temporary files while the third waits, want the two in progress", n)
 	}
@@ -117,6 +111,18 @@ func TestUploadsPerUserTakeTurns(t *testing.T) {
 	}
 	conns[1].Close()
 	e.waitNoUploads(t)
+}
+
+// waitQueued waits until one upload waits its turn at the gate.
+func (e *env) waitQueued(t *testing.T, what string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for e.uploadsWaiting() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal(what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 func (e *env) uploadsWaiting() int {
@@ -272,13 +278,7 @@ func TestUploadPastMaxWaitsAtTheGate(t *testing.T) {
 	}
 	done := make(chan resp, 1)
 	go func() { done <- e.upload(newUser(), "next.pdf", makePDF("Next", 1, 0), nil) }()
-	deadline := time.Now().Add(5 * time.Second)
-	for e.uploadsWaiting() != 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("the upload past maxUploads did not wait at the gate")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	e.waitQueued(t, "the upload past maxUploads did not wait at the gate")
 	time.Sleep(300 * time.Millisecond) // longer than chunkWait
 	if n := len(e.tempFiles()); n != maxUploads {
 		t.Fatalf("%d temporary files, want the %d in progress", n, maxUploads)
@@ -310,13 +310,7 @@ func TestUploadQueuePerUserBounded(t *testing.T) {
 	c := e.stalledUpload(t, u)
 	done := make(chan resp, 1)
 	go func() { done <- e.upload(u, "second.pdf", makePDF("Second", 1, 0), nil) }()
-	deadline := time.Now().Add(5 * time.Second)
-	for e.uploadsWaiting() != 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("the second upload never queued")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	e.waitQueued(t, "the second upload never queued")
 	start := time.Now()
 	checkRefusal(t, "a third upload of a user with one waiting already", e.upload(u, "third.pdf", makePDF("Third", 1, 0), nil), 503, "busy")
 	if d := time.Since(start); d > time.Second {
