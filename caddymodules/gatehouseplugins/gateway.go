@@ -329,10 +329,17 @@ func (g *Gateway) proxyRoute(w http.ResponseWriter, r *http.Request, next caddyh
 func (g *Gateway) proxied(service string, err error) error {
 	var he caddyhttp.HandlerError
 	if errors.As(err, &he) && he.StatusCode == http.StatusBadGateway {
-		go g.app.Recheck(context.Background(), service)
+		g.app.Recheck(noWait, service) // starts the check, waits for nothing
 	}
 	return err
 }
+
+// noWait is a context already done: Recheck with it does not wait.
+var noWait = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
 
 // proxySettings sends GET/PATCH to the service's /plugin/settings; the
 // service's answer, validation errors included, goes back as it is.
