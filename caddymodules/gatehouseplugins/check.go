@@ -190,17 +190,7 @@ func (a *App) checkOne(ctx context.Context, svc ServiceConfig) checkResult {
 		return res
 	}
 
-	resp, err = a.get(ctx, base+"/plugin/manifest")
-	if err != nil {
-		res.manifestErr = err
-		return res
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		res.manifestErr = fmt.Errorf("manifest: status %d", resp.StatusCode)
-		return res
-	}
-	m, err := ParseManifest(resp.Header.Get("Content-Type"), resp.Body)
+	m, err := a.fetchManifest(ctx, base)
 	if err == nil && m.ID != svc.ID {
 		err = refuse("manifest id %q is not the registered service id %q", m.ID, svc.ID)
 	}
@@ -210,6 +200,19 @@ func (a *App) checkOne(ctx context.Context, svc ServiceConfig) checkResult {
 	}
 	res.manifest = m
 	return res
+}
+
+// fetchManifest GETs and parses the manifest of the service at base.
+func (a *App) fetchManifest(ctx context.Context, base string) (*Manifest, error) {
+	resp, err := a.get(ctx, base+"/plugin/manifest")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("manifest: status %d", resp.StatusCode)
+	}
+	return ParseManifest(resp.Header.Get("Content-Type"), resp.Body)
 }
 
 func (a *App) get(ctx context.Context, u string) (*http.Response, error) {

@@ -1,16 +1,16 @@
 package gatehouseplugins
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"strings"
 
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
+	"go.uber.org/zap"
 )
 
 // The check-manifest subcommand applies the edge's own rules to a manifest
@@ -61,12 +61,7 @@ would refuse it and exits 1.
 // checkManifest loads the manifest at src and checks it; with configFile,
 // also against that configuration's registrations. It returns a summary.
 func checkManifest(src, configFile, adapter, serviceID string) (string, error) {
-	contentType, body, err := readManifest(src)
-	if err != nil {
-		return "", err
-	}
-	defer body.Close()
-	m, err := ParseManifest(contentType, body)
+	m, err := readManifest(src)
 	if err != nil {
 		return "", err
 	}
@@ -123,37 +118,24 @@ func checkManifest(src, configFile, adapter, serviceID string) (string, error) {
 	return strings.TrimSuffix(b.String(), "\n"), nil
 }
 
-// readManifest opens a file, standard input (-), or a service's
-// /plugin/manifest, fetched as the edge does (no redirects, 5 s).
-func readManifest(src string) (contentType string, body io.ReadCloser, err error) {
+// readManifest reads a manifest from a file, standard input (-), or a
+// service's /plugin/manifest, fetched by the same code and client as the
+// edge's checks (no redirects, DefaultTimeout), and parses it.
+func readManifest(src string) (*Manifest, error) {
 	switch {
 	case src == "-":
-		return "application/json", io.NopCloser(os.Stdin), nil
+		return ParseManifest("application/json", os.Stdin)
 	case strings.HasPrefix(src, "http://") || strings.HasPrefix(src, "https://"):
-		client := &http.Client{
-			Timeout:       DefaultTimeout,
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		}
-		req, err := http.NewRequest(http.MethodGet, strings.TrimSuffix(src, "/")+"/plugin/manifest", nil)
-		if err != nil {
-			return "", nil, err
-		}
-		req.Header.Set("Accept", "application/json")
-		req.Header.Set("User-Agent", "gatehouse-edge")
-		resp, err := client.Do(req)
-		if err != nil {
-			return "", nil, err
-		}
-		if resp.StatusCode != http.StatusOK {
-			resp.Body.Close()
-			return "", nil, fmt.Errorf("manifest: status %d", resp.StatusCode)
-		}
-		return resp.Header.Get("Content-Type"), resp.Body, nil
+		a := &App{logger: zap.NewNop()}
+		a.setup()
+		defer a.Stop()
+		return a.fetchManifest(context.Background(), strings.TrimSuffix(src, "/"))
 	default:
 		f, err := os.Open(src)
 		if err != nil {
-			return "", nil, err
+			return nil, err
 		}
-		return "application/json", f, nil
+		defer f.Close()
+		return ParseManifest("application/json", f)
 	}
 }
