@@ -1462,6 +1462,9 @@ func TestCheckManifestCommand(t *testing.T) {
 	ct := "text/plain"
 	p.contentType.Store(&ct)
 	check(1, `Content-Type is "text/plain"`, p.url())
+	p.stop()
+	check(1, "connection refused", p.url())
+	check(1, "no such file or directory", filepath.Join(dir, "missing.json"))
 }
 
 // A service that accepts connections and never answers costs a request at
