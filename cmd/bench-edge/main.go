@@ -8,7 +8,9 @@
 // guarded sites also with a browser's request headers), and prints median
 // throughput and latency, the ratios with their quartiles, Caddy's CPU
 // time per request, and the cost of a cache miss (every request a new
-// valid token).
+// valid token). With valgrind installed it also counts the instructions
+// Caddy executes per request of each variant (instructions.go), a figure
+// the machine's noise does not move.
 // It prints figures, never pass or fail (`make bench-edge`).
 package main
 
@@ -47,6 +49,8 @@ func main() {
 	caddyPath := flag.String("caddy", "", "Caddy binary to use (default: build ./cmd/caddy into a temporary directory)")
 	flag.IntVar(&pinCaddy, "pin-caddy", -1, "run Caddy on this CPU only (with taskset), so that the load generator and the upstream, run on the other CPUs, do not take its time; -1: no pinning")
 	flag.StringVar(&profilePath, "cpuprofile", "", "write Caddy's CPU profile during each profiled variant's first run to this file, suffixed with the variant's name (inspect with go tool pprof; compare with -diff_base)")
+	flag.IntVar(&instructionRequests, "instructions", 1000, "requests per variant and round whose instructions in Caddy are counted under valgrind's callgrind (0: no counts)")
+	flag.IntVar(&instructionRounds, "instruction-rounds", 3, "rounds of instruction counts")
 	flag.StringVar(&profileVariants, "cpuprofile-variants", "plain,guarded", "comma-separated variants that -cpuprofile profiles")
 	flag.Parse()
 	log.SetFlags(0)
@@ -63,6 +67,8 @@ var (
 	profilePath, profileVariants string
 	profileDuration              time.Duration
 	pinCaddy                     = -1
+	instructionRequests          int
+	instructionRounds            int
 )
 
 // profileCaddy fetches a CPU profile from Caddy's admin endpoint.
@@ -154,30 +160,10 @@ func run(ctx context.Context, rounds, slice, concurrency, misses int, caddyPath 
 	if err != nil {
 		return err
 	}
-	plainPort, headersPort, guardedPort, forwardPort, adminPort := ports[0], ports[1], ports[2], ports[3], ports[4]
+	sites, adminPort := ports[:4], ports[4]
 	upAddr := upLn.Addr().String()
-	plainSite := func(port string) string {
-		return fmt.Sprintf(":%s {\n\treverse_proxy %s {\n\t\theader_up Host plain\n\t}\n}\n", port, upAddr)
-	}
-	guardedSite := func(port, extra string) string {
-		return fmt.Sprintf(`:%s {
-	gatehouse_auth {
-		jwks_file %s
-		issuer gatehouse
-		audience gatehouse
-		revocations_url http://%s/internal/revocations%s
-	}
-	reverse_proxy %s {
-		header_up Host guarded
-	}
-}
-`, port, jwksPath, upAddr, extra, upAddr)
-	}
-	caddyfile := fmt.Sprintf("{\n\tadmin 127.0.0.1:%s\n\tlog {\n\t\tlevel ERROR\n\t}\n}\n", adminPort) +
-		plainSite(plainPort) + plainSite(headersPort) +
-		guardedSite(guardedPort, "") + guardedSite(forwardPort, "\n\t\tforward_token")
 	cfgPath := filepath.Join(tmp, "Caddyfile")
-	if err := os.WriteFile(cfgPath, []byte(caddyfile), 0o600); err != nil {
+	if err := os.WriteFile(cfgPath, []byte(benchCaddyfile(upAddr, jwksPath, adminPort, sites, "")), 0o600); err != nil {
 		return err
 	}
 	caddyArgs := []string{caddyPath, "run", "--config", cfgPath, "--adapter", "caddyfile"}
@@ -196,7 +182,7 @@ func run(ctx context.Context, rounds, slice, concurrency, misses int, caddyPath 
 		_ = caddy.Process.Signal(os.Interrupt)
 		_ = caddy.Wait()
 	}()
-	for _, p := range []string{plainPort, headersPort, guardedPort, forwardPort} {
+	for _, p := range sites {
 		if err := benchutil.WaitTCP("127.0.0.1:"+p, 30*time.Second); err != nil {
 			logData, _ := os.ReadFile(caddyLog.Name())
 			return fmt.Errorf("caddy did not start: %w\n%s", err, logData)
@@ -225,28 +211,13 @@ func run(ctx context.Context, rounds, slice, concurrency, misses int, caddyPath 
 		"X-User-Role":   {"user"},
 		"X-User-Groups": {"doc-service-admin"},
 	}
-	type variant struct {
-		name, port string
-		extra      http.Header // headers the client sends besides the token
-	}
 	// load sends a number of requests on the variant's connections, or,
 	// with requests 0, runs for a duration on new ones.
 	load := func(v variant, tokens []string, requests int, duration time.Duration) (loadgen.Result, error) {
-		url := "http://127.0.0.1:" + v.port + "/"
 		o := loadgen.Options{
 			Concurrency: concurrency,
 			Client:      client(v.name),
-			Request: func(i int) (*http.Request, error) {
-				req, err := http.NewRequest(http.MethodGet, url, nil)
-				if err != nil {
-					return nil, err
-				}
-				req.Header.Set("Authorization", "Bearer "+tokens[i%len(tokens)])
-				for k, vals := range v.extra {
-					req.Header[k] = vals
-				}
-				return req, nil
-			},
+			Request:     v.requests(sites, tokens),
 		}
 		if requests > 0 {
 			o.Requests = requests
@@ -277,12 +248,12 @@ func run(ctx context.Context, rounds, slice, concurrency, misses int, caddyPath 
 	// guarded with the headers a browser sends with an SPA's API call.
 	// The order puts each compared pair side by side (see the rounds).
 	variants := []variant{
-		{"plain", plainPort, nil},
-		{"guarded", guardedPort, nil},
-		{"forward", forwardPort, nil},
-		{"plain+identity", headersPort, identity},
-		{"plain, browser", plainPort, browserHeaders},
-		{"guarded, browser", guardedPort, browserHeaders},
+		{"plain", sitePlain, nil},
+		{"guarded", siteGuarded, nil},
+		{"forward", siteForward, nil},
+		{"plain+identity", siteIdentity, identity},
+		{"plain, browser", sitePlain, browserHeaders},
+		{"guarded, browser", siteGuarded, browserHeaders},
 	}
 	// Warm every path (connections, the token cache, Go's runtime).
 	for _, v := range variants {
@@ -341,6 +312,15 @@ func run(ctx context.Context, rounds, slice, concurrency, misses int, caddyPath 
 	}
 	log.Printf("cache-miss run   %v", missRes)
 	verifyCost := measureVerify(key, token)
+	var instructions map[string][]float64
+	if instructionRequests > 0 {
+		log.Printf("counting Caddy's instructions per request under valgrind")
+		instructions, err = countInstructions(ctx, tmp, caddyPath, upAddr, jwksPath, token, variants, instructionRequests, instructionRounds)
+		if err != nil {
+			// The throughput figures stand without them.
+			log.Printf("instruction counts skipped: %v", err)
+		}
+	}
 
 	fmt.Println()
 	placement := "load generator, Caddy and upstream share the CPUs"
@@ -381,13 +361,7 @@ func run(ctx context.Context, rounds, slice, concurrency, misses int, caddyPath 
 		n := len(ratios)
 		return 100 * loadgen.Median(ra).RPS / loadgen.Median(rb).RPS, ratios[n/2], ratios[n/4], ratios[(3*n)/4]
 	}
-	for _, c := range []struct{ a, b, what string }{
-		{"guarded", "plain", "target >= 95%"},
-		{"guarded, browser", "plain, browser", "the same with a browser's request headers"},
-		{"forward", "plain", "forward_token: the token goes upstream too"},
-		{"guarded", "plain+identity", "same upstream headers: the guard's own cost"},
-		{"plain+identity", "plain", "what three more headers through Caddy and the upstream cost"},
-	} {
+	for _, c := range comparisons {
 		m, pr, q1, q3 := ratio(c.a, c.b)
 		// Caddy's CPU per request, inverted, is what the throughput ratio
 		// would be if Caddy's CPU alone set the pace.
@@ -397,6 +371,9 @@ func run(ctx context.Context, rounds, slice, concurrency, misses int, caddyPath 
 	}
 	fmt.Printf("cache-miss throughput vs cached: %.1f%%; RSA-2048 verification alone: %v per token (in-process, one core)\n",
 		100*missRes.RPS/loadgen.Median(results["guarded"]).RPS, verifyCost.Round(time.Microsecond))
+	if instructions != nil {
+		printInstructions(instructions, variants, labels, instructionRequests, instructionRounds)
+	}
 	fmt.Printf("command: %s\n", commandLine())
 	return nil
 }
@@ -501,4 +478,72 @@ func commandLine() string {
 		cmd = "taskset -c <the other CPUs> " + cmd
 	}
 	return cmd + "   (make bench-edge runs it pinned; go run ./cmd/bench-edge runs it unpinned)"
+}
+
+// comparisons are the ratios the bench reports, a over b.
+var comparisons = []struct{ a, b, what string }{
+	{"guarded", "plain", "target >= 95%"},
+	{"guarded, browser", "plain, browser", "the same with a browser's request headers"},
+	{"forward", "plain", "forward_token: the token goes upstream too"},
+	{"guarded", "plain+identity", "same upstream headers: the guard's own cost"},
+	{"plain+identity", "plain", "what three more headers through Caddy and the upstream cost"},
+}
+
+// The sites of a bench Caddy, in the order benchCaddyfile gives them ports.
+const (
+	sitePlain    = iota // plain reverse_proxy
+	siteIdentity        // the same again, for the client that sends X-User-*
+	siteGuarded         // gatehouse_auth, then the same reverse_proxy
+	siteForward         // the same with forward_token
+)
+
+// benchCaddyfile is the configuration of a bench Caddy: the four sites on
+// the given ports in front of the upstream at upAddr. guardExtra is added
+// to both gatehouse_auth blocks.
+func benchCaddyfile(upAddr, jwksPath, adminPort string, sites []string, guardExtra string) string {
+	plainSite := func(port string) string {
+		return fmt.Sprintf(":%s {\n\treverse_proxy %s {\n\t\theader_up Host plain\n\t}\n}\n", port, upAddr)
+	}
+	guardedSite := func(port, extra string) string {
+		return fmt.Sprintf(`:%s {
+	gatehouse_auth {
+		jwks_file %s
+		issuer gatehouse
+		audience gatehouse
+		revocations_url http://%s/internal/revocations%s
+	}
+	reverse_proxy %s {
+		header_up Host guarded
+	}
+}
+`, port, jwksPath, upAddr, extra+guardExtra, upAddr)
+	}
+	return fmt.Sprintf("{\n\tadmin 127.0.0.1:%s\n\tlog {\n\t\tlevel ERROR\n\t}\n}\n", adminPort) +
+		plainSite(sites[sitePlain]) + plainSite(sites[siteIdentity]) +
+		guardedSite(sites[siteGuarded], "") + guardedSite(sites[siteForward], "\n\t\tforward_token")
+}
+
+// A variant is one way of sending the same request: to one of the sites,
+// with headers besides the token.
+type variant struct {
+	name  string
+	site  int
+	extra http.Header
+}
+
+// requests builds the variant's requests for a Caddy whose sites listen on
+// the given ports, request i carrying token i (round robin).
+func (v variant) requests(sites []string, tokens []string) func(i int) (*http.Request, error) {
+	url := "http://127.0.0.1:" + sites[v.site] + "/"
+	return func(i int) (*http.Request, error) {
+		req, err := http.NewRequest(http.MethodGet, url, nil)
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Authorization", "Bearer "+tokens[i%len(tokens)])
+		for k, vals := range v.extra {
+			req.Header[k] = vals
+		}
+		return req, nil
+	}
 }

@@ -1,0 +1,213 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gatehouse/gatehouse/internal/benchutil"
+	"github.com/gatehouse/gatehouse/internal/loadgen"
+)
+
+// errNoValgrind skips the instruction counts on a machine without valgrind.
+var errNoValgrind = errors.New("valgrind is not installed (apt-get install valgrind)")
+
+// countInstructions counts the instructions Caddy executes per request of
+// each variant: a second bench Caddy, with the same sites, runs under
+// valgrind's callgrind; for each variant in turn the counters are zeroed,
+// n requests are sent one after another on a kept connection, and the
+// counters are dumped. Throughput on this shared two-core machine varies by
+// ±15 % between slices; these counts vary by a few per cent (Go's
+// scheduler does more or less work depending on when the next request
+// arrives), and they split the edge's cost by what a variant changes.
+// They leave out what instructions do not show (the kernel's work, cache
+// misses, waiting), which the throughput rounds include. It returns, per variant, one count per
+// round (A B B A order, as the throughput rounds).
+func countInstructions(ctx context.Context, tmp, caddyPath, upAddr, jwksPath, token string, variants []variant, n, rounds int) (map[string][]float64, error) {
+	for _, tool := range []string{"valgrind", "callgrind_control"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return nil, errNoValgrind
+		}
+	}
+	dir := filepath.Join(tmp, "callgrind")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return nil, err
+	}
+	ports, err := benchutil.FreePorts(5)
+	if err != nil {
+		return nil, err
+	}
+	sites, adminPort := ports[:4], ports[4]
+	// The key set and the revocation feed are loaded at start, so every
+	// guarded request still checks both. Their refreshes run on wall-clock
+	// timers, and under valgrind a request takes a hundred times longer, so
+	// at their usual intervals they would weigh a hundred times more per
+	// request than they do in the throughput rounds: here they wait an hour.
+	cfg := benchCaddyfile(upAddr, jwksPath, adminPort, sites, "\n\t\trevocations_interval 1h\n\t\tjwks_refresh_interval 1h")
+	cfgPath := filepath.Join(dir, "Caddyfile")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		return nil, err
+	}
+	out := filepath.Join(dir, "callgrind.out")
+	cmd := exec.Command("valgrind", "--tool=callgrind", "--callgrind-out-file="+out,
+		caddyPath, "run", "--config", cfgPath, "--adapter", "caddyfile")
+	// callgrind stops on an internal assertion when Go's runtime preempts
+	// goroutines with signals, hence asyncpreemptoff. valgrind runs one
+	// thread at a time anyway; with one P the runtime does not hand work
+	// between threads through it, and a slice takes seconds, not minutes.
+	// Both variants of every pair run under the same settings.
+	cmd.Env = append(os.Environ(), "GOMAXPROCS=1", "GODEBUG=asyncpreemptoff=1",
+		"HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
+	logFile, err := os.Create(filepath.Join(dir, "valgrind.log"))
+	if err != nil {
+		return nil, err
+	}
+	defer logFile.Close()
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	defer func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		_ = cmd.Wait()
+	}()
+	for _, p := range sites {
+		if err := benchutil.WaitTCP("127.0.0.1:"+p, 3*time.Minute); err != nil {
+			logData, _ := os.ReadFile(logFile.Name())
+			return nil, fmt.Errorf("caddy under valgrind did not start: %w\n%s", err, logData)
+		}
+	}
+	pid := strconv.Itoa(cmd.Process.Pid)
+	control := func(arg string) error {
+		if b, err := exec.CommandContext(ctx, "callgrind_control", arg, pid).CombinedOutput(); err != nil {
+			return fmt.Errorf("callgrind_control %s: %w: %s", arg, err, b)
+		}
+		return nil
+	}
+	// collect runs Go's garbage collector in Caddy (the admin endpoint's
+	// heap profile does so first), so that every counted slice starts
+	// with the same heap and the collections inside it fall at the same
+	// points for the same requests.
+	collect := func() error {
+		resp, err := http.Get("http://127.0.0.1:" + adminPort + "/debug/pprof/heap?gc=1")
+		if err != nil {
+			return err
+		}
+		_, err = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err == nil && resp.StatusCode != http.StatusOK {
+			err = fmt.Errorf("heap profile: %s", resp.Status)
+		}
+		return err
+	}
+	send := func(v variant, n int) error {
+		res, err := loadgen.Run(ctx, loadgen.Options{Concurrency: 1, Requests: n, Request: v.requests(sites, []string{token})})
+		if err == nil && res.Errors > 0 {
+			err = fmt.Errorf("%d errors, first: %v", res.Errors, res.FirstError)
+		}
+		if err == nil && res.Requests != n {
+			err = fmt.Errorf("%d of %d requests sent", res.Requests, n)
+		}
+		return err
+	}
+	// Warm every path: connections, the token cache, Go's runtime.
+	for _, v := range variants {
+		if err := send(v, 300); err != nil {
+			return nil, fmt.Errorf("warm-up under valgrind, %s: %w", v.name, err)
+		}
+	}
+	counts := map[string][]float64{}
+	dumps := 0
+	for r := range rounds {
+		var line strings.Builder
+		fmt.Fprintf(&line, "instructions, round %d:", r+1)
+		for i := range variants {
+			v := variants[i]
+			if r%2 == 1 {
+				v = variants[len(variants)-1-i]
+			}
+			if err := collect(); err != nil {
+				return nil, err
+			}
+			if err := control("-z"); err != nil {
+				return nil, err
+			}
+			if err := send(v, n); err != nil {
+				return nil, fmt.Errorf("%s under valgrind: %w", v.name, err)
+			}
+			if err := control("-d"); err != nil {
+				return nil, err
+			}
+			dumps++
+			total, err := callgrindTotal(fmt.Sprintf("%s.%d", out, dumps))
+			if err != nil {
+				return nil, err
+			}
+			perRequest := float64(total) / float64(n)
+			counts[v.name] = append(counts[v.name], perRequest)
+			fmt.Fprintf(&line, " %s %.0f", v.name, perRequest)
+		}
+		log.Print(line.String())
+	}
+	return counts, nil
+}
+
+// callgrindTotal reads the instruction total from a callgrind dump, which
+// callgrind may still be writing when callgrind_control returns.
+func callgrindTotal(path string) (uint64, error) {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if f, err := os.Open(path); err == nil {
+			sc := bufio.NewScanner(f)
+			for sc.Scan() {
+				if rest, ok := strings.CutPrefix(sc.Text(), "totals:"); ok {
+					f.Close()
+					return strconv.ParseUint(strings.Fields(rest)[0], 10, 64)
+				}
+			}
+			f.Close()
+		}
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("no totals line in %s", path)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// printInstructions reports the counts: per variant the median over the
+// rounds, and for each comparison the ratio b / a of those medians (what
+// the throughput ratio a / b would be if Caddy's instructions alone set
+// the pace) with the lowest and highest of the per-round ratios.
+func printInstructions(counts map[string][]float64, variants []variant, labels map[string]string, n, rounds int) {
+	fmt.Printf("\nInstructions Caddy executes per request (valgrind callgrind; %d rounds of %d requests per variant on one kept connection).\n", rounds, n)
+	fmt.Println("User space only: the kernel's part of a request (socket reads and writes, much the same for every variant) is")
+	fmt.Println("not counted, so these ratios lie further from 100% than throughput's; they show where the cost is, not the target.")
+	median := func(xs []float64) float64 {
+		s := slices.Clone(xs)
+		slices.Sort(s)
+		return s[len(s)/2]
+	}
+	for _, v := range variants {
+		fmt.Printf("%-58s %10.0f\n", labels[v.name], median(counts[v.name]))
+	}
+	for _, c := range comparisons {
+		a, b := counts[c.a], counts[c.b]
+		perRound := make([]float64, len(a))
+		for i := range a {
+			perRound[i] = 100 * b[i] / a[i]
+		}
+		fmt.Printf("%-34s %5.1f%% by instructions (rounds %5.1f%% to %5.1f%%): %s\n",
+			c.a+" / "+c.b+":", 100*median(b)/median(a), slices.Min(perRound), slices.Max(perRound), strings.Replace(c.what, "target >= 95%", "the target's pair (the target is on throughput)", 1))
+	}
+}
