@@ -312,7 +312,7 @@ func run(ctx context.Context, rounds, slice, concurrency, misses int, caddyPath 
 	}
 	log.Printf("cache-miss run   %v", missRes)
 	verifyCost := measureVerify(key, token)
-	var instructions map[string][]float64
+	var instructions map[string][]instructionCount
 	if instructionRequests > 0 {
 		log.Printf("counting Caddy's instructions per request under valgrind")
 		instructions, err = countInstructions(ctx, tmp, caddyPath, upAddr, jwksPath, token, variants, instructionRequests, instructionRounds)
