@@ -2,12 +2,14 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"debug/elf"
 	"errors"
 	"fmt"
 	"io"
 	"log"
+	"math"
 	"net/http"
 	"os"
 	"os/exec"
@@ -60,7 +62,7 @@ func countInstructions(ctx context.Context, tmp, caddyPath, upAddr, jwksPath, to
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
-	sha, err := shaBlockRanges(caddyPath)
+	symbols, err := symbolTable(caddyPath)
 	if err != nil {
 		return nil, err
 	}
@@ -158,11 +160,14 @@ func countInstructions(ctx context.Context, tmp, caddyPath, upAddr, jwksPath, to
 				return nil, err
 			}
 			dumps++
-			total, inSHA, err := readCallgrindDump(fmt.Sprintf("%s.%d", out, dumps), sha)
+			total, inSHA, byPackage, err := readCallgrindDump(fmt.Sprintf("%s.%d", out, dumps), symbols)
 			if err != nil {
 				return nil, err
 			}
-			c := instructionCount{float64(total) / float64(n), float64(inSHA) / float64(n)}
+			c := instructionCount{float64(total) / float64(n), float64(inSHA) / float64(n), map[string]float64{}}
+			for pkg, cost := range byPackage {
+				c.byPackage[pkg] = float64(cost) / float64(n)
+			}
 			counts[v.name] = append(counts[v.name], c)
 			fmt.Fprintf(&line, " %s %.0f (SHA-256 %.0f)", v.name, c.all, c.sha)
 		}
@@ -172,19 +177,26 @@ func countInstructions(ctx context.Context, tmp, caddyPath, upAddr, jwksPath, to
 }
 
 // An instructionCount is what a slice counted per request: all of Caddy's
-// instructions, and those in the SHA-256 block functions. Go hashes with
-// the CPU's SHA extensions where it has them; valgrind does not emulate
-// them, so under it Go runs its AVX2 code, many times the
-// instructions (the token's hash for the cache: some 24 000 per request
-// under valgrind; natively 0.6 µs, 850 bytes with sha256.Sum256 here).
-// The report gives both.
-type instructionCount struct{ all, sha float64 }
+// instructions, those in the SHA-256 block functions, and all of them by
+// Go package. Go hashes with the CPU's SHA extensions where it has them;
+// valgrind does not emulate them, so under it Go runs its AVX2 code, many
+// times the instructions (the token's hash for the cache: some 24 000 per
+// request under valgrind; natively 0.6 µs, 850 bytes with sha256.Sum256
+// here). The report gives both.
+type instructionCount struct {
+	all, sha  float64
+	byPackage map[string]float64
+}
 
-// addrRange is a function's code, [start, end).
-type addrRange struct{ start, end uint64 }
+// A symbol is a function's code, [start, end), with its Go package.
+type symbol struct {
+	start, end uint64
+	pkg        string
+	sha        bool // a SHA-256 block function
+}
 
-// shaBlockRanges finds the SHA-256 block functions in the binary.
-func shaBlockRanges(binary string) ([]addrRange, error) {
+// symbolTable reads the binary's functions, sorted by address.
+func symbolTable(binary string) ([]symbol, error) {
 	f, err := elf.Open(binary)
 	if err != nil {
 		return nil, err
@@ -192,43 +204,76 @@ func shaBlockRanges(binary string) ([]addrRange, error) {
 	defer f.Close()
 	syms, err := f.Symbols()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w (a stripped binary cannot be counted by function)", binary, err)
 	}
-	var rs []addrRange
+	var table []symbol
+	shas := 0
 	for _, s := range syms {
-		if elf.ST_TYPE(s.Info) == elf.STT_FUNC && s.Size > 0 &&
-			strings.Contains(s.Name, "/sha256.block") {
-			rs = append(rs, addrRange{s.Value, s.Value + s.Size})
+		if elf.ST_TYPE(s.Info) != elf.STT_FUNC || s.Size == 0 {
+			continue
 		}
+		sha := strings.Contains(s.Name, "/sha256.block")
+		if sha {
+			shas++
+		}
+		table = append(table, symbol{s.Value, s.Value + s.Size, goPackage(s.Name), sha})
 	}
-	if len(rs) == 0 {
+	if shas == 0 {
 		return nil, fmt.Errorf("no SHA-256 block functions among %s's symbols", binary)
 	}
-	return rs, nil
+	slices.SortFunc(table, func(a, b symbol) int { return cmp.Compare(a.start, b.start) })
+	return table, nil
 }
 
-// readCallgrindDump reads a dump's instruction total and the instructions
-// in the given ranges. It waits for the totals line: callgrind may still
-// be writing the dump when callgrind_control returns. Cost lines are
-// "address line cost"; the line after each "calls=" line is the cost of
-// that call, callee included, and is skipped.
-func readCallgrindDump(path string, ranges []addrRange) (total, inRanges uint64, err error) {
+// goPackage is the package of a Go symbol name: "net/http" for
+// "net/http.Header.writeSubset", "internal/runtime/maps" for
+// "internal/runtime/maps.(*Iter).Next"; assembly without a package
+// ("aeshashbody") is the runtime's.
+func goPackage(name string) string {
+	if i := strings.IndexByte(name, '['); i >= 0 {
+		name = name[:i] // type parameters may hold other packages' names
+	}
+	slash := strings.LastIndexByte(name, '/')
+	dot := strings.IndexByte(name[slash+1:], '.')
+	if dot < 0 {
+		return "runtime"
+	}
+	return name[:slash+1+dot]
+}
+
+// lookup finds the symbol holding addr.
+func lookup(table []symbol, addr uint64) *symbol {
+	i, _ := slices.BinarySearchFunc(table, addr, func(s symbol, a uint64) int { return cmp.Compare(s.start, a+1) })
+	if i == 0 || addr >= table[i-1].end {
+		return nil
+	}
+	return &table[i-1]
+}
+
+// readCallgrindDump counts a dump's instructions: in all, in the SHA-256
+// blocks, and by package. It waits for the totals line: callgrind may
+// still be writing the dump when callgrind_control returns.
+func readCallgrindDump(path string, table []symbol) (total, sha uint64, byPackage map[string]uint64, err error) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		total, inRanges, err = parseCallgrindDump(path, ranges)
+		total, sha, byPackage, err = parseCallgrindDump(path, table)
 		if err == nil || time.Now().After(deadline) {
-			return total, inRanges, err
+			return total, sha, byPackage, err
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 }
 
-func parseCallgrindDump(path string, ranges []addrRange) (total, inRanges uint64, err error) {
+// parseCallgrindDump reads cost lines, "address line cost" (from
+// --dump-instr=yes --compress-pos=no); the line after each "calls=" line
+// is the cost of that call, callee included, and is skipped.
+func parseCallgrindDump(path string, table []symbol) (total, sha uint64, byPackage map[string]uint64, err error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, nil, err
 	}
 	defer f.Close()
+	byPackage = map[string]uint64{}
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64*1024), 1<<20)
 	skip := false
@@ -241,25 +286,31 @@ func parseCallgrindDump(path string, ranges []addrRange) (total, inRanges uint64
 			skip = true
 		case strings.HasPrefix(line, "0x"):
 			fields := strings.Fields(line)
+			if len(fields) < 2 {
+				return 0, 0, nil, fmt.Errorf("%s: unexpected cost line %q", path, line)
+			}
 			addr, err1 := strconv.ParseUint(fields[0][2:], 16, 64)
 			cost, err2 := strconv.ParseUint(fields[len(fields)-1], 10, 64)
-			if err1 != nil || err2 != nil || len(fields) < 2 {
-				return 0, 0, fmt.Errorf("%s: unexpected cost line %q", path, line)
+			if err1 != nil || err2 != nil {
+				return 0, 0, nil, fmt.Errorf("%s: unexpected cost line %q", path, line)
 			}
-			for _, r := range ranges {
-				if addr >= r.start && addr < r.end {
-					inRanges += cost
+			pkg := "(outside Caddy's binary: libc, vDSO)"
+			if s := lookup(table, addr); s != nil {
+				pkg = s.pkg
+				if s.sha {
+					sha += cost
 				}
 			}
+			byPackage[pkg] += cost
 		case strings.HasPrefix(line, "totals:"):
 			total, err = strconv.ParseUint(strings.Fields(strings.TrimPrefix(line, "totals:"))[0], 10, 64)
-			return total, inRanges, err
+			return total, sha, byPackage, err
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return 0, 0, err
+		return 0, 0, nil, err
 	}
-	return 0, 0, fmt.Errorf("no totals line in %s", path)
+	return 0, 0, nil, fmt.Errorf("no totals line in %s", path)
 }
 
 // printInstructions reports the counts: per variant the medians over the
@@ -304,5 +355,45 @@ func printInstructions(counts map[string][]instructionCount, variants []variant,
 		}
 		fmt.Printf("%-34s by instructions %s, without SHA-256 %s: %s\n", c.a+" / "+c.b+":", parts[0], parts[1],
 			strings.Replace(c.what, "target >= 95%", "the target's pair (the target is on throughput)", 1))
+	}
+	// Where the differences are, by Go package: per round the difference
+	// of the two variants' counts, then the median over the rounds.
+	// Garbage collection falls into some slices and not others, so
+	// "runtime" moves most from round to round.
+	for _, c := range comparisons {
+		if !c.breakdown {
+			continue
+		}
+		a, b := counts[c.a], counts[c.b]
+		pkgs := map[string]bool{}
+		for i := range a {
+			for pkg := range a[i].byPackage {
+				pkgs[pkg] = true
+			}
+			for pkg := range b[i].byPackage {
+				pkgs[pkg] = true
+			}
+		}
+		type diff struct {
+			pkg string
+			d   float64
+		}
+		var diffs []diff
+		allDiffs := make([]float64, len(a))
+		for i := range a {
+			allDiffs[i] = a[i].all - b[i].all
+		}
+		for pkg := range pkgs {
+			ds := make([]float64, len(a))
+			for i := range a {
+				ds[i] = a[i].byPackage[pkg] - b[i].byPackage[pkg]
+			}
+			diffs = append(diffs, diff{pkg, median(ds)})
+		}
+		slices.SortFunc(diffs, func(x, y diff) int { return cmp.Compare(math.Abs(y.d), math.Abs(x.d)) })
+		fmt.Printf("%s minus %s, instructions per request (median of rounds): %+.0f; by package:\n", c.a, c.b, median(allDiffs))
+		for _, d := range diffs[:min(len(diffs), 12)] {
+			fmt.Printf("  %+9.0f  %s\n", d.d, d.pkg)
+		}
 	}
 }
