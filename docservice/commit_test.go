@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -351,5 +352,96 @@ func TestFolderMoveNoteBeforeMove(t *testing.T) {
 	var left int
 	if err := testPool.QueryRow(context.Background(), `SELECT count(*) FROM docs.folder_moves`).Scan(&left); err != nil || left != 0 {
 		t.Fatalf("notes left after the rename: %d (%v)", left, err)
+	}
+}
+
+// A download races changes that free the name its document's file had and
+// give it to another user's document: a rename plus an upload of that
+// name, and a swap of two categories' names. It gets its own document's
+// file. Before, the row was read and its path then opened with nothing
+// held, and the other user's PDF went out under the requester's name and
+// ETag (found in review: 4 of 34 000 downloads raced against such
+// changes). The race runs between the two steps (beforeOpen); with the
+// fix, its first change waits for the download's locks.
+func TestDownloadNeverServesAnotherDocumentsFile(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// setup stores u's document, and returns it and the race, which
+		// must leave another document where u's file was.
+		setup func(t *testing.T, e *env, u, v user, mine []byte) (doc string, race func() error)
+	}{
+		{"rename, then another user's upload of the freed name", func(t *testing.T, e *env, u, v user, mine []byte) (string, func() error) {
+			doc := docID(e.mustUpload(u, "scan.pdf", mine, nil))
+			return doc, func() error {
+				if r := e.doJSON(&u, "PATCH", "/api/documents/"+doc, map[string]any{"filename": "z.pdf"}); r.status != 200 {
+					return fmt.Errorf("rename: %d %s", r.status, r.body)
+				}
+				r := e.upload(v, "scan.pdf", makePDF("theirs", 1, 0), nil)
+				if r.status != 201 || r.json(t)["filename"] != "scan.pdf" {
+					return fmt.Errorf("upload: %d %s", r.status, r.body)
+				}
+				return nil
+			}
+		}},
+		{"two categories swap names", func(t *testing.T, e *env, u, v user, mine []byte) (string, func() error) {
+			a := e.mustCategory(u, "A", "")["id"].(string)
+			b := e.mustCategory(u, "B", "")["id"].(string)
+			doc := docID(e.mustUpload(u, "x.pdf", mine, map[string]string{"category_id": a}))
+			e.mustUpload(v, "x.pdf", makePDF("theirs", 1, 0), map[string]string{"category_id": b})
+			return doc, func() error {
+				for _, step := range []struct{ id, name string }{{a, "T"}, {b, "A"}, {a, "B"}} {
+					if r := e.doJSON(&u, "PATCH", "/api/documents/categories/"+step.id, map[string]any{"name": step.name}); r.status != 200 {
+						return fmt.Errorf("rename category to %s: %d %s", step.name, r.status, r.body)
+					}
+				}
+				return nil
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			u, v := newUser(), newUser()
+			mine := makePDF("mine", 2, 0)
+			doc, race := tc.setup(t, e, u, v, mine)
+			// A connection of its own, so that watching for waiters
+			// takes none of the service's.
+			watch, err := pgx.Connect(context.Background(), testDB.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer watch.Close(context.Background())
+			raced := make(chan error, 1)
+			var once sync.Once
+			e.svc.beforeOpen = func() {
+				once.Do(func() {
+					go func() { raced <- race() }()
+					// Until the race is over (nothing held it back) or
+					// one of its changes waits for a lock.
+					for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+						var waiting int
+						if err := watch.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
+							WHERE wait_event_type = 'Lock' AND datname = current_database()`).Scan(&waiting); err != nil {
+							t.Error(err)
+							return
+						}
+						if waiting > 0 || len(raced) > 0 {
+							return
+						}
+					}
+					t.Error("the race neither finished nor waited for a lock in 10 s")
+				})
+			}
+			r := e.do(&u, "GET", "/api/documents/"+doc+"/file", nil, nil)
+			if err := <-raced; err != nil {
+				t.Fatal(err)
+			}
+			if r.status != 200 || !bytes.Equal([]byte(r.body), mine) {
+				t.Fatalf("download: %d, %d bytes, its own document's: %v", r.status, len(r.body), bytes.Equal([]byte(r.body), mine))
+			}
+			// And after the race, the document still downloads as itself.
+			if r := e.do(&u, "GET", "/api/documents/"+doc+"/file", nil, nil); r.status != 200 || !bytes.Equal([]byte(r.body), mine) {
+				t.Fatalf("download after the race: %d, %d bytes", r.status, len(r.body))
+			}
+		})
 	}
 }

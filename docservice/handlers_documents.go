@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"syscall"
@@ -301,24 +302,25 @@ func (s *Service) downloadDocument(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
-	d, err := s.store.GetDocument(r.Context(), s.visibility(principal(r)), id)
-	if err != nil {
+	// The file is opened while the document cannot move (HoldDocument),
+	// so it is this document's file; once open, it stays so whatever
+	// renames follow.
+	var d Document
+	var f *os.File
+	var openErr error
+	if err := s.store.HoldDocument(r.Context(), s.visibility(principal(r)), id, func(held Document) {
+		if s.beforeOpen != nil {
+			s.beforeOpen()
+		}
+		d = held
+		f, openErr = s.files.Open(d.RelPath())
+	}); err != nil {
+		if f != nil {
+			f.Close()
+		}
 		return storeError(err, "document")
 	}
-	f, err := s.files.Open(d.RelPath())
-	for try := 0; try < 3 && errors.Is(err, fs.ErrNotExist); try++ {
-		// A rename, move or category rename may have moved the file
-		// since the row was read: read it again once they are done.
-		again, gerr := s.store.GetDocumentSettled(r.Context(), s.visibility(principal(r)), id)
-		if gerr != nil {
-			return storeError(gerr, "document")
-		}
-		if again.RelPath() == d.RelPath() {
-			break
-		}
-		d = again
-		f, err = s.files.Open(d.RelPath())
-	}
+	err = openErr
 	if errors.Is(err, fs.ErrNotExist) {
 		// Only a hand edit of the tree can do this; say so loudly.
 		s.log.Error("a document's file is missing from STORAGE_DIR", "document", d.ID, "path", d.RelPath(),

@@ -39,6 +39,9 @@ type Service struct {
 	// wrapTemp, when set, wraps the writer of an upload's temporary file
 	// (tests inject write failures such as a full disk through it).
 	wrapTemp func(w writerSyncer) writerSyncer
+	// beforeOpen, when set, runs between a download's reading of the row
+	// and its opening of the file (tests race renames against it).
+	beforeOpen func()
 }
 
 // New assembles the service. The pool must point at a migrated database.

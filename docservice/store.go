@@ -157,18 +157,35 @@ func (s *Store) GetDocument(ctx context.Context, v Visibility, id uuid.UUID) (Do
 
 // GetDocumentSettled is GetDocument once the tree changes under way are
 // done: it takes the tree lock shared, so it waits for a category rename
-// (which holds it exclusively while its folder moves) to commit. A reader
-// whose file was moved under it reads the row again with it.
+// (which holds it exclusively while its folder moves) to commit.
 func (s *Store) GetDocumentSettled(ctx context.Context, v Visibility, id uuid.UUID) (d Document, err error) {
-	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	err = s.HoldDocument(ctx, v, id, func(got Document) { d = got })
+	return d, err
+}
+
+// HoldDocument loads a document the caller may see and calls use with it
+// while the document cannot move: the tree lock is held shared, so no
+// category rename is under way or starts, and the row FOR SHARE, so the
+// document is not renamed or moved (UpdateDocument locks it FOR UPDATE).
+// While use runs, the path the row names holds this document's file and
+// no other: a download that opens it there cannot get the file of another
+// document that took a name this one had just freed. (Found in review:
+// reading the row, then opening its path unlocked, served another user's
+// PDF to 4 of 34 000 downloads raced against renames and uploads.)
+func (s *Store) HoldDocument(ctx context.Context, v Visibility, id uuid.UUID, use func(Document)) error {
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock_shared($1)`, treeLockID); err != nil {
 			return err
 		}
-		d, err = scanDocument(tx.QueryRow(ctx, `SELECT `+docColumns+docFrom+` WHERE d.id = $4 AND `+visibleSQL,
-			v.UserID, v.All, v.WatchedToo, id))
-		return err
+		d, err := scanDocument(tx.QueryRow(ctx, `SELECT `+docColumns+docFrom+` WHERE d.id = $4 AND `+visibleSQL+
+			` FOR SHARE OF d`, v.UserID, v.All, v.WatchedToo, id))
+		if err != nil {
+			return err
+		}
+		use(d)
+		return nil
 	})
-	return d, dbErr(err)
+	return dbErr(err)
 }
 
 // FindBySHA256 returns owner's document with this content, if any.
