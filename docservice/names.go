@@ -64,11 +64,19 @@ func SanitizeName(s, fallback string) string {
 // SanitizePDFName makes an uploaded file name into the stored one: the
 // sanitised stem plus ".pdf", MaxNameBytes in all.
 func SanitizePDFName(s string) string {
-	s = strings.TrimSpace(s)
-	if len(s) >= 4 && strings.EqualFold(s[len(s)-4:], ".pdf") {
+	// The extension is looked for before sanitising (".pdf" alone is no
+	// name) and, if not found, after it: what the sanitising drops after
+	// the extension ("x.pdf\u200b") must not hide it and make "x.pdf.pdf".
+	// Trailing dots and spaces go first ("x.pdf.").
+	s = strings.TrimRight(strings.TrimSpace(s), ". ")
+	cut := len(s) >= 4 && strings.EqualFold(s[len(s)-4:], ".pdf")
+	if cut {
 		s = s[:len(s)-4]
 	}
-	stem := SanitizeName(truncateUTF8(s, 4*MaxNameBytes), "document")
+	stem := SanitizeName(truncateUTF8(s, 4*MaxNameBytes), "")
+	if !cut && len(stem) >= 4 && strings.EqualFold(stem[len(stem)-4:], ".pdf") {
+		stem = stem[:len(stem)-4]
+	}
 	stem = strings.TrimRight(truncateUTF8(stem, MaxNameBytes-len(".pdf")), ". ")
 	if stem == "" {
 		stem = "document"

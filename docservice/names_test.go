@@ -60,6 +60,13 @@ func TestSanitizePDFName(t *testing.T) {
 		"nul.pdf":     "_nul.pdf",
 		"x.pdf.pdf":   "x.pdf.pdf",
 		"  a . pdf  ": "a . pdf.pdf",
+		// What sanitising drops after the extension does not hide it.
+		"x.pdf.":      "x.pdf",
+		"x.pdf . ":    "x.pdf",
+		"x.pdf\u200b": "x.pdf",
+		"x.PDF\x00":   "x.pdf",
+		"CON.pdf.":    "_CON.pdf",
+		"\u202e.pdf":  "document.pdf",
 	}
 	for in, want := range cases {
 		if got := SanitizePDFName(in); got != want {
