@@ -864,3 +864,62 @@ func TestCategoriesBounded(t *testing.T) {
 		t.Fatalf("%d categories, want 5", n)
 	}
 }
+
+// Bodies that would change nothing, or name an id badly, get a 400 that
+// says which field, and change nothing. Before, a PATCH of nothing but
+// misspelt fields ({"name": ...} for "filename") answered 200 without a
+// change, and a malformed UUID answered "malformed JSON body".
+func TestChangeBodiesSayWhatIsWrong(t *testing.T) {
+	e := newEnv(t)
+	u := newUser()
+	cat := e.mustCategory(u, "C", "")["id"].(string)
+	doc := docID(e.mustUpload(u, "a.pdf", makePDF("a", 1, 0), map[string]string{"category_id": cat}))
+	for _, c := range []struct {
+		method, path string
+		body         map[string]any
+		field        string // "": a 400 saying nothing would change
+	}{
+		{"PATCH", "/api/documents/" + doc, map[string]any{"name": "b.pdf"}, ""},
+		{"PATCH", "/api/documents/" + doc, map[string]any{}, ""},
+		{"PATCH", "/api/documents/" + doc, map[string]any{"category_id": "nope"}, "category_id"},
+		{"PATCH", "/api/documents/" + doc, map[string]any{"category_id": 5}, "category_id"},
+		{"PATCH", "/api/documents/" + doc, map[string]any{"filename": "b.pdf", "category_id": "nope"}, "category_id"},
+		{"PATCH", "/api/documents/categories/" + cat, map[string]any{"nme": "D"}, ""},
+		{"PATCH", "/api/documents/categories/" + cat, map[string]any{"parent_id": "nope"}, "parent_id"},
+		{"PATCH", "/api/documents/categories/" + cat, map[string]any{"name": "D", "parent_id": "nope"}, "parent_id"},
+		{"POST", "/api/documents/categories", map[string]any{"name": "E", "parent_id": "nope"}, "parent_id"},
+	} {
+		r := e.doJSON(&u, c.method, c.path, c.body)
+		what := fmt.Sprintf("%s %s %v", c.method, c.path, c.body)
+		if r.status != http.StatusBadRequest {
+			t.Errorf("%s: %d %s, want 400", what, r.status, r.body)
+			continue
+		}
+		m := r.json(t)
+		if c.field == "" {
+			if !strings.Contains(m["detail"].(string), "nothing to change") {
+				t.Errorf("%s: %s", what, r.body)
+			}
+			continue
+		}
+		errs, _ := m["errors"].([]any)
+		if len(errs) != 1 || errs[0].(map[string]any)["field"] != c.field {
+			t.Errorf("%s: %s, want an error for %s", what, r.body, c.field)
+		}
+	}
+	// Nothing changed.
+	if d := e.do(&u, "GET", "/api/documents/"+doc, nil, nil).json(t); d["filename"] != "a.pdf" || d["category_id"] != cat {
+		t.Fatalf("document changed: %v", d)
+	}
+	if got := e.storedFiles(); !slices.Equal(got, []string{"C/a.pdf"}) {
+		t.Fatalf("files: %v", got)
+	}
+	var cats []map[string]any
+	if r := e.do(&u, "GET", "/api/documents/categories", nil, nil); json.Unmarshal(r.body, &cats) != nil || len(cats) != 1 || cats[0]["name"] != "C" {
+		t.Fatalf("categories: %s", r.body)
+	}
+	// null still means "no category" / "top level".
+	if r := e.doJSON(&u, "PATCH", "/api/documents/"+doc, map[string]any{"category_id": nil}); r.status != 200 || r.json(t)["category_id"] != nil {
+		t.Fatalf("category_id null: %d %s", r.status, r.body)
+	}
+}

@@ -45,7 +45,7 @@ func TestDatabaseDown(t *testing.T) {
 		{"PATCH", "/api/documents/6a1f3f9c-5a0e-4e4e-9a53-2f8f3f2b1a11"}, {"GET", "/api/documents/categories"},
 		{"POST", "/api/documents/categories"}, {"GET", "/ready"},
 	} {
-		if r := e.doJSON(&u, c.method, c.path, map[string]any{"name": "x"}); r.status != http.StatusServiceUnavailable {
+		if r := e.doJSON(&u, c.method, c.path, map[string]any{"name": "x", "filename": "x.pdf"}); r.status != http.StatusServiceUnavailable {
 			t.Errorf("%s %s: %d %s", c.method, c.path, r.status, r.body)
 		}
 	}

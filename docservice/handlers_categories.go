@@ -7,8 +7,6 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/google/uuid"
-
 	"github.com/gatehouse/gatehouse/internal/httpx"
 )
 
@@ -57,18 +55,26 @@ func pathTooLong(field string) error {
 
 func (s *Service) createCategory(w http.ResponseWriter, r *http.Request) error {
 	var req struct {
-		Name     *string    `json:"name"`
-		ParentID *uuid.UUID `json:"parent_id"`
+		Name     *string          `json:"name"`
+		ParentID optional[string] `json:"parent_id"`
 	}
 	if err := httpx.DecodeJSON(w, r, &req, 0); err != nil {
 		return err
 	}
+	var fields []httpx.FieldError
 	name, fe := categoryName(req.Name)
 	if fe != nil {
-		return httpx.Invalid([]httpx.FieldError{*fe})
+		fields = append(fields, *fe)
+	}
+	_, parent, fe := idField("parent_id", req.ParentID)
+	if fe != nil {
+		fields = append(fields, *fe)
+	}
+	if len(fields) > 0 {
+		return httpx.Invalid(fields)
 	}
 	p := principal(r)
-	c, err := s.store.CreateCategory(r.Context(), p.ID, p.Manager(), req.ParentID, name)
+	c, err := s.store.CreateCategory(r.Context(), p.ID, p.Manager(), parent, name)
 	switch {
 	case errors.Is(err, ErrTooMany):
 		return &httpx.Error{Status: http.StatusConflict, Code: "too_many_categories",
@@ -99,19 +105,30 @@ func (s *Service) patchCategory(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	var req struct {
-		Name     *string             `json:"name"`
-		ParentID optional[uuid.UUID] `json:"parent_id"`
+		Name     optional[string] `json:"name"`
+		ParentID optional[string] `json:"parent_id"`
 	}
 	if err := httpx.DecodeJSON(w, r, &req, 0); err != nil {
 		return err
 	}
+	if !req.Name.Set && !req.ParentID.Set {
+		return nothingToChange("name", "parent_id")
+	}
+	var fields []httpx.FieldError
 	var name *string
-	if req.Name != nil {
-		n, fe := categoryName(req.Name)
+	if req.Name.Set {
+		n, fe := categoryName(req.Name.Value)
 		if fe != nil {
-			return httpx.Invalid([]httpx.FieldError{*fe})
+			fields = append(fields, *fe)
 		}
 		name = &n
+	}
+	parentSet, parent, fe := idField("parent_id", req.ParentID)
+	if fe != nil {
+		fields = append(fields, *fe)
+	}
+	if len(fields) > 0 {
+		return httpx.Invalid(fields)
 	}
 	c, err := s.store.GetCategory(r.Context(), id)
 	if err != nil {
@@ -120,7 +137,7 @@ func (s *Service) patchCategory(w http.ResponseWriter, r *http.Request) error {
 	if !mayChange(principal(r), c) {
 		return httpx.Errorf(http.StatusForbidden, "only the category's creator or a doc-service administrator may change it")
 	}
-	c, err = s.store.UpdateCategory(r.Context(), id, name, req.ParentID.Set, req.ParentID.Value,
+	c, err = s.store.UpdateCategory(r.Context(), id, name, parentSet, parent,
 		func(oldPath, newPath string) error {
 			if err := s.files.MoveDir(oldPath, newPath); err != nil && !errors.Is(err, ErrTargetExists) {
 				return &fileError{err}

@@ -178,18 +178,44 @@ func (o *optional[T]) UnmarshalJSON(b []byte) error {
 	return json.Unmarshal(b, &o.Value)
 }
 
+// idField reads an optional UUID field of a request body. Such fields are
+// decoded as strings: a malformed UUID fails inside the JSON decoder
+// without the field's name, as "malformed JSON body".
+func idField(field string, v optional[string]) (set bool, id *uuid.UUID, fe *httpx.FieldError) {
+	if !v.Set || v.Value == nil {
+		return v.Set, nil, nil
+	}
+	parsed, err := uuid.Parse(*v.Value)
+	if err != nil {
+		return true, nil, &httpx.FieldError{Field: field, Message: "must be a category id (a UUID) or null"}
+	}
+	return true, &parsed, nil
+}
+
+// nothingToChange refuses a PATCH whose body sets none of the fields it
+// knows. Unknown fields are ignored, as the FastAPI service did (a client
+// may send back a whole object), but a body of nothing but unknown or
+// misspelt ones ({"name": ...} for "filename") would otherwise answer 200
+// and change nothing.
+func nothingToChange(fields ...string) error {
+	return httpx.Errorf(http.StatusBadRequest, "nothing to change: the body sets none of %s", strings.Join(fields, ", "))
+}
+
 func (s *Service) patchDocument(w http.ResponseWriter, r *http.Request) error {
 	id, err := pathID(r, "id")
 	if err != nil {
 		return err
 	}
 	var req struct {
-		Filename   optional[string]    `json:"filename"`
-		Title      optional[string]    `json:"title"`
-		CategoryID optional[uuid.UUID] `json:"category_id"`
+		Filename   optional[string] `json:"filename"`
+		Title      optional[string] `json:"title"`
+		CategoryID optional[string] `json:"category_id"`
 	}
 	if err := httpx.DecodeJSON(w, r, &req, 0); err != nil {
 		return err
+	}
+	if !req.Filename.Set && !req.Title.Set && !req.CategoryID.Set {
+		return nothingToChange("filename", "title", "category_id")
 	}
 	var ch DocumentChange
 	var fields []httpx.FieldError
@@ -210,8 +236,10 @@ func (s *Service) patchDocument(w http.ResponseWriter, r *http.Request) error {
 			ch.Title = &t
 		}
 	}
-	if req.CategoryID.Set {
-		ch.CategorySet, ch.CategoryID = true, req.CategoryID.Value
+	if set, cat, fe := idField("category_id", req.CategoryID); fe != nil {
+		fields = append(fields, *fe)
+	} else {
+		ch.CategorySet, ch.CategoryID = set, cat
 	}
 	if len(fields) > 0 {
 		return httpx.Invalid(fields)
