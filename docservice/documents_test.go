@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -921,5 +922,18 @@ func TestChangeBodiesSayWhatIsWrong(t *testing.T) {
 	// null still means "no category" / "top level".
 	if r := e.doJSON(&u, "PATCH", "/api/documents/"+doc, map[string]any{"category_id": nil}); r.status != 200 || r.json(t)["category_id"] != nil {
 		t.Fatalf("category_id null: %d %s", r.status, r.body)
+	}
+}
+
+// Names are stored composed (NFC); a query typed decomposed finds them.
+func TestSearchFindsEitherSpellingOfAnAccent(t *testing.T) {
+	e := newEnv(t)
+	u := newUser()
+	e.mustUpload(u, "caf\u00e9 menu.pdf", makePDF("menu", 1, 0), nil)
+	e.mustUpload(u, "cafe menu.pdf", makePDF("other", 1, 0), nil)
+	for _, q := range []string{"caf\u00e9", "cafe\u0301"} {
+		if got := filenames(t, e.do(&u, "GET", "/api/documents?search="+url.QueryEscape(q), nil, nil)); !slices.Equal(got, []string{"caf\u00e9 menu.pdf"}) {
+			t.Errorf("search %+q: %v", q, got)
+		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/uuid"
+	"golang.org/x/text/unicode/norm"
 
 	"github.com/gatehouse/gatehouse/internal/httpx"
 )
@@ -161,6 +162,9 @@ func parseListQuery(v url.Values) (ListQuery, error) {
 	if len(fields) > 0 {
 		return q, httpx.Invalid(fields)
 	}
+	// Names are stored in normal form C: a decomposed "é" in the query
+	// must find them.
+	q.Search = norm.NFC.String(q.Search)
 	return q, nil
 }
 
