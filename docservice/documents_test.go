@@ -937,3 +937,50 @@ func TestSearchFindsEitherSpellingOfAnAccent(t *testing.T) {
 		}
 	}
 }
+
+// Document names in one folder are unique with their ASCII letters
+// compared case-blind, as category names are: on ext4 "Report.pdf" and
+// "report.pdf" were two files, which a copy of the tree to NTFS or APFS
+// would make one (found in review, also between two users' documents in
+// one category). Concurrent uploads take turns for the name.
+func TestDocumentNamesAreCaseBlindInAFolder(t *testing.T) {
+	e := newEnv(t)
+	u, v := newUser(), newUser()
+	shared := e.mustCategory(u, "Shared", "")["id"].(string)
+	name := func(m map[string]any) string { return m["filename"].(string) }
+	e.mustUpload(u, "Report.pdf", makePDF("r1", 1, 0), nil)
+	if got := name(e.mustUpload(u, "report.pdf", makePDF("r2", 1, 0), nil)); got != "report (2).pdf" {
+		t.Errorf("second report: %q", got)
+	}
+	e.mustUpload(u, "Memo.pdf", makePDF("m1", 1, 0), map[string]string{"category_id": shared})
+	if got := name(e.mustUpload(v, "memo.pdf", makePDF("m2", 1, 0), map[string]string{"category_id": shared})); got != "memo (2).pdf" {
+		t.Errorf("another user's memo: %q", got)
+	}
+	x := docID(e.mustUpload(u, "x.pdf", makePDF("x", 1, 0), nil))
+	if r := e.doJSON(&u, "PATCH", "/api/documents/"+x, map[string]any{"filename": "REPORT.pdf"}); r.status != 200 || name(r.json(t)) != "REPORT (3).pdf" {
+		t.Errorf("rename onto a name taken in another case: %d %s", r.status, r.body)
+	}
+	// A document may change the case of its own name.
+	if r := e.doJSON(&u, "PATCH", "/api/documents/"+x, map[string]any{"filename": "report (3).pdf"}); r.status != 200 || name(r.json(t)) != "report (3).pdf" {
+		t.Errorf("case-only rename of itself: %d %s", r.status, r.body)
+	}
+	var wg sync.WaitGroup
+	for i, n := range []string{"Case.pdf", "CASE.pdf", "case.pdf", "cAse.pdf", "caSe.pdf", "casE.pdf"} {
+		wg.Go(func() {
+			if r := e.upload(u, n, makePDF(fmt.Sprintf("case %d", i), 1, 0), nil); r.status != 201 {
+				t.Errorf("upload %s: %d %s", n, r.status, r.body)
+			}
+		})
+	}
+	wg.Wait()
+	seen := map[string]string{}
+	for _, f := range e.storedFiles() {
+		if other, ok := seen[strings.ToLower(f)]; ok {
+			t.Errorf("%q and %q differ only in case", other, f)
+		}
+		seen[strings.ToLower(f)] = f
+	}
+	if len(seen) != 11 {
+		t.Errorf("files: %v", e.storedFiles())
+	}
+}

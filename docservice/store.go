@@ -291,13 +291,38 @@ type NewDocument struct {
 type Placer func(dir string, reserved func(string) (bool, error)) (name string, undo func() error, err error)
 
 // nameReserved reports whether a document row other than self already
-// holds name in category cat: its file is missing from disk (someone
-// removed it by hand), so the name is free on disk but not for a new row.
+// holds name in category cat, its ASCII letters compared case-blind. The
+// file system is asked too (a link over an existing name fails), but it
+// cannot answer for a row whose file someone removed by hand, nor for
+// case: on ext4 "Report.pdf" and "report.pdf" are two files, which a
+// copy of the tree to NTFS or APFS would make one (found in review: two
+// users' "Memo.pdf" and "memo.pdf" in one category). Category names are
+// compared the same way.
+//
+// The rows cannot enforce that between two transactions (the unique key
+// is byte for byte), so the first question takes the folder's lock, and
+// placements in one folder take turns from there to their commit.
 func nameReserved(ctx context.Context, tx pgx.Tx, cat *uuid.UUID, self uuid.UUID) func(string) (bool, error) {
+	locked := false
 	return func(name string) (bool, error) {
+		if !locked {
+			if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('docs.folder:' || coalesce($1::uuid::text, ''), 0))`,
+				cat); err != nil {
+				return false, dbErr(err)
+			}
+			locked = true
+		}
+		// Two spellings of the folder, so that the index on (category_id,
+		// lower(filename)) serves both (IS NOT DISTINCT FROM uses none).
 		var taken bool
-		err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM docs.documents
-			WHERE category_id IS NOT DISTINCT FROM $1 AND filename = $2 AND id <> $3)`, cat, name, self).Scan(&taken)
+		var err error
+		if cat == nil {
+			err = tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM docs.documents
+				WHERE category_id IS NULL AND lower(filename) = lower($1) AND id <> $2)`, name, self).Scan(&taken)
+		} else {
+			err = tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM docs.documents
+				WHERE category_id = $1 AND lower(filename) = lower($2) AND id <> $3)`, *cat, name, self).Scan(&taken)
+		}
 		return taken, dbErr(err)
 	}
 }
