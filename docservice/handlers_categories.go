@@ -187,7 +187,7 @@ func (s *Service) deleteCategory(w http.ResponseWriter, r *http.Request) error {
 	switch {
 	case errors.Is(err, ErrNotEmpty):
 		return &httpx.Error{Status: http.StatusConflict, Code: "category_not_empty",
-			Detail: "the category holds documents or sub-categories (archived documents count: their files are kept); move them first", Cause: err}
+			Detail: "the category holds documents or sub-categories (archived documents count: their files are kept; so do other users' documents, which only they or an administrator can see and move); move them first", Cause: err}
 	case errors.Is(err, syscall.ENOTEMPTY), errors.Is(err, syscall.EEXIST):
 		return &httpx.Error{Status: http.StatusConflict, Code: "folder_not_empty",
 			Detail: "the category's folder holds files that are not documents; it is kept until they are moved", Cause: err}
