@@ -61,7 +61,9 @@ func TestReviewPathParamDotDotSkipsAccessRule(t *testing.T) {
 
 // Held: the repository Caddyfile's routing under prefix confusion, case,
 // encoded dot segments and /internal spellings. Each must stay guarded
-// (401, nothing reaches an upstream) or unrouted (404).
+// (401, nothing reaches an upstream), unrouted (404), or, with a dot
+// segment raw, encoded or made by an encoded slash, refused (400, since
+// TestReviewDotSegmentsRefused).
 func TestReviewRepoRoutingConfusionHeld(t *testing.T) {
 	e, authsvc, docservice := repoEdge(t)
 	valid := signed(t, key(t, 0), hdr(t, key(t, 0)), claims())
@@ -73,17 +75,17 @@ func TestReviewRepoRoutingConfusionHeld(t *testing.T) {
 		{"/api/authX/users/me", []string{"X-User-Role: admin"}, 401},
 		{"/api/auth", []string{"X-User-Role: admin"}, 401},
 		{"/api/auth.", nil, 401},
-		{"/API/AUTH/%2e%2e/users/me", nil, 401},
-		{"/api/auth/%2E%2E%2Fadmin/users", nil, 401},
-		{"/api/auth//../admin/users", nil, 401},
+		{"/API/AUTH/%2e%2e/users/me", nil, 400},
+		{"/api/auth/%2E%2E%2Fadmin/users", nil, 400},
+		{"/api/auth//../admin/users", nil, 400},
 		{"/api/documentsX", nil, 401},
-		{"/api/documents%2f..%2fadmin/users", nil, 401},
+		{"/api/documents%2f..%2fadmin/users", nil, 400},
 		{"/api/settings/documents/limits", []string{"X-User-Role: admin"}, 401},
 		{"/Internal/revocations", []string{bearer(valid)}, 404},
 		{"/INTERNAL", []string{bearer(valid)}, 404},
-		{"/api/../internal/revocations", []string{bearer(valid)}, 404},
-		{"/api/%2e%2e/internal/revocations", []string{bearer(valid)}, 404},
-		{"/api%2f..%2finternal/revocations", []string{bearer(valid)}, 404},
+		{"/api/../internal/revocations", []string{bearer(valid)}, 400},
+		{"/api/%2e%2e/internal/revocations", []string{bearer(valid)}, 400},
+		{"/api%2f..%2finternal/revocations", []string{bearer(valid)}, 400},
 		{"//internal/revocations", []string{bearer(valid)}, 404},
 	} {
 		t.Run(tc.path, func(t *testing.T) {
@@ -395,6 +397,113 @@ func TestReviewPathAndFramingHeld(t *testing.T) {
 				if r.header.Get("X-User-Role") == "admin" {
 					t.Errorf("forged role passed")
 				}
+			}
+		})
+	}
+}
+
+// A path whose dot segments an upstream resolves differently from Caddy
+// is refused at the edge, on every route, before anything else. Found in
+// review: "/api/auth/a%2fb%2fc/../../../internal/revocations" is the public
+// /api/auth/* route to Caddy (it decodes, then removes dot segments) and
+// /internal/revocations to an upstream that removes them first; Go's
+// ServeMux only redirected it (307), a router that serves such paths would
+// have served the revocation feed without a token. Paths with dots inside
+// a segment still pass.
+func TestReviewDotSegmentsRefused(t *testing.T) {
+	e, authsvc, docservice := repoEdge(t)
+	valid := signed(t, key(t, 0), hdr(t, key(t, 0)), claims())
+	waitHealthy(t, e, "doc-service")
+	for _, tc := range []struct {
+		path  string
+		lines []string
+	}{
+		{"/api/auth/a%2fb%2fc/../../../internal/revocations", nil},
+		{"/api/settings/documents/a%2fb%2fc%2fd%2fe/../../../../../plugin/settings", []string{bearer(valid)}},
+		{"/api/documents/a%2fb/../../../internal/revocations", []string{bearer(valid)}},
+		{"/api/auth/../users/me", nil},
+		{"/api/auth/./login", nil},
+		{"/api/auth/%2e%2e/internal/revocations", nil},
+		{"/api/auth/%2E/login", nil},
+		{"/api/auth/..%5cinternal%5crevocations", nil},
+		{"/api/auth/x\\..\\..\\internal", nil},
+		{"/documents/..", nil},
+		{"/.", nil},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			authsvc.take()
+			docservice.take()
+			resp := e.raw(t, get(tc.path, tc.lines...))
+			if resp.status != 400 || !strings.HasPrefix(resp.body, `{"detail":`) {
+				t.Errorf("status %d, want 400; body %q", resp.status, resp.body)
+			}
+			if got := append(authsvc.take(), docservice.take()...); len(got) != 0 {
+				t.Errorf("reached an upstream: %+v", got)
+			}
+		})
+	}
+	// Dots inside a segment are names, not dot segments.
+	for _, p := range []string{"/api/auth/v1.2/login", "/api/auth/..x/login", "/api/auth/login..."} {
+		authsvc.take()
+		if resp := e.raw(t, get(p)); resp.status != 200 || len(authsvc.take()) != 1 {
+			t.Errorf("%s: %d, want it at authsvc", p, resp.status)
+		}
+	}
+	docservice.take()
+	if resp := e.raw(t, get("/api/documents/report.v2..final", bearer(valid))); resp.status != 200 || len(docservice.take()) != 1 {
+		t.Errorf("document path with dots: %d, want it at docservice", resp.status)
+	}
+}
+
+// Headers that tell an upstream which URL, method or client address a
+// request has are the edge's to set, not a client's: a client's
+// X-Original-URL or X-HTTP-Method-Override would route a framework that
+// honours them (Symfony, Laravel, Express, Spring) past the route the
+// edge checked, and its X-Real-IP would be believed. Found in review:
+// all reached plugins as sent. Caddy's own X-Forwarded-For/-Host/-Proto
+// still arrive, with the edge's values.
+func TestReviewRoutingHeadersStripped(t *testing.T) {
+	e, authsvc, docservice := repoEdge(t)
+	valid := signed(t, key(t, 0), hdr(t, key(t, 0)), claims())
+	waitHealthy(t, e, "doc-service")
+	forged := []string{
+		"X-Original-URL: /internal/revocations", "X-Rewrite-URL: /internal/revocations",
+		"X-HTTP-Method-Override: DELETE", "X-Method-Override: DELETE", "X-HTTP-Method: DELETE",
+		"X-Original-Method: DELETE", "X-Forwarded-Prefix: /admin", "X_Forwarded_Prefix: /admin",
+		"Forwarded: for=1.2.3.4;host=evil.example", "X-Real-IP: 1.2.3.4", "True-Client-IP: 1.2.3.4",
+		"X-Envoy-Original-Path: /internal/revocations", "X-Forwarded-Port: 1", "X-Forwarded-For: 1.2.3.4",
+	}
+	for _, tc := range []struct {
+		name     string
+		req      string
+		upstream *upstream
+	}{
+		{"plugin route", get("/api/documents/7", append([]string{bearer(valid)}, forged...)...), docservice},
+		{"public route", get("/api/auth/login", forged...), authsvc},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			authsvc.take()
+			docservice.take()
+			if resp := e.raw(t, tc.req); resp.status != 200 {
+				t.Fatalf("status %d %q", resp.status, resp.body)
+			}
+			got := tc.upstream.take()
+			if len(got) != 1 {
+				t.Fatalf("upstream got %d requests", len(got))
+			}
+			for name := range got[0].header {
+				switch strings.ToLower(strings.ReplaceAll(name, "_", "-")) {
+				case "x-original-url", "x-rewrite-url", "x-http-method-override", "x-method-override", "x-http-method",
+					"x-original-method", "x-forwarded-prefix", "forwarded", "x-real-ip", "true-client-ip",
+					"x-envoy-original-path", "x-forwarded-port":
+					t.Errorf("%s reached the upstream: %q", name, got[0].header[name])
+				}
+			}
+			if xff := got[0].header.Get("X-Forwarded-For"); xff != "127.0.0.1" {
+				t.Errorf("X-Forwarded-For %q, want the edge's view of the client", xff)
+			}
+			if got[0].header.Get("X-Forwarded-Proto") != "http" || got[0].header.Get("X-Forwarded-Host") == "" {
+				t.Errorf("Caddy's forwarding headers missing: %v", got[0].header)
 			}
 		})
 	}

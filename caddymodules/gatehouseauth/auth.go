@@ -331,8 +331,39 @@ const (
 	errRevoked          refusal.Message = "Token has been revoked"
 )
 
+// errUnsafePath refuses a path that the edge and an upstream could read
+// as two different routes (unsafePath).
+const errUnsafePath refusal.Message = "Request path must not contain . or .. segments or backslashes"
+
+// unsafePath reports a path with a "." or ".." segment once decoded, or a
+// backslash. Caddy's matchers read the path decoded and with dot segments
+// removed; reverse_proxy forwards it as sent, and an upstream resolves it
+// its own way: "/api/auth/a%2fb/../../../internal/revocations" is the
+// public /api/auth/* route to Caddy and /internal/revocations to an
+// upstream that resolves ".." before it decodes (found in review; Go's
+// ServeMux only redirects such a path, a router that serves it would
+// expose the route). Browsers and HTTP clients remove dot segments before
+// sending (RFC 3986 §5.2.4), and Windows-minded servers read a backslash
+// as a separator, so no well-formed request is refused.
+func unsafePath(p string) bool {
+	if strings.IndexByte(p, '\\') >= 0 {
+		return true
+	}
+	for seg := range strings.SplitSeq(p, "/") {
+		if seg == "." || seg == ".." {
+			return true
+		}
+	}
+	return false
+}
+
 // ServeHTTP strips identity headers and, unless strip_only, authenticates.
+// On every route it runs on, a path with dot segments is refused first.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if unsafePath(r.URL.Path) {
+		metrics.failures.WithLabelValues("unsafe_path").Inc()
+		return refusal.Respond(w, r, http.StatusBadRequest, errUnsafePath)
+	}
 	h.strip.strip(r.Header)
 	h.strip.stripTrailers(r)
 	if h.StripOnly {

@@ -43,6 +43,26 @@ var defaultIdentityNames = []string{
 	"x-authenticated-user", "x-authenticated-groups",
 }
 
+// defaultRoutingNames tell an upstream which URL, method or client a
+// request has: only the edge (Caddy's X-Forwarded-For, -Host and -Proto) or
+// a proxy the operator runs may set them. A client's X-Original-URL or
+// X-HTTP-Method-Override would send a framework that honours them (Symfony,
+// Laravel, Express's method-override, Spring's forwarded-header filter) to
+// a route or method other than the one the edge checked, and a client's
+// X-Real-IP or Forwarded would be believed as its address (found in
+// review: all reached plugins as sent). They are stripped with the
+// identity headers, in the same places (Connection, trailers). Behind a
+// load balancer, the client's address reaches upstreams in
+// X-Forwarded-For, which Caddy keeps from proxies in trusted_proxies.
+var defaultRoutingNames = []string{
+	"x-original-url", "x-original-uri", "x-rewrite-url", "x-original-method",
+	"x-http-method-override", "x-http-method", "x-method-override",
+	"x-forwarded-prefix", "x-forwarded-path", "x-forwarded-uri",
+	"x-forwarded-port", "x-forwarded-server", "x-forwarded-scheme", "x-forwarded-ssl",
+	"x-envoy-original-path", "x-original-host",
+	"forwarded", "x-real-ip", "x-client-ip", "true-client-ip", "x-cluster-client-ip",
+}
+
 // identityMatcher decides whether a header name is an identity header.
 // It is built once at provision time and only read afterwards.
 type identityMatcher struct {
@@ -54,7 +74,7 @@ type identityMatcher struct {
 // configuration; an extra name ending in '*' is a prefix.
 func newIdentityMatcher(extra []string) identityMatcher {
 	m := identityMatcher{
-		names:    append([]string(nil), defaultIdentityNames...),
+		names:    append(append([]string(nil), defaultIdentityNames...), defaultRoutingNames...),
 		prefixes: append([]string(nil), defaultIdentityPrefixes...),
 	}
 	for _, e := range extra {
