@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -437,6 +438,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			repl.Set(PlaceholderTokenCookie, h.Cookie)
 		}
 	}
+	if isUpgrade(r) {
+		tunnelID := *id
+		w = &tunnelWriter{ResponseWriter: w, track: func(c net.Conn) net.Conn { return h.trackTunnel(c, tunnelID) }}
+	}
 	return next.ServeHTTP(w, r)
 }
 
@@ -546,6 +551,7 @@ func (h *Handler) authenticate(ctx context.Context, token string) (*identity, er
 	if claims.IssuedAt != nil {
 		e.id.issuedAt = int64(*claims.IssuedAt)
 	}
+	e.id.deadline = e.deadline
 	e.id.box()
 	if h.cache != nil {
 		h.cache.put(&key, e, now)

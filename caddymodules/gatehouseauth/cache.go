@@ -31,6 +31,9 @@ type identity struct {
 	// issuedAt is the token's iat (unix seconds; noIssuedAt without one),
 	// for the revocation feed's per-user cut-offs.
 	issuedAt int64
+	// deadline is when the token stops being accepted (exp + leeway): an
+	// upgraded connection it opened is closed then (tunnels.go).
+	deadline time.Time
 	// placeholders holds userID, role, groups and sessionID already
 	// converted to interface values: a string stored in an `any` is a heap
 	// allocation, and the replacer wants `any`, on every request.

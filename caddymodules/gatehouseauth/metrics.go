@@ -21,6 +21,8 @@ var metrics = struct {
 	revocationEntries   prometheus.Gauge
 	verifyOK            prometheus.Counter
 	verifyRejected      prometheus.Counter
+	// tunnelsClosed counts upgraded connections the edge ended.
+	tunnelsClosed *prometheus.CounterVec
 }{
 	verifications: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "gatehouse", Subsystem: "auth", Name: "verifications_total",
@@ -46,6 +48,10 @@ var metrics = struct {
 		Namespace: "gatehouse", Subsystem: "auth", Name: "revocation_entries",
 		Help: "Entries (user cut-offs and ended sessions) in the last revocation list loaded.",
 	}),
+	tunnelsClosed: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "gatehouse", Subsystem: "auth", Name: "tunnels_closed_total",
+		Help: "Upgraded connections (WebSocket) the edge closed because their token expired or was revoked, by reason (expired, revoked).",
+	}, []string{"reason"}),
 }
 
 func init() {
@@ -63,7 +69,7 @@ func registerMetrics(reg *prometheus.Registry) error {
 		return nil
 	}
 	for _, c := range []prometheus.Collector{metrics.verifications, metrics.cacheHits, metrics.failures, metrics.jwksRefreshes,
-		metrics.revocationRefreshes, metrics.revocationEntries} {
+		metrics.revocationRefreshes, metrics.revocationEntries, metrics.tunnelsClosed} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) && are.ExistingCollector == c {

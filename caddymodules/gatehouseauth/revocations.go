@@ -136,6 +136,9 @@ type revocationFollower struct {
 	now    func() time.Time
 
 	set atomic.Pointer[revocationSet]
+	// tunnels are the open upgraded connections whose tokens this feed
+	// governs; each new list closes those it revokes.
+	tunnels tunnelSet
 	// nextAttempt is when the loop will fetch next (unix nanoseconds), for
 	// Retry-After.
 	nextAttempt atomic.Int64
@@ -215,6 +218,7 @@ func (f *revocationFollower) refresh(ctx context.Context) (next time.Duration) {
 		metrics.revocationRefreshes.WithLabelValues("ok").Inc()
 		f.set.Store(set)
 		metrics.revocationEntries.Set(float64(len(set.users) + len(set.sessions)))
+		f.tunnels.closeRevoked(set)
 	}
 	return f.cfg.Interval
 }
