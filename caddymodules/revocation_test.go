@@ -25,11 +25,17 @@ import (
 // come from one fake authsvc, in front of a recording upstream; before
 // sets the fake authsvc up before the edge starts.
 func revocationEdge(t *testing.T, before ...func(auth *upstream)) (*edge, *upstream, *upstream) {
+	up := newUpstream(t, nil)
+	e, auth := revocationEdgeTo(t, up.addr(), before...)
+	return e, auth, up
+}
+
+// revocationEdgeTo is revocationEdge in front of the upstream at upAddr.
+func revocationEdgeTo(t *testing.T, upAddr string, before ...func(auth *upstream)) (*edge, *upstream) {
 	auth := newUpstream(t, jwks(t, key(t, 0)))
 	for _, f := range before {
 		f(auth)
 	}
-	up := newUpstream(t, nil)
 	cfg := fmt.Sprintf(`:{$SITE_PORT} {
 	gatehouse_auth {
 		jwks_url http://%[1]s/.well-known/jwks.json
@@ -44,12 +50,12 @@ func revocationEdge(t *testing.T, before ...func(auth *upstream)) (*edge, *upstr
 		respond `+"`"+`{"detail":"{err.message}"}`+"`"+`
 	}
 }
-`, auth.addr(), up.addr())
+`, auth.addr(), upAddr)
 	path := filepath.Join(t.TempDir(), "Caddyfile")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return startEdge(t, path, nil), auth, up
+	return startEdge(t, path, nil), auth
 }
 
 // until polls check for up to 5 s (the feed is polled every 100 ms).

@@ -7,8 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -101,24 +99,8 @@ func (tn *tunnel) closedWithin(d time.Duration) bool {
 // requests 36 s later, and a revoked session kept its tunnels.
 func TestEdgeTunnelEndsWithItsToken(t *testing.T) {
 	t.Parallel()
-	auth := newUpstream(t, jwks(t, key(t, 0)))
 	ws := echoUpgrades(t)
-	cfg := fmt.Sprintf(`:{$SITE_PORT} {
-	gatehouse_auth {
-		jwks_url http://%[1]s/.well-known/jwks.json
-		issuer gatehouse
-		audience gatehouse
-		revocations_url http://%[1]s/internal/revocations
-		revocations_interval 100ms
-	}
-	reverse_proxy %[2]s
-}
-`, auth.addr(), ws.Listener.Addr())
-	path := filepath.Join(t.TempDir(), "Caddyfile")
-	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	e := startEdge(t, path, nil)
+	e, auth := revocationEdgeTo(t, ws.Listener.Addr().String())
 	now := time.Now().Unix()
 	tok := func(sid string, exp int64) string {
 		return signed(t, key(t, 0), hdr(t, key(t, 0)), with(claims(), "sid", sid, "iat", now-40, "exp", exp))

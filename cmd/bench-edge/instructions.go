@@ -69,35 +69,19 @@ func countInstructions(ctx context.Context, tmp, caddyPath, upAddr, jwksPath, to
 	out := filepath.Join(dir, "callgrind.out")
 	// Costs per instruction address (--dump-instr), written out in full
 	// (--compress-pos=no), so that the SHA-256 blocks can be told apart.
-	cmd := exec.Command("valgrind", "--tool=callgrind", "--callgrind-out-file="+out,
+	args := []string{"valgrind", "--tool=callgrind", "--callgrind-out-file=" + out,
 		"--dump-instr=yes", "--compress-pos=no",
-		caddyPath, "run", "--config", cfgPath, "--adapter", "caddyfile")
+		caddyPath, "run", "--config", cfgPath, "--adapter", "caddyfile"}
 	// callgrind stops on an internal assertion when Go's runtime preempts
 	// goroutines with signals, hence asyncpreemptoff. valgrind runs one
 	// thread at a time anyway; with one P the runtime does not hand work
 	// between threads through it, and a slice takes seconds, not minutes.
 	// Both variants of every pair run under the same settings.
-	cmd.Env = append(os.Environ(), "GOMAXPROCS=1", "GODEBUG=asyncpreemptoff=1",
-		"HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
-	logFile, err := os.Create(filepath.Join(dir, "valgrind.log"))
+	cmd, stop, err := startCaddy(args, []string{"GOMAXPROCS=1", "GODEBUG=asyncpreemptoff=1"}, dir, sites, 3*time.Minute)
 	if err != nil {
 		return nil, err
 	}
-	defer logFile.Close()
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	defer func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		_ = cmd.Wait()
-	}()
-	for _, p := range sites {
-		if err := benchutil.WaitTCP("127.0.0.1:"+p, 3*time.Minute); err != nil {
-			logData, _ := os.ReadFile(logFile.Name())
-			return nil, fmt.Errorf("caddy under valgrind did not start: %w\n%s", err, logData)
-		}
-	}
+	defer stop()
 	pid := strconv.Itoa(cmd.Process.Pid)
 	control := func(arg string) error {
 		if b, err := exec.CommandContext(ctx, "callgrind_control", arg, pid).CombinedOutput(); err != nil {

@@ -171,23 +171,11 @@ func run(ctx context.Context, rounds, slice, concurrency, misses int, caddyPath 
 		caddyArgs = append([]string{"taskset", "-c", strconv.Itoa(pinCaddy)}, caddyArgs...)
 	}
 	// taskset execs Caddy in place, so the pid stays Caddy's (processCPU).
-	caddy := exec.Command(caddyArgs[0], caddyArgs[1:]...)
-	caddy.Env = append(os.Environ(), "HOME="+tmp, "XDG_DATA_HOME="+tmp, "XDG_CONFIG_HOME="+tmp)
-	caddyLog, _ := os.Create(filepath.Join(tmp, "caddy.log"))
-	caddy.Stdout, caddy.Stderr = caddyLog, caddyLog
-	if err := caddy.Start(); err != nil {
+	caddy, stopCaddy, err := startCaddy(caddyArgs, nil, tmp, sites, 30*time.Second)
+	if err != nil {
 		return err
 	}
-	defer func() {
-		_ = caddy.Process.Signal(os.Interrupt)
-		_ = caddy.Wait()
-	}()
-	for _, p := range sites {
-		if err := benchutil.WaitTCP("127.0.0.1:"+p, 30*time.Second); err != nil {
-			logData, _ := os.ReadFile(caddyLog.Name())
-			return fmt.Errorf("caddy did not start: %w\n%s", err, logData)
-		}
-	}
+	defer stopCaddy()
 
 	// Caddy's own CPU time and requests served, per variant: what the edge
 	// costs per request, apart from the load generator and the upstream
@@ -470,6 +458,36 @@ func processCPU(pid int) time.Duration {
 	utime, _ := strconv.ParseInt(f[11], 10, 64)
 	stime, _ := strconv.ParseInt(f[12], 10, 64)
 	return time.Duration(utime+stime) * 10 * time.Millisecond
+}
+
+// startCaddy runs a bench Caddy (args: the command line, env: more
+// variables, its home and log in dir) and waits until every site port
+// accepts connections; stop interrupts it and waits for it to exit.
+func startCaddy(args, env []string, dir string, sites []string, wait time.Duration) (cmd *exec.Cmd, stop func(), err error) {
+	cmd = exec.Command(args[0], args[1:]...)
+	cmd.Env = append(append(os.Environ(), env...), "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
+	logFile, err := os.Create(filepath.Join(dir, "caddy.log"))
+	if err != nil {
+		return nil, nil, err
+	}
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return nil, nil, err
+	}
+	stop = func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		_ = cmd.Wait()
+		logFile.Close()
+	}
+	for _, p := range sites {
+		if err := benchutil.WaitTCP("127.0.0.1:"+p, wait); err != nil {
+			stop()
+			logData, _ := os.ReadFile(logFile.Name())
+			return nil, nil, fmt.Errorf("%s did not start: %w\n%s", strings.Join(args, " "), err, logData)
+		}
+	}
+	return cmd, stop, nil
 }
 
 func commandLine() string {
