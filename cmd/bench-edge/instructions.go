@@ -126,11 +126,7 @@ func countInstructions(ctx context.Context, tmp, caddyPath, upAddr, jwksPath, to
 	for r := range rounds {
 		var line strings.Builder
 		fmt.Fprintf(&line, "instructions, round %d:", r+1)
-		for i := range variants {
-			v := variants[i]
-			if r%2 == 1 {
-				v = variants[len(variants)-1-i]
-			}
+		for _, v := range roundOrder(variants, r) {
 			if err := collect(); err != nil {
 				return nil, err
 			}

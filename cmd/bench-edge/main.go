@@ -256,15 +256,7 @@ func run(ctx context.Context, rounds, slice, concurrency, misses int, caddyPath 
 	for r := range rounds {
 		var line strings.Builder
 		fmt.Fprintf(&line, "round %2d:", r+1)
-		// Run the variants in order in even rounds and in reverse order in
-		// odd ones (A B B A ...): the pairs compared below (plain and
-		// guarded first) run back to back, and drift on a shared machine
-		// favours neither side of a pair over the whole run.
-		for i := range variants {
-			v := variants[i]
-			if r%2 == 1 {
-				v = variants[len(variants)-1-i]
-			}
+		for _, v := range roundOrder(variants, r) {
 			res, err := load(v, []string{token}, slice, 0)
 			if err != nil {
 				return fmt.Errorf("%s round %d: %w", v.name, r+1, err)
@@ -543,6 +535,19 @@ func benchCaddyfile(upAddr, jwksPath, adminPort string, sites []string, guardExt
 	return fmt.Sprintf("{\n\tadmin 127.0.0.1:%s\n\tlog {\n\t\tlevel ERROR\n\t}\n}\n", adminPort) +
 		plainSite(sites[sitePlain]) + plainSite(sites[siteIdentity]) +
 		guardedSite(sites[siteGuarded], "") + guardedSite(sites[siteForward], "\n\t\tforward_token")
+}
+
+// roundOrder is the variants in the order round r runs them: as given in
+// even rounds and reversed in odd ones (A B B A ...), so that the pairs
+// compared (plain and guarded first) run back to back, and drift on a
+// shared machine favours neither side of a pair over the whole run.
+func roundOrder(variants []variant, r int) []variant {
+	if r%2 == 0 {
+		return variants
+	}
+	reversed := slices.Clone(variants)
+	slices.Reverse(reversed)
+	return reversed
 }
 
 // A variant is one way of sending the same request: to one of the sites,
