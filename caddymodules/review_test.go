@@ -4,9 +4,11 @@ package caddymodules_test
 // test for an attack class the edge defends against.
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -506,5 +508,65 @@ func TestReviewRoutingHeadersStripped(t *testing.T) {
 				t.Errorf("Caddy's forwarding headers missing: %v", got[0].header)
 			}
 		})
+	}
+}
+
+// A refusal goes out before the body it refuses. Found in review: Go's
+// server, finding the body wrapped (Caddy wraps it), read up to 256 KiB of
+// it before sending the 401, so a client waiting for the answer first
+// (Expect: 100-continue, a slow or partial upload) got nothing until it
+// sent that much or timed out. Refusals of requests with a body now close
+// the connection after the answer; bodiless ones keep it.
+func TestReviewRefusalDoesNotWaitForTheBody(t *testing.T) {
+	e, _, _ := repoEdge(t)
+	for _, tc := range []struct{ name, req string }{
+		{"Expect: 100-continue", "POST /api/documents HTTP/1.1\r\nHost: edge.test\r\nContent-Type: application/pdf\r\nContent-Length: 20000000\r\nExpect: 100-continue\r\n\r\n"},
+		{"part of a large body", "POST /api/documents HTTP/1.1\r\nHost: edge.test\r\nContent-Type: application/pdf\r\nContent-Length: 20000000\r\n\r\n" + strings.Repeat("x", 100000)},
+		{"part of a chunked body", "POST /api/users/me HTTP/1.1\r\nHost: edge.test\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n0123456789abcdef\r\n"},
+		{"a dot-segment path with a body", "POST /api/auth/../users/me HTTP/1.1\r\nHost: edge.test\r\nContent-Length: 1000000\r\n\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := net.DialTimeout("tcp", e.addr, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, err := io.WriteString(c, tc.req); err != nil {
+				t.Fatal(err)
+			}
+			_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatalf("no answer within 2 s: %v", err)
+			}
+			resp.Body.Close()
+			// ReadResponse moves "Connection: close" into resp.Close.
+			if (resp.StatusCode != 401 && resp.StatusCode != 400) || !resp.Close {
+				t.Errorf("%d, Connection: close %v", resp.StatusCode, resp.Close)
+			}
+		})
+	}
+	// A bodiless refusal keeps the connection: a second request on it is
+	// answered too.
+	c, err := net.DialTimeout("tcp", e.addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	rd := bufio.NewReader(c)
+	for i := range 2 {
+		if _, err := io.WriteString(c, "GET /api/users/me HTTP/1.1\r\nHost: edge.test\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(rd, nil)
+		if err != nil {
+			t.Fatalf("bodiless refusal %d: %v", i+1, err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 401 || resp.Close {
+			t.Errorf("bodiless refusal %d: %d, Connection: close %v", i+1, resp.StatusCode, resp.Close)
+		}
 	}
 }

@@ -31,7 +31,18 @@ func (m Message) Error() string { return string(m) }
 //
 // Headers the refusal needs (WWW-Authenticate, Retry-After, Allow) are set
 // on w before the call; both ways keep them.
+//
+// A refused request's body is not wanted, and the answer goes out before
+// it: Go's server, finding the body wrapped (Caddy wraps it to count and
+// time it), would read up to 256 KiB of it before sending anything, so a
+// client that waits for the answer first (Expect: 100-continue, a slow
+// upload, one that sent only part) got none until it sent that much or
+// timed out (found in review). With Connection: close the server skips
+// that read; the connection ends after the answer.
 func Respond(w http.ResponseWriter, r *http.Request, status int, msg Message) error {
+	if r.ProtoMajor == 1 && r.ContentLength != 0 {
+		w.Header().Set("Connection", "close")
+	}
 	srv, ok := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
 	if !ok || srv == nil || (srv.Errors != nil && len(srv.Errors.Routes) > 0) {
 		return caddyhttp.Error(status, msg)
