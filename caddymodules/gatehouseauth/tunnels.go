@@ -50,39 +50,63 @@ func (w *tunnelWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // deadline or on its revocation, whichever comes first.
 type tunnelConn struct {
 	net.Conn
-	id    identity
+	id   identity
+	set  *tunnelSet // nil without a revocation feed
+	once sync.Once
+	// mu guards timer: the timer may fire (a deadline already past)
+	// before trackTunnel has stored it (found in review: a nil timer
+	// stopped from its own callback took the edge down).
+	mu    sync.Mutex
 	timer *time.Timer
-	set   *tunnelSet // nil without a revocation feed
-	once  sync.Once
 }
 
+// Close is the proxy's: the tunnel ended on its own.
 func (c *tunnelConn) Close() error {
+	c.forget()
+	return c.Conn.Close()
+}
+
+// end closes the tunnel for reason (expired, revoked), counted once.
+func (c *tunnelConn) end(reason string) {
+	if c.forget() {
+		metrics.tunnelsClosed.WithLabelValues(reason).Inc()
+	}
+	_ = c.Conn.Close()
+}
+
+// forget stops the timer and leaves the set; it reports whether this was
+// the first call, so that a tunnel is counted and closed once.
+func (c *tunnelConn) forget() (first bool) {
 	c.once.Do(func() {
-		c.timer.Stop()
+		first = true
+		c.mu.Lock()
+		t := c.timer
+		c.mu.Unlock()
+		if t != nil {
+			t.Stop()
+		}
 		if c.set != nil {
 			c.set.remove(c)
 		}
 	})
-	return c.Conn.Close()
+	return first
 }
 
 // trackTunnel wraps an upgraded client connection opened with id.
 func (h *Handler) trackTunnel(conn net.Conn, id identity) net.Conn {
 	c := &tunnelConn{Conn: conn, id: id}
-	// The timer may fire before the assignment below is seen by Close,
-	// which only stops it: Stop on a fired timer is harmless.
-	c.timer = time.AfterFunc(id.deadline.Sub(h.now()), func() {
-		metrics.tunnelsClosed.WithLabelValues("expired").Inc()
-		_ = c.Close()
-	})
 	if h.revocations != nil {
 		c.set = &h.revocations.tunnels
 		c.set.add(c)
-		// A list loaded between the request's check and now was applied
-		// to the tunnels known then, not to this one.
+	}
+	c.mu.Lock()
+	c.timer = time.AfterFunc(id.deadline.Sub(h.now()), func() { c.end("expired") })
+	c.mu.Unlock()
+	// A list loaded between the request's check and now was applied to
+	// the tunnels known then, not to this one.
+	if h.revocations != nil {
 		if rs := h.revocations.set.Load(); rs != nil && rs.revoked(&c.id) {
-			metrics.tunnelsClosed.WithLabelValues("revoked").Inc()
-			_ = c.Close()
+			c.end("revoked")
 		}
 	}
 	return c
@@ -119,8 +143,7 @@ func (s *tunnelSet) closeRevoked(rs *revocationSet) {
 		}
 	}
 	s.mu.Unlock()
-	for _, c := range doomed { // Close takes the lock
-		metrics.tunnelsClosed.WithLabelValues("revoked").Inc()
-		_ = c.Close()
+	for _, c := range doomed { // end takes the lock
+		c.end("revoked")
 	}
 }
