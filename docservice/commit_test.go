@@ -445,3 +445,139 @@ func TestDownloadNeverServesAnotherDocumentsFile(t *testing.T) {
 		})
 	}
 }
+
+// A download or a second change of a document that waits for a move of
+// it reads the document as the move left it. Before, the statement that
+// joined the category and locked the document re-read the document after
+// the wait but kept the old category row: the document came out with no
+// folder, a download opened the top folder's file of the same name
+// (another user's), and a rename worked from that wrong path (found in
+// review). The move is held up on its target folder's lock, which the
+// test holds, so both orders are certain.
+func TestWaitersOnAMoveSeeItWhole(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// waiter runs while the move waits, and checks the outcome.
+		waiter func(t *testing.T, e *env, u user, doc string, mine []byte) (run func() resp, check func(r resp))
+	}{
+		{"download", func(t *testing.T, e *env, u user, doc string, mine []byte) (func() resp, func(resp)) {
+			return func() resp { return e.do(&u, "GET", "/api/documents/"+doc+"/file", nil, nil) },
+				func(r resp) {
+					if r.status != 200 || !bytes.Equal(r.body, mine) {
+						t.Errorf("download: %d, %d bytes, its own: %v", r.status, len(r.body), bytes.Equal(r.body, mine))
+					}
+				}
+		}},
+		{"rename", func(t *testing.T, e *env, u user, doc string, mine []byte) (func() resp, func(resp)) {
+			return func() resp { return e.doJSON(&u, "PATCH", "/api/documents/"+doc, map[string]any{"filename": "y.pdf"}) },
+				func(r resp) {
+					if r.status != 200 {
+						t.Errorf("rename: %d %s", r.status, r.body)
+						return
+					}
+					if got := e.do(&u, "GET", "/api/documents/"+doc+"/file", nil, nil); got.status != 200 || !bytes.Equal(got.body, mine) {
+						t.Errorf("after the rename: %d, its own: %v; files %v", got.status, bytes.Equal(got.body, mine), e.storedFiles())
+					}
+					if files := e.storedFiles(); !slices.Equal(files, []string{"B/y.pdf", "x.pdf"}) {
+						t.Errorf("files %v, want B/y.pdf and the other user's x.pdf", files)
+					}
+				}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			u, v := newUser(), newUser()
+			a := e.mustCategory(u, "A", "")["id"].(string)
+			b := e.mustCategory(u, "B", "")["id"].(string)
+			mine := makePDF("mine", 2, 0)
+			doc := docID(e.mustUpload(u, "x.pdf", mine, map[string]string{"category_id": a}))
+			e.mustUpload(v, "x.pdf", makePDF("theirs", 1, 0), nil) // top folder
+			ctx := context.Background()
+			hold, err := pgx.Connect(ctx, testDB.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer hold.Close(ctx)
+			tx, err := hold.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tx.Rollback(ctx)
+			if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('docs.folder:' || $1::uuid::text, 0))`, b); err != nil {
+				t.Fatal(err)
+			}
+			// Watched from a connection of its own: pg_stat_activity is a
+			// snapshot taken once per transaction, and hold's is open.
+			watch, err := pgx.Connect(ctx, testDB.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer watch.Close(ctx)
+			waiting := func(n int) {
+				t.Helper()
+				for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+					var got int
+					if err := watch.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+						WHERE wait_event_type = 'Lock' AND datname = current_database()`).Scan(&got); err != nil {
+						t.Fatal(err)
+					}
+					if got >= n {
+						return
+					}
+					if time.Now().After(deadline) {
+						t.Fatalf("%d requests waiting for a lock, want %d", got, n)
+					}
+				}
+			}
+			moved := make(chan resp, 1)
+			go func() { moved <- e.doJSON(&u, "PATCH", "/api/documents/"+doc, map[string]any{"category_id": b}) }()
+			waiting(1) // the move, on B's folder lock, holding the document
+			run, check := tc.waiter(t, e, u, doc, mine)
+			waited := make(chan resp, 1)
+			go func() { waited <- run() }()
+			waiting(2) // and the waiter, on the document
+			if err := tx.Commit(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if r := <-moved; r.status != 200 {
+				t.Fatalf("move: %d %s", r.status, r.body)
+			}
+			check(<-waited)
+		})
+	}
+}
+
+// A download that cannot have its document within 2 s (a move of it held
+// up) answers 503 with Retry-After instead of holding one of the pool's
+// connections for as long as the move waits (found in review: six such
+// downloads took the pool and /ready failed).
+func TestDownloadGivesUpOnAHeldDocument(t *testing.T) {
+	e := newEnv(t)
+	u := newUser()
+	doc := docID(e.mustUpload(u, "x.pdf", makePDF("x", 1, 0), nil))
+	ctx := context.Background()
+	hold, err := pgx.Connect(ctx, testDB.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Close(ctx)
+	tx, err := hold.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM docs.documents WHERE id = $1 FOR UPDATE`, doc); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	r := e.do(&u, "GET", "/api/documents/"+doc+"/file", nil, nil)
+	if took := time.Since(start); r.status != 503 || r.header.Get("Retry-After") != "1" || took > 5*time.Second {
+		t.Fatalf("%d %s, Retry-After %q, after %v", r.status, r.body, r.header.Get("Retry-After"), took)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.do(&u, "GET", "/api/documents/"+doc+"/file", nil, nil); r.status != 200 {
+		t.Fatalf("once free: %d %s", r.status, r.body)
+	}
+}

@@ -919,6 +919,10 @@ func TestChangeBodiesSayWhatIsWrong(t *testing.T) {
 	if r := e.do(&u, "GET", "/api/documents/categories", nil, nil); json.Unmarshal(r.body, &cats) != nil || len(cats) != 1 || cats[0]["name"] != "C" {
 		t.Fatalf("categories: %s", r.body)
 	}
+	// A category's "name": null leaves its name, as it always did.
+	if r := e.doJSON(&u, "PATCH", "/api/documents/categories/"+cat, map[string]any{"name": nil}); r.status != 200 || r.json(t)["name"] != "C" {
+		t.Fatalf(`category "name": null: %d %s`, r.status, r.body)
+	}
 	// null still means "no category" / "top level".
 	if r := e.doJSON(&u, "PATCH", "/api/documents/"+doc, map[string]any{"category_id": nil}); r.status != 200 || r.json(t)["category_id"] != nil {
 		t.Fatalf("category_id null: %d %s", r.status, r.body)

@@ -116,7 +116,8 @@ func (s *Service) patchCategory(w http.ResponseWriter, r *http.Request) error {
 	}
 	var fields []httpx.FieldError
 	var name *string
-	if req.Name.Set {
+	// "name": null leaves the name as it is, as it always did.
+	if req.Name.Set && req.Name.Value != nil {
 		n, fe := categoryName(req.Name.Value)
 		if fe != nil {
 			fields = append(fields, *fe)

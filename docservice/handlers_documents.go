@@ -59,6 +59,8 @@ func storeError(err error, what string) error {
 		return httpx.Errorf(http.StatusNotFound, "%s not found", what)
 	case errors.Is(err, errCommitUnknown):
 		return &httpx.Error{Status: http.StatusServiceUnavailable, Detail: "database connection lost while saving; the change may have been saved, check before trying again", Cause: err}
+	case errors.Is(err, ErrBusy):
+		return &httpx.Error{Status: http.StatusServiceUnavailable, Detail: "the " + what + " is being changed; try again in a moment", RetryAfter: 1, Cause: err}
 	case errors.Is(err, ErrDBUnavailable):
 		return &httpx.Error{Status: http.StatusServiceUnavailable, Detail: "database unavailable; nothing was changed, try again later", Cause: err}
 	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):

@@ -25,6 +25,7 @@ var (
 	ErrPathTooLong   = errors.New("category path too long")
 	ErrDBUnavailable = errors.New("database unavailable")
 	ErrTooMany       = errors.New("too many categories")
+	ErrBusy          = errors.New("busy")
 )
 
 // treeLockID is the advisory lock that orders folder changes: placing or
@@ -174,18 +175,47 @@ func (s *Store) GetDocumentSettled(ctx context.Context, v Visibility, id uuid.UU
 // PDF to 4 of 34 000 downloads raced against renames and uploads.)
 func (s *Store) HoldDocument(ctx context.Context, v Visibility, id uuid.UUID, use func(Document)) error {
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		// A download holds a pooled connection while it waits; a move
+		// held up behind a queue of uploads into its folder must not let
+		// downloads of its document take the whole pool (found in review:
+		// six of them made /ready fail). They give up with 503 instead.
+		if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '2s'`); err != nil {
+			return err
+		}
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock_shared($1)`, treeLockID); err != nil {
 			return err
 		}
-		d, err := scanDocument(tx.QueryRow(ctx, `SELECT `+docColumns+docFrom+` WHERE d.id = $4 AND `+visibleSQL+
-			` FOR SHARE OF d`, v.UserID, v.All, v.WatchedToo, id))
+		if err := lockDocumentRow(ctx, tx, id, "FOR SHARE"); err != nil {
+			return err
+		}
+		d, err := scanDocument(tx.QueryRow(ctx, `SELECT `+docColumns+docFrom+` WHERE d.id = $4 AND `+visibleSQL,
+			v.UserID, v.All, v.WatchedToo, id))
 		if err != nil {
 			return err
 		}
 		use(d)
 		return nil
 	})
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "55P03" { // lock_not_available
+		return fmt.Errorf("%w: the document is being moved: %w", ErrBusy, err)
+	}
 	return dbErr(err)
+}
+
+// lockDocumentRow locks a document's row (FOR SHARE or FOR UPDATE) in a
+// statement of its own, before the row is read with its category. A
+// statement that joins the category and locks the document, and waits
+// for the lock, reads the document again after the wait but keeps the
+// category row it joined before (PostgreSQL's EvalPlanQual re-check): a
+// document moved meanwhile came out with no folder, and a download opened
+// the top folder's file of the same name, another user's (found in
+// review), while a second change of it worked from the wrong path. The
+// read that follows is a statement of its own, so it sees the committed
+// move whole.
+func lockDocumentRow(ctx context.Context, tx pgx.Tx, id uuid.UUID, mode string) error {
+	_, err := tx.Exec(ctx, `SELECT 1 FROM docs.documents WHERE id = $1 `+mode, id)
+	return err
 }
 
 // FindBySHA256 returns owner's document with this content, if any.
@@ -478,8 +508,11 @@ func (s *Store) UpdateDocument(ctx context.Context, v Visibility, actor uuid.UUI
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock_shared($1)`, treeLockID); err != nil {
 			return err
 		}
-		cur, err := scanDocument(tx.QueryRow(ctx, `SELECT `+docColumns+docFrom+` WHERE d.id = $4 AND `+visibleSQL+
-			` FOR UPDATE OF d`, v.UserID, v.All, v.WatchedToo, id))
+		if err := lockDocumentRow(ctx, tx, id, "FOR UPDATE"); err != nil {
+			return err
+		}
+		cur, err := scanDocument(tx.QueryRow(ctx, `SELECT `+docColumns+docFrom+` WHERE d.id = $4 AND `+visibleSQL,
+			v.UserID, v.All, v.WatchedToo, id))
 		if err != nil {
 			return err
 		}
