@@ -441,6 +441,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if isUpgrade(r) {
 		tunnelID := *id
 		w = &tunnelWriter{ResponseWriter: w, track: func(c net.Conn) net.Conn { return h.trackTunnel(c, tunnelID) }}
+	} else if isStream(r) {
+		ctx, cancel := context.WithCancel(r.Context())
+		t := h.openTunnel(*id, cancel)
+		defer func() {
+			t.forget()
+			cancel()
+		}()
+		r = r.WithContext(ctx)
 	}
 	return next.ServeHTTP(w, r)
 }
