@@ -493,21 +493,9 @@ func TestWaitersOnAMoveSeeItWhole(t *testing.T) {
 			doc := docID(e.mustUpload(u, "x.pdf", mine, map[string]string{"category_id": a}))
 			e.mustUpload(v, "x.pdf", makePDF("theirs", 1, 0), nil) // top folder
 			ctx := context.Background()
-			hold, err := pgx.Connect(ctx, testDB.URL)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer hold.Close(ctx)
-			tx, err := hold.Begin(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer tx.Rollback(ctx)
-			if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('docs.folder:' || $1::uuid::text, 0))`, b); err != nil {
-				t.Fatal(err)
-			}
+			tx := holding(t, `SELECT pg_advisory_xact_lock(hashtextextended('docs.folder:' || $1::uuid::text, 0))`, b)
 			// Watched from a connection of its own: pg_stat_activity is a
-			// snapshot taken once per transaction, and hold's is open.
+			// snapshot taken once per transaction, and the holder's is open.
 			watch, err := pgx.Connect(ctx, testDB.URL)
 			if err != nil {
 				t.Fatal(err)
@@ -556,19 +544,7 @@ func TestDownloadGivesUpOnAHeldDocument(t *testing.T) {
 	u := newUser()
 	doc := docID(e.mustUpload(u, "x.pdf", makePDF("x", 1, 0), nil))
 	ctx := context.Background()
-	hold, err := pgx.Connect(ctx, testDB.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hold.Close(ctx)
-	tx, err := hold.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(ctx)
-	if _, err := tx.Exec(ctx, `SELECT 1 FROM docs.documents WHERE id = $1 FOR UPDATE`, doc); err != nil {
-		t.Fatal(err)
-	}
+	tx := holding(t, `SELECT 1 FROM docs.documents WHERE id = $1 FOR UPDATE`, doc)
 	start := time.Now()
 	r := e.do(&u, "GET", "/api/documents/"+doc+"/file", nil, nil)
 	if took := time.Since(start); r.status != 503 || r.header.Get("Retry-After") != "1" || took > 5*time.Second {
@@ -580,4 +556,25 @@ func TestDownloadGivesUpOnAHeldDocument(t *testing.T) {
 	if r := e.do(&u, "GET", "/api/documents/"+doc+"/file", nil, nil); r.status != 200 {
 		t.Fatalf("once free: %d %s", r.status, r.body)
 	}
+}
+
+// holding runs sql (a lock) in a transaction of its own connection, left
+// open until the test commits or rolls it back, or ends.
+func holding(t *testing.T, sql string, args ...any) pgx.Tx {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, testDB.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(ctx) })
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tx.Rollback(ctx) })
+	if _, err := tx.Exec(ctx, sql, args...); err != nil {
+		t.Fatal(err)
+	}
+	return tx
 }
