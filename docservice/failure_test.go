@@ -42,6 +42,7 @@ func TestDatabaseDown(t *testing.T) {
 	}
 	for _, c := range []struct{ method, path string }{
 		{"GET", "/api/documents"}, {"GET", "/api/documents/6a1f3f9c-5a0e-4e4e-9a53-2f8f3f2b1a11"},
+		{"GET", "/api/documents/6a1f3f9c-5a0e-4e4e-9a53-2f8f3f2b1a11/file"},
 		{"PATCH", "/api/documents/6a1f3f9c-5a0e-4e4e-9a53-2f8f3f2b1a11"}, {"GET", "/api/documents/categories"},
 		{"POST", "/api/documents/categories"}, {"GET", "/ready"},
 	} {

@@ -156,9 +156,10 @@ func (s *Store) GetDocument(ctx context.Context, v Visibility, id uuid.UUID) (Do
 		v.UserID, v.All, v.WatchedToo, id))
 }
 
-// GetDocumentSettled is GetDocument once the tree changes under way are
-// done: it takes the tree lock shared, so it waits for a category rename
-// (which holds it exclusively while its folder moves) to commit.
+// GetDocumentSettled is GetDocument once the changes under way are done:
+// it reads the row as HoldDocument does, so it waits for a category rename
+// (which holds the tree lock exclusively while its folder moves) and for a
+// rename or move of this document to commit, for at most 2 s (ErrBusy).
 func (s *Store) GetDocumentSettled(ctx context.Context, v Visibility, id uuid.UUID) (d Document, err error) {
 	err = s.HoldDocument(ctx, v, id, func(got Document) { d = got })
 	return d, err
