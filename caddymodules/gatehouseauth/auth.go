@@ -10,6 +10,7 @@
 package gatehouseauth
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -129,6 +130,15 @@ type Handler struct {
 
 	// How often to poll the revocation feed. Default: 1s.
 	RevocationsInterval caddy.Duration `json:"revocations_interval,omitempty"`
+
+	// How old the last list read from the feed (200 or 304) may be before
+	// guarded requests get 503 with Retry-After, as before the first list
+	// loads. Default: 0, no bound: a failing feed keeps the last list for
+	// as long as it fails, so an authsvc outage does not take the guarded
+	// routes down with it, but revocations made meanwhile do not reach the
+	// edge (a feed grown past 16 MiB is such a failure). Set it to deny
+	// instead once the edge can no longer know about revocations.
+	RevocationsMaxAge caddy.Duration `json:"revocations_max_age,omitempty"`
 
 	strip       identityMatcher
 	keys        keySource
@@ -267,8 +277,8 @@ const MinFetchInterval = 100 * time.Millisecond
 func (h *Handler) Validate() error {
 	if h.StripOnly {
 		if h.JWKSURL != "" || h.JWKSFile != "" || h.Issuer != "" || h.Audience != "" || h.Cookie != "" || h.AllowPreflight ||
-			h.RevocationsURL != "" || h.ForwardToken || h.CacheSize != nil {
-			return errors.New("strip_only takes no token settings (jwks_url, jwks_file, issuer, audience, cookie, allow_preflight, revocations_url, forward_token, cache_size)")
+			h.RevocationsURL != "" || h.RevocationsMaxAge != 0 || h.ForwardToken || h.CacheSize != nil {
+			return errors.New("strip_only takes no token settings (jwks_url, jwks_file, issuer, audience, cookie, allow_preflight, revocations_url, revocations_max_age, forward_token, cache_size)")
 		}
 		return nil
 	}
@@ -296,6 +306,18 @@ func (h *Handler) Validate() error {
 	} {
 		if d != 0 && time.Duration(d) < MinFetchInterval {
 			return fmt.Errorf("%s must be at least %s", name, MinFetchInterval)
+		}
+	}
+	if h.RevocationsMaxAge != 0 {
+		interval := cmp.Or(time.Duration(h.RevocationsInterval), DefaultRevocationsInterval)
+		switch {
+		case h.RevocationsURL == "":
+			return errors.New("revocations_max_age needs revocations_url")
+		case time.Duration(h.RevocationsMaxAge) < 3*interval:
+			// A list is at most one interval (and a fetch) old between
+			// good polls; anything tighter would refuse requests while
+			// the feed is fine.
+			return fmt.Errorf("revocations_max_age must be at least three revocations_interval (%s)", 3*interval)
 		}
 	}
 	for _, s := range h.StripHeaders {
@@ -398,8 +420,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		// Checked on every request, cache hit or not: a revocation
 		// arrives after the token was verified and cached.
 		rs := h.revocations.current(r.Context())
-		if rs == nil {
-			metrics.failures.WithLabelValues("no_revocations").Inc()
+		stale := rs != nil && h.RevocationsMaxAge > 0 && h.revocations.age() > time.Duration(h.RevocationsMaxAge)
+		if rs == nil || stale {
+			reason := "no_revocations"
+			if stale {
+				reason = "stale_revocations"
+			}
+			metrics.failures.WithLabelValues(reason).Inc()
 			w.Header().Set("Retry-After", strconv.Itoa(int(h.revocations.retryAfter().Round(time.Second)/time.Second)))
 			return refusal.Respond(w, r, http.StatusServiceUnavailable, errNoKeys)
 		}

@@ -569,3 +569,11 @@ func TestProvisionRefusesSymmetricAlgorithms(t *testing.T) {
 		}
 	}
 }
+
+func gaugeValue(g prometheus.Gauge) float64 {
+	var m dto.Metric
+	if err := g.Write(&m); err != nil {
+		panic(err)
+	}
+	return m.GetGauge().GetValue()
+}

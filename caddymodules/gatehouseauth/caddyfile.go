@@ -42,6 +42,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		jwks_timeout <duration>               # default 10s
 //		revocations_url <url>                 # authsvc's revocation feed
 //		revocations_interval <duration>       # default 1s
+//		revocations_max_age <duration>        # default none: keep the last list while the feed fails
 //	}
 //
 //	gatehouse_auth [<matcher>] {
@@ -117,7 +118,7 @@ func (a *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("cache_size: want a non-negative integer, got %q", v)
 			}
 			a.CacheSize = &n
-		case "jwks_refresh_interval", "jwks_unknown_kid_interval", "jwks_timeout", "revocations_interval":
+		case "jwks_refresh_interval", "jwks_unknown_kid_interval", "jwks_timeout", "revocations_interval", "revocations_max_age":
 			var v string
 			if !d.AllArgs(&v) {
 				return d.ArgErr()
@@ -138,6 +139,8 @@ func (a *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				a.JWKSTimeout = caddy.Duration(dur)
 			case "revocations_interval":
 				a.RevocationsInterval = caddy.Duration(dur)
+			case "revocations_max_age":
+				a.RevocationsMaxAge = caddy.Duration(dur)
 			}
 		default:
 			return d.Errf("unrecognized gatehouse_auth option %q", opt)

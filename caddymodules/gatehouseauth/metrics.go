@@ -19,6 +19,7 @@ var metrics = struct {
 	// revocationRefreshes and revocationEntries follow authsvc's feed.
 	revocationRefreshes *prometheus.CounterVec
 	revocationEntries   prometheus.Gauge
+	revocationsReadAt   prometheus.Gauge
 	verifyOK            prometheus.Counter
 	verifyRejected      prometheus.Counter
 	// tunnelsClosed counts upgraded connections the edge ended.
@@ -48,6 +49,10 @@ var metrics = struct {
 		Namespace: "gatehouse", Subsystem: "auth", Name: "revocation_entries",
 		Help: "Entries (user cut-offs and ended sessions) in the last revocation list loaded.",
 	}),
+	revocationsReadAt: prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "gatehouse", Subsystem: "auth", Name: "revocations_read_timestamp_seconds",
+		Help: "When the revocation feed last answered with a list (200 or 304), in Unix seconds: alert when it falls behind time().",
+	}),
 	tunnelsClosed: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "gatehouse", Subsystem: "auth", Name: "tunnels_closed_total",
 		Help: "Upgraded connections (WebSocket) the edge closed because their token expired or was revoked, by reason (expired, revoked).",
@@ -69,7 +74,7 @@ func registerMetrics(reg *prometheus.Registry) error {
 		return nil
 	}
 	for _, c := range []prometheus.Collector{metrics.verifications, metrics.cacheHits, metrics.failures, metrics.jwksRefreshes,
-		metrics.revocationRefreshes, metrics.revocationEntries, metrics.tunnelsClosed} {
+		metrics.revocationRefreshes, metrics.revocationEntries, metrics.revocationsReadAt, metrics.tunnelsClosed} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) && are.ExistingCollector == c {

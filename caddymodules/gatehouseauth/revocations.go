@@ -142,6 +142,9 @@ type revocationFollower struct {
 	// nextAttempt is when the loop will fetch next (unix nanoseconds), for
 	// Retry-After.
 	nextAttempt atomic.Int64
+	// readAt is when the feed last answered with a list (200 or 304; unix
+	// nanoseconds): how current the loaded list is known to be.
+	readAt atomic.Int64
 
 	// Owned by the loop.
 	etag     string
@@ -197,17 +200,25 @@ func (f *revocationFollower) refresh(ctx context.Context) (next time.Duration) {
 		// The first failures of a running edge are worth a warning, a
 		// feed that never loaded an error; repeating either every second
 		// would only bury it.
-		if f.failures == 1 || f.failures%60 == 0 {
+		// A list more than a minute old is an error too: revocations made
+		// since do not reach the edge, whatever the cause (authsvc down,
+		// or a feed grown past MaxRevocationsBytes, which no retry mends).
+		stale := f.set.Load() == nil || f.age() > time.Minute
+		if f.failures == 1 || f.failures%60 == 0 || (stale && f.failures%4 == 0) {
 			lvl := f.logger.Warn
-			if f.set.Load() == nil {
+			if stale {
 				lvl = f.logger.Error
 			}
 			lvl("revocations refresh failed; keeping the last list",
 				zap.String("url", f.cfg.URL), zap.Int("failures", f.failures),
-				zap.Bool("have_list", f.set.Load() != nil), zap.Duration("retry_in", next), zap.Error(err))
+				zap.Bool("have_list", f.set.Load() != nil), zap.Duration("list_age", f.age()),
+				zap.Duration("retry_in", next), zap.Error(err))
 		}
 		return next
 	}
+	now := f.now()
+	f.readAt.Store(now.UnixNano())
+	metrics.revocationsReadAt.Set(float64(now.UnixNano()) / 1e9)
 	if f.failures > 0 {
 		f.logger.Info("revocations feed is back", zap.String("url", f.cfg.URL), zap.Int("failures", f.failures))
 	}
@@ -265,6 +276,12 @@ func (f *revocationFollower) current(ctx context.Context) *revocationSet {
 	case <-ctx.Done():
 	}
 	return f.set.Load()
+}
+
+// age is how long ago the feed last answered with a list; before the
+// first list, longer than any bound (since 1970).
+func (f *revocationFollower) age() time.Duration {
+	return f.now().Sub(time.Unix(0, f.readAt.Load()))
 }
 
 func (f *revocationFollower) retryAfter() time.Duration {

@@ -250,3 +250,78 @@ func TestProvisionSharesRevocationFollower(t *testing.T) {
 		t.Error("a file: revocations_url provisioned")
 	}
 }
+
+// revocations_max_age: once the feed has not answered with a list for that
+// long, guarded requests get 503 (the edge no longer knows what is
+// revoked); without it they keep the last list. The read-time gauge
+// stands still while the feed fails (found in review: a feed grown past
+// MaxRevocationsBytes failed every poll and the edge kept a stale list
+// with nothing to show for it but a warning every 60 failures).
+func TestRevocationsMaxAge(t *testing.T) {
+	feed := newFeedServer(t, `{"users":[],"sessions":[]}`)
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	interval := caddy.Duration(100 * time.Millisecond)
+	bounded := testHandler(t, &clock, func(h *Handler) {
+		h.RevocationsURL, h.RevocationsInterval, h.RevocationsMaxAge = feed.srv.URL, interval, caddy.Duration(400*time.Millisecond)
+	})
+	unbounded := testHandler(t, &clock, func(h *Handler) { h.RevocationsURL, h.RevocationsInterval = feed.srv.URL, interval })
+	tok := sign(t, testKey(t, 0), validClaims(time.Now()))
+	req := func() *http.Request {
+		r := httptest.NewRequest("GET", "http://edge/", nil)
+		r.Header.Set("Authorization", "Bearer "+tok)
+		return r
+	}
+	for name, h := range map[string]*Handler{"bounded": bounded, "unbounded": unbounded} {
+		if out := serve(h, req()); !out.reached {
+			t.Fatalf("%s, feed up: refused: %v", name, out.err)
+		}
+	}
+	if at := gaugeValue(metrics.revocationsReadAt); time.Since(time.Unix(int64(at), 0)) > 5*time.Second {
+		t.Errorf("read-time gauge %v, want about now", at)
+	}
+
+	stale := metrics.failures.WithLabelValues("stale_revocations")
+	before := counterValue(stale)
+	feed.set(http.StatusServiceUnavailable, `{"detail":"down"}`)
+	n := feed.requests.Load()
+	waitFor(t, "a failed poll", func() bool { return feed.requests.Load() > n })
+	readAt := gaugeValue(metrics.revocationsReadAt)
+	var out served
+	waitFor(t, "the bounded handler to refuse", func() bool { out = serve(bounded, req()); return !out.reached })
+	if out.status != http.StatusServiceUnavailable || out.header.Get("Retry-After") == "" {
+		t.Errorf("stale list: status %d, Retry-After %q; want 503 with Retry-After", out.status, out.header.Get("Retry-After"))
+	}
+	if age := bounded.revocations.age(); age < 400*time.Millisecond {
+		t.Errorf("refused with a list %v old", age)
+	}
+	if d := counterValue(stale) - before; d < 1 {
+		t.Errorf("stale_revocations failures +%v", d)
+	}
+	if out := serve(unbounded, req()); !out.reached {
+		t.Errorf("without revocations_max_age a failing feed keeps the last list; refused: %v", out.err)
+	}
+	if g := gaugeValue(metrics.revocationsReadAt); g != readAt {
+		t.Errorf("read-time gauge moved from %v to %v while the feed failed", readAt, g)
+	}
+
+	feed.set(http.StatusOK, `{"users":[],"sessions":[]}`)
+	waitFor(t, "the feed back", func() bool { return serve(bounded, req()).reached })
+}
+
+func TestRevocationsMaxAgeValidate(t *testing.T) {
+	for name, h := range map[string]*Handler{
+		"without revocations_url":         {JWKSFile: "k", Issuer: "i", Audience: "a", RevocationsMaxAge: caddy.Duration(time.Minute)},
+		"under three intervals":           {JWKSFile: "k", Issuer: "i", Audience: "a", RevocationsURL: "http://a/f", RevocationsMaxAge: caddy.Duration(2 * time.Second)},
+		"under three explicit intervals":  {JWKSFile: "k", Issuer: "i", Audience: "a", RevocationsURL: "http://a/f", RevocationsInterval: caddy.Duration(time.Minute), RevocationsMaxAge: caddy.Duration(2 * time.Minute)},
+		"strip_only with revocations_max": {StripOnly: true, RevocationsMaxAge: caddy.Duration(time.Minute)},
+	} {
+		if err := h.Validate(); err == nil {
+			t.Errorf("%s: valid", name)
+		}
+	}
+	ok := &Handler{JWKSFile: "k", Issuer: "i", Audience: "a", RevocationsURL: "http://a/f", RevocationsMaxAge: caddy.Duration(3 * time.Second)}
+	if err := ok.Validate(); err != nil {
+		t.Errorf("three intervals: %v", err)
+	}
+}
