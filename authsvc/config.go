@@ -12,16 +12,21 @@ import (
 
 // Config is authsvc's configuration, read from the environment.
 type Config struct {
-	DatabaseURL       string        // DATABASE_URL (required)
-	Addr              string        // AUTHSVC_ADDR, default 127.0.0.1:8000
-	PrivateKeyFile    string        // JWT_PRIVATE_KEY_FILE, default DATA_DIR/keys/jwt-private.pem (generated when missing)
-	Issuer            string        // JWT_ISSUER, default gatehouse
-	Audience          string        // JWT_AUDIENCE, default gatehouse
-	AccessTokenTTL    time.Duration // ACCESS_TOKEN_TTL, default 15m
-	DataDir           string        // DATA_DIR, default ./.data
-	AppConfigDir      string        // APP_CONFIG_DIR, default DATA_DIR/config
-	HashConcurrency   int           // PASSWORD_HASH_CONCURRENCY, default max(1, GOMAXPROCS-1)
-	GenerateKeyIfNone bool          // true when JWT_PRIVATE_KEY_FILE is unset
+	DatabaseURL     string        // DATABASE_URL (required)
+	Addr            string        // AUTHSVC_ADDR, default 127.0.0.1:8000
+	PrivateKeyFile  string        // JWT_PRIVATE_KEY_FILE, default DATA_DIR/keys/jwt-private.pem (generated when missing)
+	Issuer          string        // JWT_ISSUER, default gatehouse
+	Audience        string        // JWT_AUDIENCE, default gatehouse
+	AccessTokenTTL  time.Duration // ACCESS_TOKEN_TTL, default 15m
+	DataDir         string        // DATA_DIR, default ./.data
+	AppConfigDir    string        // APP_CONFIG_DIR, default DATA_DIR/config
+	HashConcurrency int           // PASSWORD_HASH_CONCURRENCY, default max(1, GOMAXPROCS-1)
+	// AttemptsPerMinute is AUTH_RATE_LIMIT: logins, and registrations
+	// apart, per client address and minute (a burst of as many, refilled
+	// evenly); default 10, 0 for none. The zero Config has none, so tests
+	// that log in often are not slowed.
+	AttemptsPerMinute int
+	GenerateKeyIfNone bool // true when JWT_PRIVATE_KEY_FILE is unset
 }
 
 // LoadConfig reads and validates the configuration; every message names the
@@ -59,6 +64,15 @@ func LoadConfig(getenv func(string) string) (*Config, error) {
 			bad("PASSWORD_HASH_CONCURRENCY", "%q must be an integer in 1..256", v)
 		} else {
 			c.HashConcurrency = n
+		}
+	}
+	c.AttemptsPerMinute = 10
+	if v := get("AUTH_RATE_LIMIT", ""); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > 100_000 {
+			bad("AUTH_RATE_LIMIT", "%q must be an integer in 0..100000 (attempts per client address and minute; 0: no limit)", v)
+		} else {
+			c.AttemptsPerMinute = n
 		}
 	}
 	if c.Issuer == "" {

@@ -18,7 +18,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 		DatabaseURL: "postgres://u:p@db:5432/gatehouse", Addr: "127.0.0.1:8000",
 		PrivateKeyFile: filepath.Join(".data", "keys", "jwt-private.pem"), Issuer: "gatehouse", Audience: "gatehouse",
 		AccessTokenTTL: 15 * time.Minute, DataDir: "./.data", AppConfigDir: filepath.Join(".data", "config"),
-		HashConcurrency: max(1, runtime.GOMAXPROCS(0)-1), GenerateKeyIfNone: true,
+		HashConcurrency: max(1, runtime.GOMAXPROCS(0)-1), GenerateKeyIfNone: true, AttemptsPerMinute: 10,
 	}
 	if *cfg != want {
 		t.Errorf("defaults\n got %+v\nwant %+v", *cfg, want)

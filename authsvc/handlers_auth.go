@@ -3,7 +3,6 @@ package authsvc
 import (
 	"errors"
 	"mime"
-	"net"
 	"net/http"
 	"net/mail"
 	"strings"
@@ -49,6 +48,9 @@ type registerRequest struct {
 }
 
 func (s *Service) register(w http.ResponseWriter, r *http.Request) error {
+	if err := attempt(s.registrations, r); err != nil {
+		return err
+	}
 	var req registerRequest
 	if err := httpx.DecodeJSON(w, r, &req, 0); err != nil {
 		return err
@@ -155,6 +157,9 @@ type tokenResponse struct {
 }
 
 func (s *Service) login(w http.ResponseWriter, r *http.Request) error {
+	if err := attempt(s.loginAttempts, r); err != nil {
+		return err
+	}
 	username, password, err := loginCredentials(w, r)
 	if err != nil {
 		return err
@@ -193,7 +198,10 @@ func (s *Service) login(w http.ResponseWriter, r *http.Request) error {
 	// predates.
 	now := s.now()
 	exp := now.Add(s.cfg.AccessTokenTTL)
-	host, _, _ := net.SplitHostPort(r.RemoteAddr)
+	host := ""
+	if a := clientIP(r); a.IsValid() {
+		host = a.String()
+	}
 	u, groups, sid, err := s.store.OpenSession(r.Context(), u.ID, exp, r.UserAgent(), host)
 	if errors.Is(err, ErrNotFound) {
 		return errBadCredentials

@@ -41,6 +41,9 @@ type Service struct {
 	aiClient *http.Client
 	now      func() time.Time
 	log      *slog.Logger
+	// loginAttempts and registrations limit those per client address
+	// (AUTH_RATE_LIMIT); nil: no limit.
+	loginAttempts, registrations *attemptLimiter
 }
 
 // New assembles the service. The pool must point at a migrated database.
@@ -70,6 +73,8 @@ func New(cfg *Config, pool *pgxpool.Pool, key *rsa.PrivateKey, log *slog.Logger)
 	s := &Service{
 		cfg: cfg, store: NewStore(pool), pool: pool, hasher: hasher, signer: signer, jwks: jwks,
 		ai: ai, aiClient: newAIClient(), now: time.Now, log: log,
+		loginAttempts: newAttemptLimiter(cfg.AttemptsPerMinute, time.Now),
+		registrations: newAttemptLimiter(cfg.AttemptsPerMinute, time.Now),
 		verifier: &accesstoken.Verifier{
 			Issuer: cfg.Issuer, Audience: cfg.Audience,
 			Keys: func(k string) (*accesstoken.Key, error) {
