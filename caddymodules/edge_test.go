@@ -519,7 +519,12 @@ func TestEdgeAttackTable(t *testing.T) {
 		{"HS256 with the RSA public key as secret", get("/api/users/me", bearer(hmacToken(t, pubPEM, hdr(t, good, "alg", "HS256"), claims()))), 401, nil},
 		{"unknown kid", get("/api/users/me", bearer(signed(t, attacker, hdr(t, attacker), claims()))), 401, nil},
 		{"missing kid", get("/api/users/me", bearer(signed(t, good, hdr(t, good, "kid", nil), claims()))), 401, nil},
-		{"path-like kid", get("/api/users/me", bearer(signed(t, good, hdr(t, good, "kid", "../../etc/passwd"), claims()))), 401, nil},
+		// "unknown kid" above used the interval's JWKS refresh: this second
+		// made-up kid could be a key published since, so it is refused
+		// with 503 and Retry-After until the refresh the rate limit put
+		// off has looked for it (docs/edge.md, JWKS behaviour).
+		{"path-like kid", get("/api/users/me", bearer(signed(t, good, hdr(t, good, "kid", "../../etc/passwd"), claims()))), 503, nil},
+		{"the first unknown kid again", get("/api/users/me", bearer(signed(t, attacker, hdr(t, attacker), claims()))), 401, nil},
 		{"expired", get("/api/users/me", bearer(signed(t, good, hdr(t, good), with(claims(), "exp", time.Now().Add(-2*time.Minute).Unix())))), 401, nil},
 		{"nbf in the future", get("/api/users/me", bearer(signed(t, good, hdr(t, good), with(claims(), "nbf", time.Now().Add(5*time.Minute).Unix())))), 401, nil},
 		{"wrong iss", get("/api/users/me", bearer(signed(t, good, hdr(t, good), with(claims(), "iss", "evil")))), 401, nil},
@@ -597,6 +602,9 @@ func TestEdgeAttackTable(t *testing.T) {
 				if err := json.Unmarshal([]byte(resp.body), &body); err != nil || body.Detail == "" {
 					t.Errorf("body %q is not {\"detail\": ...}: %v", resp.body, err)
 				}
+			}
+			if tc.status == 503 && (len(reached) != 0 || resp.header.Get("Retry-After") == "") {
+				t.Fatalf("503: %d upstream requests, Retry-After %q; want none and a Retry-After", len(reached), resp.header.Get("Retry-After"))
 			}
 			if tc.status == 200 && len(reached) != 1 {
 				t.Fatalf("upstream requests = %d, want 1", len(reached))
@@ -822,7 +830,9 @@ func TestEdgeJWKSRefreshStormBounded(t *testing.T) {
 				}
 				_, _ = io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
-				if resp.StatusCode != 401 {
+				// 401 once a refresh has looked for the kid; 503 while the
+				// refresh the rate limit put off has not.
+				if resp.StatusCode != 401 && resp.StatusCode != 503 {
 					bad.Add(1)
 				}
 			}
@@ -834,7 +844,7 @@ func TestEdgeJWKSRefreshStormBounded(t *testing.T) {
 	close(work)
 	wg.Wait()
 	if n := bad.Load(); n != 0 {
-		t.Errorf("%d requests were not refused with 401", n)
+		t.Errorf("%d requests were not refused with 401 or 503", n)
 	}
 	if n := authsvc.fetches.Load() - before; n > 2 {
 		t.Errorf("JWKS fetches during the storm = %d, want at most 2", n)
@@ -1016,4 +1026,48 @@ func TestEdgeAlgorithms(t *testing.T) {
 		check(t, e, up, rs256, 200)
 		check(t, e, up, es256, 401)
 	})
+}
+
+// A made-up kid that used the interval's JWKS refresh just before a key
+// rotation does not get the new key's tokens refused with 401 (which signs
+// their users out): they get 503 with Retry-After until the refresh the
+// rate limit put off, then pass (found in review: they got 401 for up to
+// jwks_unknown_kid_interval).
+func TestEdgeJWKSRotationAfterMadeUpKid(t *testing.T) {
+	t.Parallel()
+	authsvc := newUpstream(t, jwks(t, key(t, 0)))
+	e, _ := jwksEdge(t, authsvc.srv.URL+"/.well-known/jwks.json", "jwks_unknown_kid_interval 1s")
+	if resp := e.raw(t, get("/x", bearer(signed(t, key(t, 0), hdr(t, key(t, 0)), claims())))); resp.status != 200 {
+		t.Fatalf("warm-up: %d", resp.status)
+	}
+	junk := bearer(signed(t, key(t, 2), hdr(t, key(t, 2), "kid", "made-up"), claims()))
+	if resp := e.raw(t, get("/x", junk)); resp.status != 401 {
+		t.Fatalf("made-up kid: %d", resp.status)
+	}
+	before := authsvc.fetches.Load()
+	// Looked for and not found: the same made-up kid is 401 at once.
+	if resp := e.raw(t, get("/x", junk)); resp.status != 401 {
+		t.Fatalf("the same made-up kid again: %d", resp.status)
+	}
+	next := jwks(t, key(t, 0), key(t, 1))
+	authsvc.jwksBody.Store(&next)
+	rotated := bearer(signed(t, key(t, 1), hdr(t, key(t, 1)), claims()))
+	resp := e.raw(t, get("/x", rotated))
+	if resp.status != 503 || resp.header.Get("Retry-After") == "" {
+		t.Fatalf("new key's token within the interval: %d, Retry-After %q; want 503 with Retry-After", resp.status, resp.header.Get("Retry-After"))
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		resp = e.raw(t, get("/x", rotated))
+		if resp.status == 200 {
+			break
+		}
+		if resp.status != 503 || time.Now().After(deadline) {
+			t.Fatalf("new key's token: %d %q; want 503 until the put-off refresh, then 200", resp.status, resp.body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n := authsvc.fetches.Load() - before; n != 1 {
+		t.Errorf("%d JWKS fetches for the rotation, want the one put-off refresh", n)
+	}
 }

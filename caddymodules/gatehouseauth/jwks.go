@@ -227,11 +227,33 @@ type jwksFetcher struct {
 	// lastKick rate-limits requested refreshes, so a stream of made-up kids
 	// costs authsvc at most one fetch per UnknownKIDInterval.
 	lastKick time.Time
+	// deferred is the refresh the rate limit put off (it starts at
+	// lastKick + UnknownKIDInterval), for kids seen meanwhile.
+	deferred *time.Timer
+	// sought are the unknown kids asked about since the current batch's
+	// refresh began; absent are those the last finished refresh looked for
+	// and did not find. A kid the rate limit keeps from a refresh is
+	// refused with 401 only if it is absent: otherwise it may be a key
+	// published since (a rotation just after a made-up kid used the
+	// interval's refresh), and gets 503 until the put-off refresh, not a
+	// 401 that signs its user out (found in review). Both hold at most
+	// maxSoughtKIDs.
+	sought, absent map[string]struct{}
 
 	// Owned by the loop.
 	etag     string
 	failures int
 }
+
+// maxSoughtKIDs bounds the kids remembered for one refresh: made-up kids
+// past it are not remembered, which only costs them a 503 where a 401
+// would do.
+const maxSoughtKIDs = 64
+
+// maxDeferral is the longest a rate-limited unknown kid is answered 503
+// for, waiting for the put-off refresh; with a longer
+// jwks_unknown_kid_interval it is refused with 401 as before.
+const maxDeferral = 15 * time.Second
 
 func newJWKSFetcher(cfg fetcherConfig, logger *zap.Logger) *jwksFetcher {
 	return &jwksFetcher{
@@ -259,16 +281,17 @@ func (f *jwksFetcher) run(ctx context.Context) {
 			if first {
 				trigger = "startup"
 			}
+			batch := f.takeSought()
 			timer.Reset(f.refresh(ctx, trigger))
+			f.settle(batch, false)
 			if first {
 				first = false
 				close(f.firstDone)
 			}
 		case done := <-f.kick:
+			batch := f.takeSought()
 			timer.Reset(f.refresh(ctx, "unknown_kid"))
-			f.mu.Lock()
-			f.inflight = nil
-			f.mu.Unlock()
+			f.settle(batch, true)
 			close(done)
 		}
 	}
@@ -409,7 +432,8 @@ func (f *jwksFetcher) key(ctx context.Context, kid string) (*accesstoken.Key, er
 	}
 	// An unknown kid is normally a key rotation that happened after our
 	// last fetch: refresh once and look again.
-	if wait := f.requestRefresh(); wait != nil {
+	wait, absent := f.refreshFor(kid)
+	if wait != nil {
 		select {
 		case <-wait:
 		case <-f.done: // stopped (a reload dropped this fetcher) with the kick unserved
@@ -419,6 +443,10 @@ func (f *jwksFetcher) key(ctx context.Context, kid string) (*accesstoken.Key, er
 		if k := f.keys.Load().get(kid); k != nil {
 			return k, nil
 		}
+	} else if !absent {
+		// Rate-limited, and no refresh has looked for this kid yet: one
+		// is put off until the limit allows it (see sought).
+		return nil, accesstoken.ErrNoKeys
 	}
 	if f.failing.Load() {
 		// authsvc cannot be asked: the key may be one it published since
@@ -429,12 +457,94 @@ func (f *jwksFetcher) key(ctx context.Context, kid string) (*accesstoken.Key, er
 	return nil, nil
 }
 
+// refreshFor is requestRefresh for an unknown kid. When the rate limit
+// refuses a refresh, it returns absent if the last refresh looked for kid
+// and did not find it; otherwise, if the limit allows the next refresh
+// within maxDeferral, it puts one off until then and returns neither (the
+// caller answers 503); else absent.
+func (f *jwksFetcher) refreshFor(kid string) (wait <-chan struct{}, absent bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.sought) < maxSoughtKIDs {
+		if f.sought == nil {
+			f.sought = map[string]struct{}{}
+		}
+		f.sought[kid] = struct{}{}
+	}
+	if wait := f.requestRefreshLocked(); wait != nil {
+		return wait, false
+	}
+	if _, ok := f.absent[kid]; ok {
+		return nil, true
+	}
+	delay := f.lastKick.Add(f.cfg.UnknownKIDInterval).Sub(f.now())
+	if delay > maxDeferral {
+		return nil, true
+	}
+	if f.deferred == nil {
+		f.deferred = time.AfterFunc(delay, f.deferredRefresh)
+		if at := f.now().Add(delay).UnixNano(); at < f.nextAttempt.Load() {
+			f.nextAttempt.Store(at) // for Retry-After
+		}
+	}
+	return nil, false
+}
+
+// deferredRefresh asks for the refresh refreshFor put off; one already
+// pending serves instead.
+func (f *jwksFetcher) deferredRefresh() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.deferred = nil
+	if f.inflight != nil {
+		return
+	}
+	done := make(chan struct{})
+	select {
+	case f.kick <- done:
+		f.lastKick = f.now()
+		f.inflight = done
+	default:
+	}
+}
+
+// takeSought starts a refresh's batch: the kids sought before it began.
+func (f *jwksFetcher) takeSought() map[string]struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	batch := f.sought
+	f.sought = nil
+	return batch
+}
+
+// settle records which of the batch's kids the refresh just finished did
+// not find, and, for a requested one, clears the pending request.
+func (f *jwksFetcher) settle(batch map[string]struct{}, requested bool) {
+	ks := f.keys.Load()
+	absent := map[string]struct{}{}
+	for kid := range batch {
+		if ks.get(kid) == nil {
+			absent[kid] = struct{}{}
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.absent = absent
+	if requested {
+		f.inflight = nil
+	}
+}
+
 // requestRefresh asks the loop for a refresh and returns a channel closed
 // when it is done, or nil when the rate limit refuses one. Callers that
 // arrive while a refresh is pending share it.
 func (f *jwksFetcher) requestRefresh() <-chan struct{} {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	return f.requestRefreshLocked()
+}
+
+func (f *jwksFetcher) requestRefreshLocked() <-chan struct{} {
 	if f.inflight != nil {
 		return f.inflight
 	}
