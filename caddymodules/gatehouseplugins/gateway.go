@@ -317,7 +317,7 @@ func (g *Gateway) proxyRoute(w http.ResponseWriter, r *http.Request, next caddyh
 		})
 	}
 	id.setHeaders(r.Header)
-	pw := g.guardResponse(w, svc.ID, cookies)
+	pw := g.guardResponse(w, r, svc.ID, svc.Manifest.Routes, cookies)
 	defer pw.finish()
 	return g.proxied(svc.ID, g.proxies[svc.ID].ServeHTTP(pw, r, next))
 }
@@ -355,7 +355,10 @@ func (g *Gateway) proxySettings(w http.ResponseWriter, r *http.Request, next cad
 	cookies := g.tokenCookies(r)
 	dropCredentials(r2, cookies)
 	id.setHeaders(r2.Header)
-	pw := g.guardResponse(w, svc.ID, cookies)
+	// No routes: a settings answer may not redirect at all. A browser
+	// following one would send the admin's PATCH, a body the plugin
+	// shaped through its schema, wherever the plugin chose.
+	pw := g.guardResponse(w, r, svc.ID, nil, cookies)
 	defer pw.finish()
 	return g.proxied(svc.ID, g.proxies[svc.ID].ServeHTTP(pw, r2, next))
 }

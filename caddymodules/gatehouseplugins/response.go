@@ -3,11 +3,14 @@ package gatehouseplugins
 import (
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 
 	"go.uber.org/zap"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/gatehouse/gatehouse/internal/httpx"
 )
 
 // pluginResponse limits what a plugin's answer may do in the platform's
@@ -20,7 +23,13 @@ import (
 //     storage) of the whole platform;
 //   - its content type is never sniffed: nosniff is always set, and an
 //     answer without a Content-Type is labelled application/octet-stream
-//     rather than guessed (net/http would guess text/html).
+//     rather than guessed (net/http would guess text/html);
+//   - it may not redirect outside the plugin's own route prefixes (see
+//     redirectAllowed): a browser's fetch follows a 307 or 308 (and a 301
+//     or 302 for anything but POST) with the same method, body and
+//     Authorization header, so a redirect to a core route such as
+//     /api/admin/users/{id} replays the user's request there. Such an
+//     answer becomes a 502 of the gateway's own.
 //
 // Everything else passes unchanged, streaming and upgrades included
 // (ResponseWriterWrapper unwraps for them).
@@ -30,16 +39,30 @@ type pluginResponse struct {
 	service                         string
 	logger                          *zap.Logger
 	wrote                           bool
+	// req is the client's request, against whose URL a Location is
+	// resolved; routes are the plugin's routes, within whose prefixes a
+	// redirect may lead (none for the settings proxy: no redirect at all).
+	req    *http.Request
+	routes []Route
+	// refusedAnswer: the plugin's answer was replaced by the gateway's
+	// 502, and what the proxy still writes of it is dropped.
+	refusedAnswer bool
 }
 
-func (g *Gateway) guardResponse(w http.ResponseWriter, service string, tokenCookies [2]string) *pluginResponse {
+func (g *Gateway) guardResponse(w http.ResponseWriter, r *http.Request, service string, routes []Route, tokenCookies [2]string) *pluginResponse {
 	return &pluginResponse{
 		ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: w},
 		tokenCookies:          tokenCookies,
 		service:               service,
 		logger:                g.logger,
+		req:                   r,
+		routes:                routes,
 	}
 }
+
+// errBadRedirect is the detail of the 502 that replaces a plugin's
+// redirect the gateway does not pass.
+const errBadRedirect = "Plugin answered with a redirect outside its routes"
 
 func (p *pluginResponse) WriteHeader(code int) {
 	if p.wrote {
@@ -47,6 +70,11 @@ func (p *pluginResponse) WriteHeader(code int) {
 		return
 	}
 	h := p.Header()
+	if code >= 300 && code < 400 && code != http.StatusNotModified && !p.redirectAllowed(h.Values("Location")) {
+		p.refused("a redirect outside its routes", strings.Join(h.Values("Location"), ", "))
+		p.refuseAnswer(http.StatusBadGateway, errBadRedirect)
+		return
+	}
 	if kept, dropped := p.allowedCookies(h.Values("Set-Cookie")); dropped != "" {
 		h.Del("Set-Cookie")
 		for _, v := range kept {
@@ -86,6 +114,10 @@ func (p *pluginResponse) WriteHeader(code int) {
 func (p *pluginResponse) finish() {
 	h := p.Header()
 	for k := range h {
+		if p.refusedAnswer && strings.HasPrefix(k, http.TrailerPrefix) {
+			delete(h, k) // the answer they trail was not sent
+			continue
+		}
 		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok && strings.EqualFold(name, "Set-Cookie") {
 			p.refused("a cookie in a trailer", strings.Join(h[k], "; "))
 			delete(h, k)
@@ -102,6 +134,9 @@ func (p *pluginResponse) Write(b []byte) (int, error) {
 	if !p.wrote {
 		p.WriteHeader(http.StatusOK)
 	}
+	if p.refusedAnswer {
+		return len(b), nil // the plugin's body of an answer not sent
+	}
 	return p.ResponseWriterWrapper.Write(b)
 }
 
@@ -109,7 +144,61 @@ func (p *pluginResponse) ReadFrom(r io.Reader) (int64, error) {
 	if !p.wrote {
 		p.WriteHeader(http.StatusOK)
 	}
+	if p.refusedAnswer {
+		return io.Copy(io.Discard, r)
+	}
 	return p.ResponseWriterWrapper.ReadFrom(r)
+}
+
+// refuseAnswer sends the gateway's own answer, {"detail": msg}, instead
+// of the plugin's: none of the plugin's headers go with it, and its body
+// is dropped as the proxy writes it.
+func (p *pluginResponse) refuseAnswer(status int, msg string) {
+	h := p.Header()
+	clear(h)
+	p.wrote, p.refusedAnswer = true, true
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Cache-Control", "no-store")
+	httpx.WriteJSON(p.ResponseWriterWrapper.ResponseWriter, status, struct {
+		Detail string `json:"detail"`
+	}{msg})
+}
+
+// redirectAllowed reports whether a plugin's 3xx answer (other than 304)
+// with these Location values may reach the client: exactly one Location,
+// which, resolved against the request's URL as a browser resolves it,
+// stays in the platform's origin and within one of the plugin's route
+// prefixes. A Location with spaces, control characters or backslashes is
+// refused outright: browsers strip or reinterpret them ("/\host" is
+// "//host" to them), so Go's reading of it would not be theirs; so is a
+// path that is not canonical (%2e%2e is a dot segment to a browser).
+func (p *pluginResponse) redirectAllowed(locations []string) bool {
+	if len(locations) != 1 || len(p.routes) == 0 {
+		return false
+	}
+	loc := locations[0]
+	if strings.ContainsFunc(loc, func(r rune) bool { return r <= ' ' || r == 0x7f || r == '\\' }) {
+		return false
+	}
+	scheme := "http"
+	if p.req.TLS != nil {
+		scheme = "https"
+	}
+	base := &url.URL{Scheme: scheme, Host: p.req.Host, Path: p.req.URL.Path, RawPath: p.req.URL.RawPath}
+	u, err := base.Parse(loc)
+	if err != nil || u.Scheme != base.Scheme || !strings.EqualFold(u.Host, base.Host) || u.User != nil {
+		return false
+	}
+	path, ok := canonicalPath(u)
+	if !ok {
+		return false
+	}
+	for _, rt := range p.routes {
+		if within(path, rt.Prefix) {
+			return true
+		}
+	}
+	return false
 }
 
 // allowedCookies returns the Set-Cookie values a plugin may send, and one

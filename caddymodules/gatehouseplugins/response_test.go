@@ -16,7 +16,62 @@ func guardedRecorder() (*httptest.ResponseRecorder, *pluginResponse) {
 func guardedRecorderWith(cookies [2]string) (*httptest.ResponseRecorder, *pluginResponse) {
 	g := &Gateway{TokenCookie: cookies[0], logger: nopLogger()}
 	rec := httptest.NewRecorder()
-	return rec, g.guardResponse(rec, "evil", cookies)
+	r := httptest.NewRequest(http.MethodGet, "http://edge.test/api/evil/page", nil)
+	return rec, g.guardResponse(rec, r, "evil", evilRoutes, cookies)
+}
+
+var evilRoutes = []Route{{Prefix: "/api/evil"}, {Prefix: "/api/evil-public"}}
+
+// A plugin's redirect reaches the client only within the plugin's own
+// routes, in the platform's origin: a browser's fetch follows 307 and 308
+// with the user's method, body and Authorization. 304 is no redirect.
+func TestResponseGuardRedirects(t *testing.T) {
+	for _, tc := range []struct {
+		code     int
+		location string // "" for none
+		pass     bool
+	}{
+		{307, "/api/evil/next", true},
+		{302, "next", true}, // relative to /api/evil/page
+		{308, "http://edge.test/api/evil-public/x?y=1", true},
+		{301, "/api/evil", true},
+		{304, "", true},
+		{307, "/api/admin/users/00000000-0000-0000-0000-00000000beef", false},
+		{308, "../admin/users/1", false},
+		{307, "/api/evil/../admin/users/1", false},
+		{307, "/api/evil/%2e%2e/admin/users/1", false}, // a dot segment to a browser
+		{307, "/api/evilx", false},
+		{307, "//other.test/api/evil/x", false},
+		{307, "https://edge.test/api/evil/x", false}, // another origin: the scheme differs
+		{307, "http://other.test/api/evil/x", false},
+		{307, "/\\other.test/api/evil/x", false}, // "//other.test" to a browser
+		{307, " /api/admin", false},
+		{307, "/api/evil//x", false},
+		{300, "", false},
+		{303, "", false},
+	} {
+		rec, w := guardedRecorder()
+		if tc.location != "" {
+			w.Header().Set("Location", tc.location)
+		}
+		w.Header().Set("Set-Cookie", "theme=dark")
+		w.WriteHeader(tc.code)
+		_, _ = w.Write([]byte("plugin body"))
+		res := rec.Result()
+		if tc.pass {
+			if res.StatusCode != tc.code || res.Header.Get("Location") != tc.location {
+				t.Errorf("%d %q: got %d Location %q, want it passed", tc.code, tc.location, res.StatusCode, res.Header.Get("Location"))
+			}
+			continue
+		}
+		if res.StatusCode != http.StatusBadGateway || res.Header.Get("Location") != "" || res.Header.Get("Set-Cookie") != "" {
+			t.Errorf("%d %q: got %d Location %q Set-Cookie %q, want 502 without the plugin's headers",
+				tc.code, tc.location, res.StatusCode, res.Header.Get("Location"), res.Header.Get("Set-Cookie"))
+		}
+		if body := rec.Body.String(); body != `{"detail":"`+errBadRedirect+`"}`+"\n" {
+			t.Errorf("%d %q: body %q", tc.code, tc.location, body)
+		}
+	}
 }
 
 // What a plugin's answer may not carry into the platform's origin, each in

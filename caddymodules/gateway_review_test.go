@@ -1,0 +1,157 @@
+package caddymodules_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+)
+
+// Tests of what the plugin gateway lets a plugin's answer do, from a
+// review that found each of them getting through.
+
+// scriptedPlugin is a feature service whose answers under its routes the
+// test writes (h); /health and /plugin/manifest answer as the contract
+// says.
+func scriptedPlugin(t *testing.T, id string, manifest map[string]any, h http.HandlerFunc) *testPlugin {
+	t.Helper()
+	b, err := json.Marshal(manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/health":
+			_, _ = io.WriteString(w, `{"status":"ok"}`)
+		case "/plugin/manifest":
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write(b)
+		default:
+			h(w, r)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return &testPlugin{id: id, addr: srv.Listener.Addr().String()}
+}
+
+// noFollow is a client that hands back redirects instead of following
+// them.
+var noFollow = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+
+// A plugin's settings answer may not redirect: a client that follows
+// redirects as browsers' fetch does (same origin: method, body and
+// Authorization kept) would send the admin's PATCH, whose body the plugin
+// shaped through its settings schema, to a core route (here authsvc's
+// admin API), and the plugin would have the admin promote whom it likes.
+func TestGatewaySettingsRedirectRefused(t *testing.T) {
+	t.Parallel()
+	authsvc := newUpstream(t, jwks(t, key(t, 0)))
+	const victimTarget = "/api/admin/users/00000000-0000-0000-0000-00000000beef"
+	evil := scriptedPlugin(t, "evil", pluginManifest("evil",
+		"settings", map[string]any{"schema": map[string]any{"type": "object",
+			"properties": map[string]any{"role": map[string]any{"type": "string", "enum": []string{"admin"}}}}},
+		"routes", route("/api/evil", "authenticated")),
+		func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/plugin/settings" && r.Method == http.MethodPatch {
+				http.Redirect(w, r, victimTarget, http.StatusTemporaryRedirect)
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = io.WriteString(w, `{"role":"admin"}`)
+		})
+	e := startEdge(t, writeConfig(t, "", pluginEdgeConfig(authsvc, evil)), nil)
+	admin := adminToken(t)
+	waitHealthy(t, e, "evil")
+	eventually(t, "evil listed", func() (bool, string) {
+		ids := e.pluginIDs(t, admin)
+		return len(ids) == 1, fmt.Sprint(ids)
+	})
+	authsvc.take()
+
+	for _, client := range []*http.Client{noFollow, http.DefaultClient} {
+		req, _ := http.NewRequest(http.MethodPatch, "http://"+e.addr+"/api/plugins/evil/settings", strings.NewReader(`{"role":"admin"}`))
+		req.Header.Set("Authorization", "Bearer "+admin)
+		req.Header.Set("Content-Type", "application/merge-patch+json")
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var body struct{ Detail string }
+		if resp.StatusCode != http.StatusBadGateway || resp.Header.Get("Location") != "" || json.Unmarshal(b, &body) != nil || body.Detail == "" {
+			t.Errorf("settings PATCH answered %d Location %q %s, want 502 with a detail", resp.StatusCode, resp.Header.Get("Location"), b)
+		}
+	}
+	for _, r := range authsvc.take() {
+		if r.path == victimTarget {
+			t.Errorf("authsvc received %s %s as the admin (Authorization %t, X-User-Role %q) after the plugin's redirect",
+				r.method, r.path, r.header.Get("Authorization") != "", r.header.Get("X-User-Role"))
+		}
+	}
+	// A GET of the settings works as before.
+	if r := e.do(t, "GET", "/api/plugins/evil/settings", admin, ""); r.status != 200 || r.body != `{"role":"admin"}` {
+		t.Errorf("settings GET: %d %s", r.status, r.body)
+	}
+}
+
+// On a plugin's routes a redirect passes only within the plugin's own
+// prefixes; one to a core route becomes 502; 304 is no redirect.
+func TestGatewayRouteRedirects(t *testing.T) {
+	t.Parallel()
+	authsvc := newUpstream(t, jwks(t, key(t, 0)))
+	evil := scriptedPlugin(t, "evil", pluginManifest("evil", "routes", []any{
+		map[string]any{"prefix": "/api/evil", "access": "authenticated"},
+		map[string]any{"prefix": "/api/evil-two", "access": "authenticated"},
+	}),
+		func(w http.ResponseWriter, r *http.Request) {
+			switch r.URL.Path {
+			case "/api/evil/to-admin":
+				http.Redirect(w, r, "/api/admin/users/00000000-0000-0000-0000-00000000beef", http.StatusPermanentRedirect)
+			case "/api/evil/up-to-admin":
+				http.Redirect(w, r, "../admin/users", http.StatusTemporaryRedirect)
+			case "/api/evil/own":
+				http.Redirect(w, r, "/api/evil-two/x?y=1", http.StatusTemporaryRedirect)
+			case "/api/evil/cached":
+				w.Header().Set("ETag", `"1"`)
+				w.WriteHeader(http.StatusNotModified)
+			default:
+				_, _ = io.WriteString(w, "ok")
+			}
+		})
+	e := startEdge(t, writeConfig(t, "", pluginEdgeConfig(authsvc, evil)), nil)
+	user := memberToken(t, "staff")
+	waitHealthy(t, e, "evil")
+	eventually(t, "evil routed", func() (bool, string) {
+		r := e.do(t, "GET", "/api/evil/x", user, "")
+		return r.status == 200, fmt.Sprint(r.status, r.body)
+	})
+	for _, tc := range []struct {
+		path, method string
+		status       int
+		location     string
+	}{
+		{"/api/evil/to-admin", "PATCH", 502, ""},
+		{"/api/evil/up-to-admin", "POST", 502, ""},
+		{"/api/evil/own", "PATCH", 307, "/api/evil-two/x?y=1"},
+		{"/api/evil/cached", "GET", 304, ""},
+	} {
+		req, _ := http.NewRequest(tc.method, "http://"+e.addr+tc.path, strings.NewReader(`{"role":"admin"}`))
+		req.Header.Set("Authorization", "Bearer "+user)
+		resp, err := noFollow.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.status || resp.Header.Get("Location") != tc.location {
+			t.Errorf("%s %s: %d Location %q %s, want %d Location %q", tc.method, tc.path, resp.StatusCode, resp.Header.Get("Location"), b, tc.status, tc.location)
+		}
+	}
+	if reqs := authsvc.take(); len(reqs) != 0 {
+		t.Errorf("authsvc got %d requests, first %s %s", len(reqs), reqs[0].method, reqs[0].path)
+	}
+}
