@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -153,5 +154,59 @@ func TestGatewayRouteRedirects(t *testing.T) {
 	}
 	if reqs := authsvc.take(); len(reqs) != 0 {
 		t.Errorf("authsvc got %d requests, first %s %s", len(reqs), reqs[0].method, reqs[0].path)
+	}
+}
+
+// A plugin's answer labelled text/html would run as a page of the
+// platform's origin. With cookie authentication (gatehouse_auth's cookie
+// option, as in pluginEdgeConfig), a link to the plugin's route opened by
+// a signed-in admin authenticates by the cookie, and the page's script
+// could call every same-origin API with it (here: promote a user), and
+// Service-Worker-Allowed: / would let it install a worker over the whole
+// origin, SPA and login included. Its answers are sandboxed (an opaque
+// origin), but for PDFs, which browsers' viewers refuse to show sandboxed.
+func TestGatewayPluginAnswersSandboxed(t *testing.T) {
+	t.Parallel()
+	authsvc := newUpstream(t, jwks(t, key(t, 0)))
+	evil := scriptedPlugin(t, "evil", pluginManifest("evil", "routes", route("/api/evil", "authenticated")),
+		func(w http.ResponseWriter, r *http.Request) {
+			switch {
+			case strings.HasSuffix(r.URL.Path, ".js"):
+				w.Header().Set("Content-Type", "text/javascript")
+				w.Header().Set("Service-Worker-Allowed", "/")
+				_, _ = io.WriteString(w, "self.addEventListener('fetch', e => {})")
+			case strings.HasSuffix(r.URL.Path, ".pdf"):
+				w.Header().Set("Content-Type", "application/pdf")
+				_, _ = io.WriteString(w, "%PDF-1.4\n")
+			case strings.HasSuffix(r.URL.Path, ".json"):
+				w.Header().Set("Content-Type", "application/json")
+				_, _ = io.WriteString(w, "{}")
+			default:
+				w.Header().Set("Content-Type", "text/html; charset=utf-8")
+				w.Header().Set("Content-Security-Policy", "img-src 'self'")
+				_, _ = io.WriteString(w, `<script>fetch("/api/admin/users/00000000-0000-0000-0000-00000000beef",{method:"PATCH",body:'{"role":"admin"}'});navigator.serviceWorker.register("/api/evil/sw.js",{scope:"/"})</script>`)
+			}
+		})
+	e := startEdge(t, writeConfig(t, "", pluginEdgeConfig(authsvc, evil)), nil)
+	user := memberToken(t, "staff")
+	waitHealthy(t, e, "evil")
+	var r reply
+	eventually(t, "evil routed", func() (bool, string) {
+		// A top-level navigation: the token cookie, no Authorization.
+		r = e.do(t, "GET", "/api/evil/page", "", "", "Cookie", "gh_token="+user, "Sec-Fetch-Mode", "navigate", "Sec-Fetch-Site", "cross-site")
+		return r.status == 200, fmt.Sprint(r.status, r.body)
+	})
+	if csp := r.header.Values("Content-Security-Policy"); !slices.Contains(csp, "sandbox") || !slices.Contains(csp, "img-src 'self'") {
+		t.Errorf("plugin HTML: Content-Security-Policy %q, want sandbox and the plugin's own", csp)
+	}
+	sw := e.do(t, "GET", "/api/evil/sw.js", "", "", "Cookie", "gh_token="+user)
+	if v := sw.header.Get("Service-Worker-Allowed"); sw.status != 200 || v != "" {
+		t.Errorf("plugin script: %d, Service-Worker-Allowed %q", sw.status, v)
+	}
+	if j := e.do(t, "GET", "/api/evil/x.json", user, ""); j.status != 200 || !slices.Contains(j.header.Values("Content-Security-Policy"), "sandbox") {
+		t.Errorf("plugin JSON: %d, Content-Security-Policy %q, want sandbox", j.status, j.header.Values("Content-Security-Policy"))
+	}
+	if p := e.do(t, "GET", "/api/evil/x.pdf", user, ""); p.status != 200 || len(p.header.Values("Content-Security-Policy")) != 0 {
+		t.Errorf("plugin PDF: %d, Content-Security-Policy %q, want none (a sandboxed PDF is not shown)", p.status, p.header.Values("Content-Security-Policy"))
 	}
 }

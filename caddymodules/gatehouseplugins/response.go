@@ -2,6 +2,7 @@ package gatehouseplugins
 
 import (
 	"io"
+	"mime"
 	"net/http"
 	"net/url"
 	"strings"
@@ -24,6 +25,8 @@ import (
 //   - its content type is never sniffed: nosniff is always set, and an
 //     answer without a Content-Type is labelled application/octet-stream
 //     rather than guessed (net/http would guess text/html);
+//   - it runs sandboxed (Content-Security-Policy: sandbox) in an opaque
+//     origin, except a PDF, and may not widen a service worker's scope;
 //   - it may not redirect outside the plugin's own route prefixes (see
 //     redirectAllowed): a browser's fetch follows a 307 or 308 (and a 301
 //     or 302 for anything but POST) with the same method, body and
@@ -101,6 +104,27 @@ func (p *pluginResponse) WriteHeader(code int) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	if _, typed := h["Content-Type"]; !typed && code >= 200 && code != http.StatusNoContent && code != http.StatusNotModified {
 		h.Set("Content-Type", "application/octet-stream")
+	}
+	// A worker the plugin serves may not claim a scope beyond its path
+	// (Service-Worker-Allowed: / would put the whole origin, SPA and
+	// login included, under the plugin's worker).
+	h.Del("Service-Worker-Allowed")
+	switch {
+	case code == http.StatusNotModified:
+		// A 304 updates the headers of the answer the browser stored:
+		// the plugin's CSP would replace the stored sandbox, and a
+		// sandbox here would sandbox a stored PDF. It describes no body,
+		// so it keeps the stored answer's type and policy.
+		h.Del("Content-Security-Policy")
+		h.Del("Content-Type")
+	case code >= 200 && !isPDF(h.Values("Content-Type")):
+		// Whatever the plugin labels text/html (or SVG, XML, ...) would
+		// run as a page of the platform's origin, whose cookies carry the
+		// user's token (gatehouse_auth's cookie option) and whose APIs
+		// trust them. Sandboxed, it runs in an opaque origin: no cookies,
+		// storage or same-origin requests of the platform. Added, not set:
+		// a plugin's own policy stays, and browsers enforce both.
+		h.Add("Content-Security-Policy", "sandbox")
 	}
 	if code >= 200 || code == http.StatusSwitchingProtocols {
 		p.wrote = true
@@ -216,4 +240,18 @@ func (p *pluginResponse) allowedCookies(values []string) (kept []string, dropped
 		kept = append(kept, v)
 	}
 	return kept, dropped
+}
+
+// isPDF reports whether an answer with these Content-Type values is a PDF,
+// which goes without the sandbox: browsers' PDF viewers refuse sandboxed
+// documents, and docservice serves its downloads through the gateway. One
+// value, one type: browsers take the last of several types (fetch's
+// "extract a MIME type"), so "application/pdf" followed by "text/html"
+// is HTML to them.
+func isPDF(contentTypes []string) bool {
+	if len(contentTypes) != 1 || strings.Contains(contentTypes[0], ",") {
+		return false
+	}
+	mt, _, err := mime.ParseMediaType(contentTypes[0])
+	return err == nil && mt == "application/pdf"
 }

@@ -161,3 +161,49 @@ func TestResponseGuardTrailers(t *testing.T) {
 		t.Errorf("unannounced trailer X-Other = %q", got)
 	}
 }
+
+// Every answer but a PDF runs sandboxed, a plugin's own policy kept; a 304
+// changes neither the stored answer's policy nor its type.
+func TestResponseGuardSandbox(t *testing.T) {
+	for _, tc := range []struct {
+		code        int
+		types       []string
+		csp         string // the plugin's own
+		wantSandbox bool
+	}{
+		{200, []string{"text/html; charset=utf-8"}, "", true},
+		{200, []string{"application/json"}, "", true},
+		{200, nil, "", true}, // labelled application/octet-stream
+		{404, []string{"text/html"}, "", true},
+		{200, []string{"text/html"}, "default-src 'self'", true},
+		{200, []string{"application/pdf"}, "", false},
+		{206, []string{"Application/PDF"}, "", false},
+		{200, []string{"application/pdf", "text/html"}, "", true}, // HTML to a browser
+		{200, []string{"application/pdf, text/html"}, "", true},
+		{304, []string{"text/html"}, "default-src *", false},
+	} {
+		rec, w := guardedRecorder()
+		for _, ct := range tc.types {
+			w.Header().Add("Content-Type", ct)
+		}
+		if tc.csp != "" {
+			w.Header().Set("Content-Security-Policy", tc.csp)
+		}
+		w.Header().Set("Service-Worker-Allowed", "/")
+		w.WriteHeader(tc.code)
+		h := rec.Result().Header
+		got := h.Values("Content-Security-Policy")
+		if tc.wantSandbox != slices.Contains(got, "sandbox") {
+			t.Errorf("%d %q: Content-Security-Policy %q, sandbox wanted: %t", tc.code, tc.types, got, tc.wantSandbox)
+		}
+		if tc.code != 304 && tc.csp != "" && !slices.Contains(got, tc.csp) {
+			t.Errorf("%d %q: the plugin's own policy %q lost: %q", tc.code, tc.types, tc.csp, got)
+		}
+		if tc.code == 304 && (len(got) != 0 || h.Get("Content-Type") != "") {
+			t.Errorf("304: Content-Security-Policy %q, Content-Type %q reach the stored answer", got, h.Get("Content-Type"))
+		}
+		if v := h.Get("Service-Worker-Allowed"); v != "" {
+			t.Errorf("%d: Service-Worker-Allowed %q", tc.code, v)
+		}
+	}
+}
