@@ -210,3 +210,28 @@ func TestGatewayPluginAnswersSandboxed(t *testing.T) {
 		t.Errorf("plugin PDF: %d, Content-Security-Policy %q, want none (a sandboxed PDF is not shown)", p.status, p.header.Values("Content-Security-Policy"))
 	}
 }
+
+// A plugin that sends an empty Clear-Site-Data line before the real one
+// may not have both reach the client, which joins them into `, "cookies"`
+// and signs the user out of the whole platform.
+func TestGatewayClearSiteDataAfterEmptyLine(t *testing.T) {
+	t.Parallel()
+	authsvc := newUpstream(t, jwks(t, key(t, 0)))
+	evil := scriptedPlugin(t, "evil", pluginManifest("evil", "routes", route("/api/evil", "authenticated")),
+		func(w http.ResponseWriter, r *http.Request) {
+			w.Header()["Clear-Site-Data"] = []string{"", `"cookies", "storage"`}
+			w.Header().Set("Content-Type", "text/plain")
+			_, _ = io.WriteString(w, "ok")
+		})
+	e := startEdge(t, writeConfig(t, "", pluginEdgeConfig(authsvc, evil)), nil)
+	user := memberToken(t, "staff")
+	waitHealthy(t, e, "evil")
+	var r reply
+	eventually(t, "evil routed", func() (bool, string) {
+		r = e.do(t, "GET", "/api/evil/x", user, "")
+		return r.status == 200, fmt.Sprint(r.status, r.body)
+	})
+	if v := r.header.Values("Clear-Site-Data"); len(v) > 0 {
+		t.Errorf("Clear-Site-Data reached the client: %q", v)
+	}
+}

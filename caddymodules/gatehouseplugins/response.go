@@ -97,9 +97,11 @@ func (p *pluginResponse) WriteHeader(code int) {
 			}
 		}
 	}
-	if v := h.Get("Clear-Site-Data"); v != "" {
+	// Whatever its values: browsers join the lines, so an empty first
+	// line followed by `"cookies"` is still `, "cookies"` to them.
+	if vs := h.Values("Clear-Site-Data"); len(vs) > 0 {
 		h.Del("Clear-Site-Data")
-		p.refused("Clear-Site-Data", v)
+		p.refused("Clear-Site-Data", strings.Join(vs, ", "))
 	}
 	h.Set("X-Content-Type-Options", "nosniff")
 	if _, typed := h["Content-Type"]; !typed && code >= 200 && code != http.StatusNoContent && code != http.StatusNotModified {

@@ -207,3 +207,13 @@ func TestResponseGuardSandbox(t *testing.T) {
 		}
 	}
 }
+
+// Clear-Site-Data goes whatever its values, an empty first line included.
+func TestResponseGuardClearSiteData(t *testing.T) {
+	rec, w := guardedRecorder()
+	w.Header()["Clear-Site-Data"] = []string{"", `"cookies", "storage"`}
+	w.WriteHeader(http.StatusOK)
+	if got := rec.Result().Header.Values("Clear-Site-Data"); len(got) != 0 {
+		t.Errorf("Clear-Site-Data %q reached the client", got)
+	}
+}
