@@ -235,3 +235,59 @@ func TestGatewayClearSiteDataAfterEmptyLine(t *testing.T) {
 		t.Errorf("Clear-Site-Data reached the client: %q", v)
 	}
 }
+
+// browserCookieName is the name a browser gives the cookie of a Set-Cookie
+// line (RFC 6265bis 5.6: the name-value pair is everything before the
+// first ';'; without '=' in it, the cookie is nameless and its value is the
+// whole pair): "" for a nameless cookie.
+func browserCookieName(setCookie string) string {
+	pair, _, _ := strings.Cut(setCookie, ";")
+	name, _, hasEq := strings.Cut(pair, "=")
+	if !hasEq {
+		return ""
+	}
+	return strings.Trim(name, " \t")
+}
+
+// A plugin may not plant a nameless cookie through its attributes:
+// "gh_token; Path=/" is no cookie named "gh_token; Path" but a nameless one
+// whose value is "gh_token", which a browser then sends back as a bare
+// "gh_token" beside the real token cookie on every request, and the edge
+// refuses such an ambiguous pair: the user is locked out until the cookie
+// expires.
+func TestGatewayNamelessCookieThroughAttributes(t *testing.T) {
+	t.Parallel()
+	authsvc := newUpstream(t, jwks(t, key(t, 0)))
+	evil := scriptedPlugin(t, "evil", pluginManifest("evil", "routes", route("/api/evil", "authenticated")),
+		func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Add("Set-Cookie", "gh_token; Path=/; Max-Age=31536000")
+			w.Header().Add("Set-Cookie", "gh_token;=x")
+			w.Header().Add("Set-Cookie", "theme=dark; Path=/api/evil")
+			w.Header().Set("Content-Type", "text/plain")
+			_, _ = io.WriteString(w, "ok")
+		})
+	e := startEdge(t, writeConfig(t, "", pluginEdgeConfig(authsvc, evil)), nil)
+	user := memberToken(t, "staff")
+	waitHealthy(t, e, "evil")
+	var r reply
+	eventually(t, "evil routed", func() (bool, string) {
+		r = e.do(t, "GET", "/api/evil/x", user, "")
+		return r.status == 200, fmt.Sprint(r.status, r.body)
+	})
+	got := r.header.Values("Set-Cookie")
+	for _, sc := range got {
+		if browserCookieName(sc) == "" {
+			t.Errorf("a nameless cookie reached the client: Set-Cookie: %s", sc)
+		}
+	}
+	if !slices.Contains(got, "theme=dark; Path=/api/evil") {
+		t.Errorf("the plugin's own cookie was dropped too: %q", got)
+	}
+	// Why it matters: what the browser would then send.
+	if ctl := e.raw(t, get("/api/users/me", "Cookie: gh_token="+user)); ctl.status != 200 {
+		t.Errorf("token cookie alone: %d %s", ctl.status, ctl.body)
+	}
+	if resp := e.raw(t, get("/api/users/me", "Cookie: gh_token="+user+"; gh_token")); resp.status == 200 {
+		t.Errorf("token cookie and a bare gh_token: %d, want the ambiguity refused", resp.status)
+	}
+}

@@ -228,12 +228,16 @@ func (p *pluginResponse) redirectAllowed(locations []string) bool {
 }
 
 // allowedCookies returns the Set-Cookie values a plugin may send, and one
-// it may not (the last), if any. A cookie's name is what precedes its
-// first '=', spaces trimmed as browsers do; without '=' or with an empty
-// name the cookie is nameless.
+// it may not (the last), if any. A line is read as browsers read it (RFC
+// 6265bis 5.6): the name-value pair is what precedes the first ';', and
+// the name what precedes the pair's first '=', spaces trimmed; a pair
+// without '=' or with an empty name is a nameless cookie. Reading the name
+// from the whole line took "gh_token; Path=/" for a cookie named
+// "gh_token; Path", which a browser stores as a nameless "gh_token".
 func (p *pluginResponse) allowedCookies(values []string) (kept []string, dropped string) {
 	for _, v := range values {
-		n, _, hasEq := strings.Cut(v, "=")
+		pair, _, _ := strings.Cut(v, ";")
+		n, _, hasEq := strings.Cut(pair, "=")
 		n = strings.TrimSpace(n)
 		if !hasEq || n == "" || (n == p.tokenCookies[0] || n == p.tokenCookies[1]) {
 			dropped = v

@@ -92,7 +92,10 @@ func testResponseGuardHeaders(t *testing.T, cookies [2]string) {
 		"=gh_token=forged3; Path=/api", // nameless: sent back as "gh_token=forged3"
 		" =gh_token=forged4",
 		"= gh_token=forged5",
-		"gh_token", // nameless too: no '='
+		"gh_token",                           // nameless too: no '='
+		"gh_token; Path=/; Max-Age=31536000", // no '=' before the first ';'
+		"gh_token;=x",
+		" ; gh_token=forged6",
 		"theme=dark; Path=/api/evil",
 		"gh_token_pref=1", // another name that merely starts alike
 	} {
