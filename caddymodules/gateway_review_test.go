@@ -1,14 +1,17 @@
 package caddymodules_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Tests of what the plugin gateway lets a plugin's answer do, from a
@@ -289,5 +292,53 @@ func TestGatewayNamelessCookieThroughAttributes(t *testing.T) {
 	}
 	if resp := e.raw(t, get("/api/users/me", "Cookie: gh_token="+user+"; gh_token")); resp.status == 200 {
 		t.Errorf("token cookie and a bare gh_token: %d, want the ambiguity refused", resp.status)
+	}
+}
+
+// nestedSchema is a settings schema depth levels deep: about 21 bytes a
+// level, far below the 256 KiB manifest limit.
+func nestedSchema(depth int) map[string]any {
+	inner := map[string]any{}
+	for range depth {
+		inner = map[string]any{"properties": map[string]any{"a": inner}}
+	}
+	return map[string]any{"type": "object", "properties": map[string]any{"a": inner}}
+}
+
+// A plugin whose manifest carries a deeply nested settings schema (2000
+// levels, ~42 KB) cost the edge minutes of CPU to compile, on every check;
+// the round of checks waited for it, so every other service's state
+// waited too (a healthy service was not listed as such), and a `caddy
+// reload` waited for the round (App.Stop) before it returned. The
+// manifest is refused before compiling.
+func TestGatewayNestedSettingsSchemaRefused(t *testing.T) {
+	t.Parallel()
+	authsvc := newUpstream(t, jwks(t, key(t, 0)))
+	good := newTestPlugin(t, "good", pluginManifest("good"))
+	slow := newTestPlugin(t, "slow", pluginManifest("slow", "settings", map[string]any{"schema": nestedSchema(2000)}))
+	if b, _ := json.Marshal(nestedSchema(2000)); len(b) > 64<<10 {
+		t.Fatalf("schema %d bytes", len(b))
+	}
+	cfg := writeConfig(t, "", pluginEdgeConfig(authsvc, good, slow))
+	e := startEdge(t, cfg, nil)
+	admin := adminToken(t)
+	start := time.Now()
+	deadline := start.Add(5 * time.Second)
+	for !e.services(t, admin)["good"].Healthy {
+		if time.Now().After(deadline) {
+			t.Errorf("a healthy service is still not listed healthy %v after the edge started: the round waits for another plugin's manifest", time.Since(start))
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if reason := refusedManifest(t, e, "slow"); !strings.Contains(reason, "settings.schema nests deeper than 64 levels") {
+		t.Errorf("slow's manifest refused for %q", reason)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	rs := time.Now()
+	out, err := exec.CommandContext(ctx, caddyBin, "reload", "--config", cfg, "--adapter", "caddyfile", "--address", e.admin, "--force").CombinedOutput()
+	if took := time.Since(rs); err != nil || took > 5*time.Second {
+		t.Errorf("caddy reload took %v (err %v %s)", took, err, out)
 	}
 }

@@ -203,6 +203,9 @@ func overlaps(a, b string) bool {
 // generic form renderers read it (draft-07 unless it says otherwise), so a
 // broken schema is caught here rather than in a browser.
 func compileSettingsSchema(schema json.RawMessage) error {
+	if tooDeep(schema, MaxSettingsSchemaDepth) {
+		return refuse("settings.schema nests deeper than %d levels", MaxSettingsSchemaDepth)
+	}
 	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(schema))
 	if err != nil {
 		return refuse("settings.schema is not valid JSON: %v", err)
@@ -218,6 +221,37 @@ func compileSettingsSchema(schema json.RawMessage) error {
 		return refuse("settings.schema does not compile: %s", schemaErrorText(err))
 	}
 	return nil
+}
+
+// MaxSettingsSchemaDepth bounds how deeply a settings schema's JSON nests
+// (objects and arrays). Compiling a schema costs far more than linear time
+// in its depth: 2000 levels of "properties" (42 KB) took minutes, during
+// which the round of checks, every other service's state and a reload
+// (App.Stop waits for the round) waited. A form renderer's schema needs a
+// few levels; 64 is 32 levels of "properties".
+const MaxSettingsSchemaDepth = 64
+
+// tooDeep reports whether the JSON in raw nests objects and arrays deeper
+// than limit. It reads tokens, without building the document, and stops
+// at the first one too deep; invalid JSON is left to the parser that
+// follows.
+func tooDeep(raw []byte, limit int) bool {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	depth := 0
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return false
+		}
+		switch tok {
+		case json.Delim('{'), json.Delim('['):
+			if depth++; depth > limit {
+				return true
+			}
+		case json.Delim('}'), json.Delim(']'):
+			depth--
+		}
+	}
 }
 
 // newCompiler returns a compiler that loads nothing: a schema fetched from

@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 )
 
 // manifestJSON is a valid manifest with kv applied on top (nil deletes).
@@ -182,5 +183,32 @@ func TestOverlaps(t *testing.T) {
 		if got := overlaps(tc.a, tc.b); got != tc.want {
 			t.Errorf("overlaps(%q, %q) = %v", tc.a, tc.b, got)
 		}
+	}
+}
+
+// nestedSchema is a settings schema of levels nested "properties", each
+// two levels of JSON.
+func nestedSchema(levels int) string {
+	return strings.Repeat(`{"properties": {"a": `, levels) + `{"type": "string"}` + strings.Repeat("}}", levels)
+}
+
+// A deeply nested settings schema is refused before it is compiled, which
+// would take minutes; one of a form's depth still compiles.
+func TestParseManifestSettingsSchemaDepth(t *testing.T) {
+	start := time.Now()
+	_, err := ParseManifest("application/json", strings.NewReader(manifestJSON(t, "settings", settingsWith(nestedSchema(2000)))))
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("a 2000-level schema took %v to refuse", took)
+	}
+	var me *ManifestError
+	if !errors.As(err, &me) || !strings.Contains(err.Error(), "settings.schema nests deeper than 64 levels") {
+		t.Errorf("a 2000-level schema: %v", err)
+	}
+	// 31 levels of properties and the string's object: 63 levels of JSON.
+	if _, err := ParseManifest("application/json", strings.NewReader(manifestJSON(t, "settings", settingsWith(nestedSchema(31))))); err != nil {
+		t.Errorf("a 31-level schema: %v", err)
+	}
+	if _, err := ParseManifest("application/json", strings.NewReader(manifestJSON(t, "settings", settingsWith(nestedSchema(32))))); err == nil {
+		t.Errorf("a 32-level schema (65 levels of JSON) accepted")
 	}
 }
