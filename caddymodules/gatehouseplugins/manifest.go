@@ -234,9 +234,12 @@ const MaxSettingsSchemaDepth = 64
 // tooDeep reports whether the JSON in raw nests objects and arrays deeper
 // than limit. It reads tokens, without building the document, and stops
 // at the first one too deep; invalid JSON is left to the parser that
-// follows.
+// follows. Numbers are read as json.Number, as that parser reads them: as
+// float64, a 1e400 was an error here that ended the scan, and the deep
+// schema behind it was compiled all the same (found in review).
 func tooDeep(raw []byte, limit int) bool {
 	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
 	depth := 0
 	for {
 		tok, err := dec.Token()
