@@ -11,6 +11,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -578,6 +580,49 @@ func TestReviewRefusalDoesNotWaitForTheBody(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != 401 || resp.Close {
 			t.Errorf("bodiless refusal %d: %d, Connection: close %v", i+1, resp.StatusCode, resp.Close)
+		}
+	}
+}
+
+// Behind a load balancer, the Caddyfile's commented servers block (with
+// the load balancer's address) makes authsvc's X-Real-IP, which its login
+// rate limit counts by, the address the load balancer saw, whatever the
+// client wrote into X-Forwarded-For (found in review: with
+// trusted_proxies alone, Caddy took the client's left-most entry, and
+// every login got a fresh bucket).
+func TestReviewTrustedProxiesKeepClientAddress(t *testing.T) {
+	src, err := os.ReadFile(filepath.Join(repoRoot, "Caddyfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const commented = "\t# servers {\n\t# \ttrusted_proxies static 10.0.0.0/8\n\t# \ttrusted_proxies_strict\n\t# }\n"
+	cfg := strings.Replace(string(src), commented,
+		"\tservers {\n\t\ttrusted_proxies static 127.0.0.1/32\n\t\ttrusted_proxies_strict\n\t}\n", 1)
+	if cfg == string(src) {
+		t.Fatal("the Caddyfile has no commented servers block to uncomment")
+	}
+	path := filepath.Join(t.TempDir(), "Caddyfile")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	authsvc := newUpstream(t, jwks(t, key(t, 0)))
+	docservice := newUpstream(t, nil)
+	docservice.manifest.Store(&docserviceManifest)
+	e := startEdge(t, path, map[string]string{
+		"AUTHSVC_UPSTREAM": authsvc.addr(), "DOCSERVICE_UPSTREAM": docservice.addr(), "GATEHOUSE_WEB_ROOT": t.TempDir(),
+	})
+	for _, forged := range []string{"203.0.113.1", "203.0.113.2, 203.0.113.3", "not-an-address"} {
+		resp := e.raw(t, "POST /api/auth/login HTTP/1.1\r\nHost: edge.test\r\nX-Forwarded-For: "+forged+", 198.51.100.7\r\n"+
+			"X-Real-IP: 203.0.113.9\r\nContent-Length: 0\r\n\r\n")
+		if resp.status != 200 {
+			t.Fatalf("status %d", resp.status)
+		}
+		got := authsvc.take()
+		if len(got) != 1 {
+			t.Fatalf("%d requests at authsvc", len(got))
+		}
+		if ip := got[0].header.Values("X-Real-IP"); !slices.Equal(ip, []string{"198.51.100.7"}) {
+			t.Errorf("X-Forwarded-For %q: authsvc's X-Real-IP %q, want the address the load balancer saw", forged, ip)
 		}
 	}
 }
