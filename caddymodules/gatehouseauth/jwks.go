@@ -250,9 +250,10 @@ type jwksFetcher struct {
 // would do.
 const maxSoughtKIDs = 64
 
-// maxDeferral is the longest a rate-limited unknown kid is answered 503
-// for, waiting for the put-off refresh; with a longer
-// jwks_unknown_kid_interval it is refused with 401 as before.
+// maxDeferral is the longest a refresh is put off: a rate-limited unknown
+// kid seen earlier than that before the limit allows the next refresh (a
+// jwks_unknown_kid_interval over maxDeferral) is refused with 401 as
+// before, rather than answered 503 for longer.
 const maxDeferral = 15 * time.Second
 
 func newJWKSFetcher(cfg fetcherConfig, logger *zap.Logger) *jwksFetcher {

@@ -550,3 +550,32 @@ func TestWaitersReleasedWhenLoopStops(t *testing.T) {
 		}
 	})
 }
+
+// No refresh is put off by more than maxDeferral: with a 30 s
+// jwks_unknown_kid_interval, a new kid 5 s after the last refresh is 401
+// (the next may come only in 25 s), one 20 s after is 503 until the
+// put-off refresh (docs/edge.md; found in review, where the docs said
+// none would be put off).
+func TestFetcherDeferralBound(t *testing.T) {
+	srv := newJWKSServer(t, jwksJSON(t, testKey(t, 0)))
+	f := newJWKSFetcher(fetcherConfig{URL: srv.srv.URL, RefreshInterval: time.Hour, UnknownKIDInterval: 30 * time.Second,
+		Timeout: time.Second}, zap.NewNop())
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	f.now = func() time.Time { return time.Unix(0, clock.Load()) }
+	f.start()
+	defer f.Destruct()
+	<-f.firstDone
+	ctx := context.Background()
+	if k, err := f.key(ctx, "made-up-1"); k != nil || err != nil {
+		t.Fatalf("first made-up kid (refreshed for): %v %v, want nothing", k, err)
+	}
+	clock.Add(int64(5 * time.Second))
+	if k, err := f.key(ctx, "made-up-2"); k != nil || err != nil {
+		t.Errorf("a new kid 25 s before the next refresh is allowed: %v %v, want 401 (nothing)", k, err)
+	}
+	clock.Add(int64(15 * time.Second))
+	if _, err := f.key(ctx, "made-up-3"); !errors.Is(err, accesstoken.ErrNoKeys) {
+		t.Errorf("a new kid 10 s before the next refresh is allowed: %v, want ErrNoKeys (503, put off)", err)
+	}
+}
