@@ -28,11 +28,14 @@ import (
 //
 // A token of user_id whose iat is before not_before is void; so is every
 // token whose sid is listed: sessions ended by logout, and sessions that
-// began before their user's cut-off. iat has whole seconds; the session
-// list settles what they cannot: a login between two changes within one
-// second (its iat is the first cut-off rounded up, which the second
-// cut-off rounds up to as well), or one dated by a clock ahead of the
-// database's.
+// began before their user's cut-off within the second before it. iat has
+// whole seconds; the session list settles what they cannot: a login
+// between two changes within one second (its iat is the first cut-off
+// rounded up, which the second cut-off rounds up to as well). A session
+// that began earlier has an iat (its start, or an older cut-off, rounded)
+// before the cut-off's second, so not_before voids it without a listing:
+// a user with thousands of live sessions costs the feed one entry when an
+// admin changes the account, not thousands.
 
 // revocationMargin keeps entries a little past the last expiry they
 // concern: the edge accepts tokens up to the verifier's leeway after exp,
@@ -89,8 +92,9 @@ func (s *Store) Revocations(ctx context.Context) (revocationFeed, error) {
 		return feed, fmt.Errorf("revocations: %w", err)
 	}
 	// Two index lookups: ended sessions (sessions_revoked), and the
-	// sessions of users with a recent cut-off that began before it
-	// (users_tokens_valid_after, then sessions_user).
+	// sessions of users with a recent cut-off that began in the second
+	// before it (users_tokens_valid_after, then sessions_user). The window
+	// is a whole second wider than the rounding needs.
 	rows, err = s.pool.Query(ctx, `
 		SELECT id FROM auth.sessions
 		WHERE revoked_at IS NOT NULL AND expires_at > now() - make_interval(secs => $1)
@@ -98,6 +102,7 @@ func (s *Store) Revocations(ctx context.Context) (revocationFeed, error) {
 		SELECT s.id FROM auth.users u JOIN auth.sessions s ON s.user_id = u.id
 		WHERE u.tokens_valid_after > now() - make_interval(secs => $2)
 		  AND s.created_at < u.tokens_valid_after
+		  AND s.created_at >= date_trunc('second', u.tokens_valid_after) - interval '1 second'
 		  AND s.expires_at > now() - make_interval(secs => $1)
 		ORDER BY id`, margin, (maxTokenLifetime + revocationMargin).Seconds())
 	if err != nil {

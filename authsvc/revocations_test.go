@@ -472,3 +472,40 @@ func loginWhileAChangeWaits(t *testing.T, u User, hold string, arg any, change f
 	(<-logged).expect(t, http.StatusOK).Decode(t, &tr)
 	return tr.AccessToken
 }
+
+// A cut-off lists only the sessions that began in the second before it:
+// an earlier one's token has an iat the cut-off's not_before voids, so
+// listing it would only grow the feed (a user with thousands of live
+// sessions, changed by an admin, added thousands of entries; found in
+// review). A session that began just before the cut-off is still listed.
+func TestCutoffListsOnlyTheSessionsOfItsSecond(t *testing.T) {
+	ctx := context.Background()
+	u := newUser(t, "user")
+	oldTok := env.token(t, u)
+	oldSID := decodeSegment(t, oldTok, 1)["sid"].(string)
+	exec(t, `UPDATE auth.sessions SET created_at = now() - interval '10 minutes' WHERE id = $1`, oldSID)
+	recentTok := env.token(t, u)
+	inactive := false
+	if _, err := env.svc.store.UpdateUser(ctx, u.ID, UserUpdate{IsActive: &inactive}); err != nil {
+		t.Fatal(err)
+	}
+	f, _ := feed(t, env)
+	nb, ok := f.cutoff(u.ID)
+	if !ok {
+		t.Fatal("the deactivated user is not in the feed")
+	}
+	if f.ended(oldSID) {
+		t.Error("a session that began 10 minutes before the cut-off is listed")
+	}
+	// Its token is void all the same: iat before not_before.
+	var started time.Time
+	if err := testPool.QueryRow(ctx, `SELECT created_at FROM auth.sessions WHERE id = $1`, oldSID).Scan(&started); err != nil {
+		t.Fatal(err)
+	}
+	if iat := issuedAt(started, time.Time{}).Unix(); iat >= nb {
+		t.Errorf("a token of the earlier session (iat %d) survives not_before %d", iat, nb)
+	}
+	if !f.ended(decodeSegment(t, recentTok, 1)["sid"].(string)) {
+		t.Error("the session that began just before the cut-off is not listed")
+	}
+}
