@@ -9,7 +9,7 @@ XCADDY_VERSION ?= v0.4.5
 CADDY_VERSION ?= v2.11.9
 MODULE := github.com/gatehouse/gatehouse
 
-.PHONY: all build run test lint bench bench-authsvc bench-edge bench-plugins bench-docservice xcaddy-build clean
+.PHONY: all build run test lint bench bench-authsvc bench-edge bench-plugins bench-docservice services-build xcaddy-build clean
 
 all: build
 
@@ -56,6 +56,14 @@ bench-plugins:
 
 bench-docservice:
 	$(GO) run ./cmd/bench-docservice
+
+# The build step of the services' Dockerfile (authsvc, docservice), run here
+# without a Docker engine: its go build line, read from the Dockerfile, with
+# bin/services for the image's /out.
+services-build:
+	@cmd=$$(sed -n 's/^RUN \(CGO_ENABLED=0 go build .*\)$$/\1/p' Dockerfile | sed 's| -o /out/| -o bin/services/|'); \
+	if [ -z "$$cmd" ]; then echo "Dockerfile has no 'RUN CGO_ENABLED=0 go build' line"; exit 1; fi; \
+	mkdir -p bin/services && echo "$$cmd" && eval "$$cmd"
 
 # The build step of xcaddy.Dockerfile, run here without a Docker engine.
 # caddymodules is a package of the repository's module, not a module itself:
