@@ -12,16 +12,16 @@ RUN go mod download
 # .dockerignore keeps .data (a development cluster, keys) and bin/ out.
 COPY . .
 RUN CGO_ENABLED=0 go build -trimpath -o /out/ ./cmd/authsvc ./cmd/docservice
-# The directories the services write, owned by the runtime user: a named
-# volume mounted there starts as a copy of them, owner included (the
-# distroless stage has no shell to chown with).
-RUN mkdir -p /out/data /out/config /out/watch && chown 65532:65532 /out/data /out/config /out/watch
+# The directories the services write (and the watched folder they read),
+# to be owned by the runtime user: a named volume mounted there starts as a
+# copy of them, owner included. The distroless stage has no shell to chown
+# with, so they are copied in whole, each a new directory of the COPY that
+# --chown applies to.
+RUN mkdir -p /out/root/data /out/root/config /out/root/watch
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/authsvc /out/docservice /usr/local/bin/
-COPY --from=build --chown=65532:65532 /out/data /data
-COPY --from=build --chown=65532:65532 /out/config /config
-COPY --from=build --chown=65532:65532 /out/watch /watch
+COPY --from=build --chown=65532:65532 /out/root/ /
 USER 65532:65532
 # Keys, documents and settings live under these; compose.yaml mounts
 # volumes there. Each service listens on its private port, never published.
