@@ -1,6 +1,7 @@
 package main
 
 import (
+	"maps"
 	"net"
 	"net/url"
 	"os"
@@ -24,8 +25,10 @@ type composeFile struct {
 		Environment map[string]string `yaml:"environment"`
 		Ports       []string          `yaml:"ports"`
 		Volumes     []string          `yaml:"volumes"`
+		Networks    []string          `yaml:"networks"`
 	} `yaml:"services"`
-	Volumes map[string]any `yaml:"volumes"`
+	Volumes  map[string]any `yaml:"volumes"`
+	Networks map[string]any `yaml:"networks"`
 }
 
 var interpolation = regexp.MustCompile(`\$\{([A-Z_][A-Z0-9_]*)(?::([-?])([^}]*))?\}`)
@@ -50,9 +53,11 @@ func interpolate(t *testing.T, s string, env map[string]string) string {
 
 // compose.yaml runs the stack in containers. No Docker engine runs here,
 // so this checks what can be checked without one: the services' settings
-// pass their own configuration checks; only Caddy publishes ports; Caddy's
-// upstreams and the database URL name the services and ports they run
-// on; every variable is one its reader documents; the images hold the
+// (compose's environment over the image's ENV) pass their own
+// configuration checks, and every directory they write is a volume; only
+// Caddy publishes ports, and Caddy shares no network with the database;
+// Caddy's upstreams and the database URL name the services and ports they
+// run on; every variable is one its reader documents; the images hold the
 // commands, the directories mounted as volumes, and nothing of .data.
 func TestComposeFile(t *testing.T) {
 	read := func(name string) string {
@@ -67,8 +72,21 @@ func TestComposeFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	env := map[string]string{"POSTGRES_PASSWORD": "s3cret"}
+	dockerfile := read("Dockerfile")
+	// The services' image's ENV (its last stage's): what a container gets
+	// unless compose's environment says otherwise.
+	imageEnv := map[string]string{}
+	if m := regexp.MustCompile(`(?m)^ENV (.*)$`).FindAllStringSubmatch(dockerfile, -1); m != nil {
+		for _, kv := range strings.Fields(m[len(m)-1][1]) {
+			k, v, _ := strings.Cut(kv, "=")
+			imageEnv[k] = v
+		}
+	}
 	envOf := func(svc string) map[string]string {
 		out := map[string]string{}
+		if svc == "authsvc" || svc == "docservice" {
+			maps.Copy(out, imageEnv)
+		}
 		for k, v := range c.Services[svc].Environment {
 			out[k] = interpolate(t, v, env)
 		}
@@ -82,16 +100,54 @@ func TestComposeFile(t *testing.T) {
 
 	auth, doc, edge, db := envOf("authsvc"), envOf("docservice"), envOf("caddy"), envOf("db")
 	getenv := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
-	if _, err := authsvc.LoadConfig(getenv(auth)); err != nil {
+	authCfg, err := authsvc.LoadConfig(getenv(auth))
+	if err != nil {
 		t.Errorf("authsvc's environment: %v", err)
 	}
-	if _, err := docservice.LoadConfig(getenv(doc)); err != nil {
+	docCfg, err := docservice.LoadConfig(getenv(doc))
+	if err != nil {
 		t.Errorf("docservice's environment: %v", err)
+	}
+	// Each directory a service writes (or watches) is in a volume, not in
+	// the container's own layer, which a new image would replace; the
+	// settings directory is one volume both services share.
+	volumeAt := func(svc, dir string) string {
+		for _, v := range c.Services[svc].Volumes {
+			parts := strings.Split(v, ":")
+			if len(parts) >= 2 && (dir == parts[1] || strings.HasPrefix(dir, parts[1]+"/")) {
+				return parts[0]
+			}
+		}
+		t.Errorf("%s's %s is in no volume: it would be lost with the container", svc, dir)
+		return ""
+	}
+	if authCfg != nil && docCfg != nil {
+		volumeAt("authsvc", authCfg.DataDir)
+		volumeAt("authsvc", authCfg.PrivateKeyFile)
+		volumeAt("docservice", docCfg.StorageDir)
+		volumeAt("docservice", docCfg.WatchDir)
+		if a, d := volumeAt("authsvc", authCfg.AppConfigDir), volumeAt("docservice", docCfg.AppConfigDir); a != d {
+			t.Errorf("APP_CONFIG_DIR: authsvc's volume %q, docservice's %q; the settings must be shared", a, d)
+		}
 	}
 
 	for name, svc := range c.Services {
 		if len(svc.Ports) > 0 && name != "caddy" {
 			t.Errorf("%s publishes ports %v: only the edge may be reachable from outside", name, svc.Ports)
+		}
+		if len(svc.Networks) == 0 {
+			t.Errorf("%s is on compose's default network, which every service shares", name)
+		}
+	}
+	shares := func(a, b string) bool {
+		return slices.ContainsFunc(c.Services[a].Networks, func(n string) bool { return slices.Contains(c.Services[b].Networks, n) })
+	}
+	if shares("caddy", "db") {
+		t.Error("caddy shares a network with the database")
+	}
+	for _, svc := range []string{"authsvc", "docservice"} {
+		if !shares("caddy", svc) || !shares(svc, "db") {
+			t.Errorf("%s must share a network with caddy and one with db: %v", svc, c.Services[svc].Networks)
 		}
 	}
 	port := func(addr string) string {
@@ -139,14 +195,13 @@ func TestComposeFile(t *testing.T) {
 	}
 	caddyfile := read("Caddyfile")
 	for k := range c.Services["caddy"].Environment {
-		if !strings.Contains(caddyfile, "{$"+k) && !strings.Contains(caddyfile, "_{$"+k) {
+		if !regexp.MustCompile(`\{\$` + k + `[:}]`).MatchString(caddyfile) {
 			t.Errorf("caddy's %s is not a variable of the Caddyfile", k)
 		}
 	}
 
 	// The images: the services' one builds the commands compose runs and
 	// owns the directories mounted as volumes; Caddy's is xcaddy.Dockerfile.
-	dockerfile := read("Dockerfile")
 	build := regexp.MustCompile(`(?m)^RUN CGO_ENABLED=0 go build .*$`).FindString(dockerfile)
 	// Directories made under /out/root in the build stage, which the final
 	// stage copies to / for the user that runs the services.
@@ -184,7 +239,7 @@ func TestComposeFile(t *testing.T) {
 		t.Errorf("caddy's build %v, want xcaddy.Dockerfile", c.Services["caddy"].Build)
 	}
 	ignored := strings.Fields(read(".dockerignore"))
-	for _, p := range []string{".data", "bin", ".git"} {
+	for _, p := range []string{".data", "bin", ".git", ".env"} {
 		if !slices.Contains(ignored, p) {
 			t.Errorf(".dockerignore lacks %s: the build context would carry it into the image", p)
 		}
