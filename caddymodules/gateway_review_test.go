@@ -214,18 +214,13 @@ func TestGatewayPluginAnswersSandboxed(t *testing.T) {
 	}
 }
 
-// A plugin that sends an empty Clear-Site-Data line before the real one
-// may not have both reach the client, which joins them into `, "cookies"`
-// and signs the user out of the whole platform.
-func TestGatewayClearSiteDataAfterEmptyLine(t *testing.T) {
-	t.Parallel()
+// evilAnswer starts an edge with a plugin "evil" that serves
+// /api/evil (any authenticated user) with answer, and returns the edge, a
+// member's token and the edge's answer to that member's GET /api/evil/x.
+func evilAnswer(t *testing.T, answer http.HandlerFunc) (*edge, string, reply) {
+	t.Helper()
 	authsvc := newUpstream(t, jwks(t, key(t, 0)))
-	evil := scriptedPlugin(t, "evil", pluginManifest("evil", "routes", route("/api/evil", "authenticated")),
-		func(w http.ResponseWriter, r *http.Request) {
-			w.Header()["Clear-Site-Data"] = []string{"", `"cookies", "storage"`}
-			w.Header().Set("Content-Type", "text/plain")
-			_, _ = io.WriteString(w, "ok")
-		})
+	evil := scriptedPlugin(t, "evil", pluginManifest("evil", "routes", route("/api/evil", "authenticated")), answer)
 	e := startEdge(t, writeConfig(t, "", pluginEdgeConfig(authsvc, evil)), nil)
 	user := memberToken(t, "staff")
 	waitHealthy(t, e, "evil")
@@ -233,6 +228,19 @@ func TestGatewayClearSiteDataAfterEmptyLine(t *testing.T) {
 	eventually(t, "evil routed", func() (bool, string) {
 		r = e.do(t, "GET", "/api/evil/x", user, "")
 		return r.status == 200, fmt.Sprint(r.status, r.body)
+	})
+	return e, user, r
+}
+
+// A plugin that sends an empty Clear-Site-Data line before the real one
+// may not have both reach the client, which joins them into `, "cookies"`
+// and signs the user out of the whole platform.
+func TestGatewayClearSiteDataAfterEmptyLine(t *testing.T) {
+	t.Parallel()
+	_, _, r := evilAnswer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header()["Clear-Site-Data"] = []string{"", `"cookies", "storage"`}
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = io.WriteString(w, "ok")
 	})
 	if v := r.header.Values("Clear-Site-Data"); len(v) > 0 {
 		t.Errorf("Clear-Site-Data reached the client: %q", v)
@@ -260,22 +268,12 @@ func browserCookieName(setCookie string) string {
 // expires.
 func TestGatewayNamelessCookieThroughAttributes(t *testing.T) {
 	t.Parallel()
-	authsvc := newUpstream(t, jwks(t, key(t, 0)))
-	evil := scriptedPlugin(t, "evil", pluginManifest("evil", "routes", route("/api/evil", "authenticated")),
-		func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Add("Set-Cookie", "gh_token; Path=/; Max-Age=31536000")
-			w.Header().Add("Set-Cookie", "gh_token;=x")
-			w.Header().Add("Set-Cookie", "theme=dark; Path=/api/evil")
-			w.Header().Set("Content-Type", "text/plain")
-			_, _ = io.WriteString(w, "ok")
-		})
-	e := startEdge(t, writeConfig(t, "", pluginEdgeConfig(authsvc, evil)), nil)
-	user := memberToken(t, "staff")
-	waitHealthy(t, e, "evil")
-	var r reply
-	eventually(t, "evil routed", func() (bool, string) {
-		r = e.do(t, "GET", "/api/evil/x", user, "")
-		return r.status == 200, fmt.Sprint(r.status, r.body)
+	e, user, r := evilAnswer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Add("Set-Cookie", "gh_token; Path=/; Max-Age=31536000")
+		w.Header().Add("Set-Cookie", "gh_token;=x")
+		w.Header().Add("Set-Cookie", "theme=dark; Path=/api/evil")
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = io.WriteString(w, "ok")
 	})
 	got := r.header.Values("Set-Cookie")
 	for _, sc := range got {
