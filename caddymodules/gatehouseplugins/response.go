@@ -11,7 +11,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
-	"github.com/gatehouse/gatehouse/internal/httpx"
+	"github.com/gatehouse/gatehouse/caddymodules/internal/refusal"
 )
 
 // pluginResponse limits what a plugin's answer may do in the platform's
@@ -65,7 +65,7 @@ func (g *Gateway) guardResponse(w http.ResponseWriter, r *http.Request, service 
 
 // errBadRedirect is the detail of the 502 that replaces a plugin's
 // redirect the gateway does not pass.
-const errBadRedirect = "Plugin answered with a redirect outside its routes"
+const errBadRedirect refusal.Message = "Plugin answered with a redirect outside its routes"
 
 func (p *pluginResponse) WriteHeader(code int) {
 	if p.wrote {
@@ -179,15 +179,12 @@ func (p *pluginResponse) ReadFrom(r io.Reader) (int64, error) {
 // refuseAnswer sends the gateway's own answer, {"detail": msg}, instead
 // of the plugin's: none of the plugin's headers go with it, and its body
 // is dropped as the proxy writes it.
-func (p *pluginResponse) refuseAnswer(status int, msg string) {
+func (p *pluginResponse) refuseAnswer(status int, msg refusal.Message) {
 	h := p.Header()
 	clear(h)
 	p.wrote, p.refusedAnswer = true, true
-	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Cache-Control", "no-store")
-	httpx.WriteJSON(p.ResponseWriterWrapper.ResponseWriter, status, struct {
-		Detail string `json:"detail"`
-	}{msg})
+	refusal.Write(p.ResponseWriterWrapper.ResponseWriter, status, msg)
 }
 
 // redirectAllowed reports whether a plugin's 3xx answer (other than 304)

@@ -68,7 +68,7 @@ func TestResponseGuardRedirects(t *testing.T) {
 			t.Errorf("%d %q: got %d Location %q Set-Cookie %q, want 502 without the plugin's headers",
 				tc.code, tc.location, res.StatusCode, res.Header.Get("Location"), res.Header.Get("Set-Cookie"))
 		}
-		if body := rec.Body.String(); body != `{"detail":"`+errBadRedirect+`"}`+"\n" {
+		if body := rec.Body.String(); body != `{"detail":"`+string(errBadRedirect)+`"}`+"\n" {
 			t.Errorf("%d %q: body %q", tc.code, tc.location, body)
 		}
 	}

@@ -47,9 +47,16 @@ func Respond(w http.ResponseWriter, r *http.Request, status int, msg Message) er
 	if !ok || srv == nil || (srv.Errors != nil && len(srv.Errors.Routes) > 0) {
 		return caddyhttp.Error(status, msg)
 	}
+	Write(w, status, msg)
+	return nil
+}
+
+// Write writes the refusal {"detail": msg} itself, for a caller that cannot
+// hand Caddy an error: one that replaces an answer already on its way, such
+// as the plugin gateway's guard of a plugin's answer.
+func Write(w http.ResponseWriter, status int, msg Message) {
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	httpx.WriteJSON(w, status, struct {
 		Detail Message `json:"detail"`
 	}{msg})
-	return nil
 }
