@@ -2,7 +2,6 @@ package authsvc
 
 import (
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/netip"
@@ -70,8 +69,9 @@ func (l *attemptLimiter) allow(key string) (bool, time.Duration) {
 }
 
 // evict makes room: full buckets first, then, if an attacker with many
-// addresses keeps them all busy, a tenth of the rest at random (their
-// holders start over with a full bucket, which is all they can win).
+// addresses keeps them all busy, a tenth of the rest, whichever Go's map
+// order (random) yields first; their holders start over with a full
+// bucket, which is all they can win.
 func (l *attemptLimiter) evict(now time.Time) {
 	for k, b := range l.buckets {
 		if b.TokensAt(now) >= float64(l.perMinute) {
@@ -82,9 +82,7 @@ func (l *attemptLimiter) evict(now time.Time) {
 		if len(l.buckets) < maxLimiterBuckets*9/10 {
 			break
 		}
-		if rand.IntN(2) == 0 {
-			delete(l.buckets, k)
-		}
+		delete(l.buckets, k)
 	}
 }
 
