@@ -728,6 +728,17 @@ func jwksEdge(t *testing.T, jwksURL string, extra string) (*edge, *upstream) {
 	return startEdge(t, path, nil), up
 }
 
+// loadedJWKSEdge is jwksEdge past its startup fetch: a token of key 0
+// has passed, so the key set is in and the upstream has seen one request.
+func loadedJWKSEdge(t *testing.T, jwksURL, extra string) (*edge, *upstream) {
+	t.Helper()
+	e, up := jwksEdge(t, jwksURL, extra)
+	if resp := e.raw(t, get("/x", bearer(signed(t, key(t, 0), hdr(t, key(t, 0)), claims())))); resp.status != 200 {
+		t.Fatalf("warm-up: %d", resp.status)
+	}
+	return e, up
+}
+
 // authsvc down when Caddy starts: Caddy starts anyway, guarded requests get
 // 503 with Retry-After (the token may be fine); once authsvc is up, 200.
 func TestEdgeJWKSDownAtStartThenUp(t *testing.T) {
@@ -803,11 +814,7 @@ func TestEdgeJWKSKeyRotation(t *testing.T) {
 func TestEdgeJWKSRefreshStormBounded(t *testing.T) {
 	t.Parallel()
 	authsvc := newUpstream(t, jwks(t, key(t, 0)))
-	e, up := jwksEdge(t, authsvc.srv.URL+"/.well-known/jwks.json", "")
-	// Let the startup fetch happen first.
-	if resp := e.raw(t, get("/x", bearer(signed(t, key(t, 0), hdr(t, key(t, 0)), claims())))); resp.status != 200 {
-		t.Fatalf("warm-up: %d", resp.status)
-	}
+	e, up := loadedJWKSEdge(t, authsvc.srv.URL+"/.well-known/jwks.json", "")
 	before := authsvc.fetches.Load()
 	up.take()
 
@@ -1036,10 +1043,7 @@ func TestEdgeAlgorithms(t *testing.T) {
 func TestEdgeJWKSRotationAfterMadeUpKid(t *testing.T) {
 	t.Parallel()
 	authsvc := newUpstream(t, jwks(t, key(t, 0)))
-	e, _ := jwksEdge(t, authsvc.srv.URL+"/.well-known/jwks.json", "jwks_unknown_kid_interval 1s")
-	if resp := e.raw(t, get("/x", bearer(signed(t, key(t, 0), hdr(t, key(t, 0)), claims())))); resp.status != 200 {
-		t.Fatalf("warm-up: %d", resp.status)
-	}
+	e, _ := loadedJWKSEdge(t, authsvc.srv.URL+"/.well-known/jwks.json", "jwks_unknown_kid_interval 1s")
 	junk := bearer(signed(t, key(t, 2), hdr(t, key(t, 2), "kid", "made-up"), claims()))
 	if resp := e.raw(t, get("/x", junk)); resp.status != 401 {
 		t.Fatalf("made-up kid: %d", resp.status)
