@@ -2,7 +2,8 @@
 // bench-docservice`): a 1 GiB PDF uploaded directly to docservice and
 // through Caddy, each next to a `cp` (and a `cp` + fsync) of the same file
 // on the same disk and an upload to a server that discards the body, with
-// the CPU time and peak memory (VmHWM) of docservice and Caddy; then
+// the CPU time and peak memory (VmHWM) of docservice and Caddy, and the
+// same upload through Caddy to the discarding server (the edge's floor); then
 // documents small enough for the full pdfcpu parse (15 MiB, many pages
 // and objects, see documents.go), one, three in a row and four at once,
 // where that parse rather than the upload path sets docservice's peak
@@ -40,6 +41,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -111,12 +113,15 @@ func run(size, docSize int64, rows, caddyBin, docBin string, runs int, keep bool
 	}
 	fmt.Printf(`
 Uploads: median of %d; cp: best of 3. CPU is the process's user + system
-time per upload (mean), RSS its peak (VmHWM) over the row's uploads.
+time per upload (mean), RSS its peak (VmHWM) over the row's uploads;
+client is the bench's own CPU (with the discarding server in it, when that
+is the upstream). CPU cap: the MB/s those CPU times allow on %d cores even
+if they overlapped perfectly; a row near its cap is bound by CPU.
 Targets (issue 5): peak RSS < 64 MiB each; throughput ≥ 50%% of cp. An upload
 fsyncs the file and its folder before it is recorded, so "cp + fsync" is the
 like-for-like copy; which of the two ratios the target is judged by is
 decided in README.md (performance).
-`, runs)
+`, runs, runtime.NumCPU())
 	return nil
 }
 
@@ -165,12 +170,21 @@ func (d *docservice) start() (cmd *exec.Cmd, addr string, stop func(), err error
 
 // printHeader and printRow lay out the table every row goes into.
 func printHeader() {
-	fmt.Printf("\n%-40s %8s %8s %10s %10s %10s %10s\n", "path", "time", "MB/s", "doc CPU", "doc RSS", "Caddy CPU", "Caddy RSS")
+	fmt.Printf("\n%-44s %7s %6s %7s %7s %9s %9s %9s %8s\n", "path", "time", "MB/s", "client", "doc CPU", "doc RSS",
+		"Caddy CPU", "Caddy RSS", "CPU cap")
 }
 
-func printRow(name string, bytes int64, d time.Duration, doc, caddy procUse) {
-	fmt.Printf("%-40s %7.2fs %8.0f %10s %10s %10s %10s\n", name, d.Seconds(), float64(bytes)/1e6/d.Seconds(),
-		doc.cpuString(), doc.rssString(), caddy.cpuString(), caddy.rssString())
+// printRow prints a row. Its CPU cap is the throughput the row's
+// processes' CPU time per upload (client, docservice, Caddy) would allow
+// if they overlapped perfectly on this machine's cores: a row near its
+// cap is bound by CPU, not by waiting.
+func printRow(name string, bytes int64, d time.Duration, client, doc, caddy procUse) {
+	cpuCap := ""
+	if total := client.cpu + doc.cpu + caddy.cpu; client.cpu > 0 {
+		cpuCap = fmt.Sprintf("%.0f", float64(bytes)/1e6/(total.Seconds()/float64(runtime.NumCPU())))
+	}
+	fmt.Printf("%-44s %6.2fs %6.0f %7s %7s %9s %9s %9s %8s\n", name, d.Seconds(), float64(bytes)/1e6/d.Seconds(),
+		client.cpuString(), doc.cpuString(), doc.rssString(), caddy.cpuString(), caddy.rssString(), cpuCap)
 }
 
 // bigRows measures one large upload, directly and through Caddy, next to
@@ -200,9 +214,14 @@ func bigRows(ds *docservice, size int64, caddyBin string, runs int) error {
 	}
 	// The floor of any HTTP upload on this machine: the same request to a
 	// server that reads the body and throws it away.
-	floorTime, err := discardFloor(src, size, runs)
+	discardAddr, stopDiscard, err := discardServer()
 	if err != nil {
 		return err
+	}
+	defer stopDiscard()
+	floorTime, floorUse, err := uploads(runs, "http://"+discardAddr, src, size, "")
+	if err != nil {
+		return fmt.Errorf("upload to the discarding server: %w", err)
 	}
 
 	doc, docAddr, stopDoc, err := ds.start()
@@ -213,20 +232,25 @@ func bigRows(ds *docservice, size int64, caddyBin string, runs int) error {
 	storage := ds.storage()
 
 	printHeader()
-	row := func(name string, d time.Duration, doc, caddy procUse) { printRow(name, size, d, doc, caddy) }
-	row("cp (same disk)", cpTime, procUse{}, procUse{})
-	row("cp + fsync (same disk)", cpSyncTime, procUse{}, procUse{})
-	row("HTTP upload to a discarding server", floorTime, procUse{}, procUse{})
+	row := func(name string, d time.Duration, use []procUse) {
+		use = append(use, procUse{}, procUse{}, procUse{})
+		printRow(name, size, d, use[0], use[1], use[2])
+	}
+	row("cp (same disk)", cpTime, nil)
+	row("cp + fsync (same disk)", cpSyncTime, nil)
+	// The discarding server runs in the bench's process: its client
+	// column is client and server.
+	row("HTTP upload to a discarding server", floorTime, floorUse)
 
 	// Direct.
-	directTime, docUse, _, err := uploads(runs, "http://"+docAddr, src, size, storage, doc.Process.Pid, 0)
+	directTime, directUse, err := uploads(runs, "http://"+docAddr, src, size, storage, doc.Process.Pid)
 	if err != nil {
 		return fmt.Errorf("direct upload: %w", err)
 	}
-	row("POST /api/documents, direct", directTime, docUse, procUse{})
+	row("POST /api/documents, direct", directTime, directUse)
 
 	// Through the edge.
-	var edgeTime time.Duration
+	var edgeTime, edgeFloorTime time.Duration
 	if _, err := os.Stat(caddyBin); err != nil {
 		fmt.Printf("%-40s skipped: %s not found (build it with `make build` once cmd/caddy is in place)\n",
 			"POST /api/documents, via Caddy", caddyBin)
@@ -235,8 +259,13 @@ func bigRows(ds *docservice, size int64, caddyBin string, runs int) error {
 		if err != nil {
 			return err
 		}
+		edgeFloorAddr, err := benchutil.FreeAddr()
+		if err != nil {
+			return err
+		}
 		caddyfile := filepath.Join(work, "Caddyfile")
-		// The edge would set X-User-Id from a verified token; here it is
+		// The second site is the floor through Caddy: the same proxying
+		// to the discarding server. The edge would set X-User-Id from a verified token; here it is
 		// set the same way (header_up), after the same proxying, from a
 		// header of the bench's (a new user per upload, so that no upload
 		// is a duplicate of the one before).
@@ -254,7 +283,13 @@ http://%s {
 		header_up -X-Bench-User
 	}
 }
-`, edgeAddr, docAddr)
+http://%s {
+	request_body {
+		max_size 0
+	}
+	reverse_proxy %s
+}
+`, edgeAddr, docAddr, edgeFloorAddr, discardAddr)
 		if err := os.WriteFile(caddyfile, []byte(conf), 0o600); err != nil {
 			return err
 		}
@@ -269,23 +304,31 @@ http://%s {
 		if err := benchutil.WaitHTTP("http://"+edgeAddr+"/health", nil, 30*time.Second); err != nil {
 			return fmt.Errorf("caddy: %w (log: %s)", err, clog.Name())
 		}
-		var caddyUse procUse
-		edgeTime, docUse, caddyUse, err = uploads(runs, "http://"+edgeAddr, src, size, storage, doc.Process.Pid,
+		var edgeFloorUse []procUse
+		edgeFloorTime, edgeFloorUse, err = uploads(runs, "http://"+edgeFloorAddr, src, size, "", caddy.Process.Pid)
+		if err != nil {
+			return fmt.Errorf("upload via caddy to the discarding server: %w", err)
+		}
+		row("HTTP upload via Caddy to a discarding server", edgeFloorTime,
+			[]procUse{edgeFloorUse[0], {}, edgeFloorUse[1]})
+		var edgeUse []procUse
+		edgeTime, edgeUse, err = uploads(runs, "http://"+edgeAddr, src, size, storage, doc.Process.Pid,
 			caddy.Process.Pid)
 		if err != nil {
 			return fmt.Errorf("upload via caddy: %w", err)
 		}
-		row("POST /api/documents, via Caddy", edgeTime, docUse, caddyUse)
+		row("POST /api/documents, via Caddy", edgeTime, edgeUse)
 	}
 
-	ratios := func(name string, d time.Duration) {
-		fmt.Printf("%-10s %4.0f%% of cp's throughput, %4.0f%% of cp + fsync's, %4.0f%% of the HTTP floor's\n", name+":",
-			100*cpTime.Seconds()/d.Seconds(), 100*cpSyncTime.Seconds()/d.Seconds(), 100*floorTime.Seconds()/d.Seconds())
+	ratios := func(name string, d, floor time.Duration) {
+		fmt.Printf("%-16s %4.0f%% of cp's throughput, %4.0f%% of cp + fsync's, %4.0f%% of its HTTP floor's\n", name+":",
+			100*cpTime.Seconds()/d.Seconds(), 100*cpSyncTime.Seconds()/d.Seconds(), 100*floor.Seconds()/d.Seconds())
 	}
 	fmt.Println()
-	ratios("direct", directTime)
+	ratios("direct", directTime, floorTime)
 	if edgeTime > 0 {
-		ratios("via Caddy", edgeTime)
+		ratios("via Caddy", edgeTime, edgeFloorTime)
+		ratios("floor via Caddy", edgeFloorTime, floorTime)
 	}
 	return nil
 }
@@ -297,7 +340,7 @@ type procUse struct {
 }
 
 func (u procUse) cpuString() string {
-	if u.rssKB == 0 {
+	if u.cpu == 0 && u.rssKB == 0 {
 		return ""
 	}
 	return fmt.Sprintf("%.2fs", u.cpu.Seconds())
@@ -310,14 +353,11 @@ func (u procUse) rssString() string {
 	return fmt.Sprintf("%.1f MiB", float64(u.rssKB)/1024)
 }
 
-// uploads uploads src runs times, each as a new user, and returns the
-// median time and what docservice (and Caddy, when caddyPid is not 0)
-// used.
-func uploads(runs int, base, src string, size int64, storage string, docPid, caddyPid int) (time.Duration, procUse, procUse, error) {
-	pids := []int{docPid}
-	if caddyPid != 0 {
-		pids = append(pids, caddyPid)
-	}
+// uploads uploads src runs times, each as a new user, removing what lands
+// in storage (if not ""), and returns the median time and what the bench
+// (the client) and each of pids used, in that order.
+func uploads(runs int, base, src string, size int64, storage string, pids ...int) (time.Duration, []procUse, error) {
+	pids = append([]int{os.Getpid()}, pids...)
 	cpu0 := make([]time.Duration, len(pids))
 	for i, pid := range pids {
 		resetPeak(pid)
@@ -327,17 +367,20 @@ func uploads(runs int, base, src string, size int64, storage string, docPid, cad
 	for range runs {
 		d, err := upload(base, src, size, uuid.NewString())
 		if err != nil {
-			return 0, procUse{}, procUse{}, err
+			return 0, nil, err
 		}
 		times = append(times, d)
-		_ = removeStored(storage)
+		if storage != "" {
+			_ = removeStored(storage)
+		}
 	}
-	use := make([]procUse, 2)
+	use := make([]procUse, len(pids))
 	for i, pid := range pids {
 		use[i] = procUse{cpu: (cpuTime(pid) - cpu0[i]) / time.Duration(runs), rssKB: peakRSSKB(pid)}
 	}
+	use[0].rssKB = 0 // the bench's own memory holds nothing of interest
 	slices.Sort(times)
-	return times[len(times)/2], use[0], use[1], nil
+	return times[len(times)/2], use, nil
 }
 
 // writeBigPDF writes a valid one-page PDF of about size bytes whose content
@@ -413,14 +456,14 @@ func bestOf(n int, f func() (time.Duration, error)) (time.Duration, error) {
 	return best, nil
 }
 
-// discardFloor uploads src to an in-process server that only reads the
-// body, as docservice does (formdata, 1 MiB reads) but throwing the file
-// away: loopback TCP, HTTP and multipart framing, no disk, no hashing. It
-// returns the median of runs uploads.
-func discardFloor(src string, size int64, runs int) (time.Duration, error) {
+// discardServer serves, in the bench's process, what an upload costs
+// without docservice: it reads the body as docservice does (formdata,
+// 1 MiB reads) and throws the file away. Loopback TCP, HTTP and multipart
+// framing; no disk, no hashing.
+func discardServer() (addr string, stop func(), err error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return 0, err
+		return "", nil, err
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		boundary, err := formdata.Boundary(r.Header.Get("Content-Type"))
@@ -447,17 +490,7 @@ func discardFloor(src string, size int64, runs int) (time.Duration, error) {
 		w.WriteHeader(http.StatusCreated)
 	})}
 	go srv.Serve(ln)
-	defer srv.Close()
-	var times []time.Duration
-	for range runs {
-		d, err := upload("http://"+ln.Addr().String(), src, size, "")
-		if err != nil {
-			return 0, err
-		}
-		times = append(times, d)
-	}
-	slices.Sort(times)
-	return times[len(times)/2], nil
+	return ln.Addr().String(), func() { _ = srv.Close() }, nil
 }
 
 func timeCp(src, dst string, fsync bool) (time.Duration, error) {
