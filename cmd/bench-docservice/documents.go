@@ -115,7 +115,9 @@ func docBatch(ds *docservice, files []string, parallel bool) (batch, error) {
 	errs := make([]error, len(files))
 	var wg sync.WaitGroup
 	for i, f := range files {
-		send := func() { _, errs[i] = upload("http://"+addr, f, sizes[i], uuid.NewString()) }
+		send := func() {
+			_, errs[i] = upload("http://"+addr, "/api/documents", f, sizes[i], "X-User-Id: "+uuid.NewString()+"\r\n")
+		}
 		if parallel {
 			wg.Go(send)
 		} else {

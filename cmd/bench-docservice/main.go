@@ -22,10 +22,11 @@
 //
 // docservice is built from this checkout (or -docservice) and runs as its
 // own process on a fresh database of the private cluster, or of
-// DATABASE_URL's server. The edge row uses bin/caddy (the Gatehouse Caddy
-// build) with a plain reverse_proxy site: token checks cost per request,
-// not per byte, and need authsvc; the row is skipped with a message when
-// bin/caddy does not exist. Everything is written under
+// DATABASE_URL's server. The edge rows use bin/caddy (the Gatehouse Caddy
+// build) set up as the repository's Caddyfile sets up /api/*: gatehouse_auth
+// (keys from a JWKS file the bench signs tokens for, instead of authsvc's
+// URL) and the plugin gateway's manifest routes; they are skipped with a
+// message when bin/caddy does not exist. Everything is written under
 // .data/bench-docservice (at most about three copies of the file at once)
 // and removed at the end.
 package main
@@ -219,7 +220,7 @@ func bigRows(ds *docservice, size int64, caddyBin string, runs int) error {
 		return err
 	}
 	defer stopDiscard()
-	floorTime, floorUse, err := uploads(runs, "http://"+discardAddr, src, size, "")
+	floorTime, floorUse, err := uploads(runs, "http://"+discardAddr, "/", src, size, anonymous, "")
 	if err != nil {
 		return fmt.Errorf("upload to the discarding server: %w", err)
 	}
@@ -243,7 +244,10 @@ func bigRows(ds *docservice, size int64, caddyBin string, runs int) error {
 	row("HTTP upload to a discarding server", floorTime, floorUse)
 
 	// Direct.
-	directTime, directUse, err := uploads(runs, "http://"+docAddr, src, size, storage, doc.Process.Pid)
+	// docservice reads the caller from X-User-Id, as the edge sets it.
+	asUser := func() (string, error) { return "X-User-Id: " + uuid.NewString() + "\r\n", nil }
+	directTime, directUse, err := uploads(runs, "http://"+docAddr, "/api/documents", src, size, asUser, storage,
+		doc.Process.Pid)
 	if err != nil {
 		return fmt.Errorf("direct upload: %w", err)
 	}
@@ -259,37 +263,47 @@ func bigRows(ds *docservice, size int64, caddyBin string, runs int) error {
 		if err != nil {
 			return err
 		}
-		edgeFloorAddr, err := benchutil.FreeAddr()
+		// The edge as the repository's Caddyfile sets it up for
+		// /api/*: gatehouse_auth checks a token signed by the bench's
+		// key (a JWKS file instead of authsvc's URL; token checks cost
+		// per request, not per byte), and the plugin gateway routes by
+		// manifest, to docservice and to the discarding server (whose
+		// manifest claims /api/discard). Each upload is a new user.
+		issuer, err := benchutil.NewIssuer(work)
 		if err != nil {
 			return err
 		}
+		withToken := func() (string, error) {
+			token, err := issuer.TokenFor(uuid.NewString(), uuid.NewString())
+			return "Authorization: Bearer " + token + "\r\n", err
+		}
 		caddyfile := filepath.Join(work, "Caddyfile")
-		// The second site is the floor through Caddy: the same proxying
-		// to the discarding server. The edge would set X-User-Id from a verified token; here it is
-		// set the same way (header_up), after the same proxying, from a
-		// header of the bench's (a new user per upload, so that no upload
-		// is a duplicate of the one before).
 		conf := fmt.Sprintf(`{
 	admin off
 	auto_https off
 	persist_config off
-}
-http://%s {
-	request_body {
-		max_size 0
-	}
-	reverse_proxy %s {
-		header_up X-User-Id {http.request.header.X-Bench-User}
-		header_up -X-Bench-User
+	gatehouse_plugins {
+		service doc-service http://%s {
+			prefix /api/documents
+		}
+		service discard http://%s
 	}
 }
 http://%s {
-	request_body {
-		max_size 0
+	gatehouse_auth {
+		strip_only
 	}
-	reverse_proxy %s
+	handle /api/* {
+		gatehouse_auth {
+			jwks_file %s
+			issuer gatehouse
+			audience gatehouse
+		}
+		gatehouse_plugin_gateway
+		respond "no manifest route" 500
+	}
 }
-`, edgeAddr, docAddr, edgeFloorAddr, discardAddr)
+`, docAddr, discardAddr, edgeAddr, issuer.JWKSPath)
 		if err := os.WriteFile(caddyfile, []byte(conf), 0o600); err != nil {
 			return err
 		}
@@ -301,19 +315,27 @@ http://%s {
 			return fmt.Errorf("start caddy: %w", err)
 		}
 		defer func() { _ = caddy.Process.Signal(os.Interrupt); _ = caddy.Wait() }()
-		if err := benchutil.WaitHTTP("http://"+edgeAddr+"/health", nil, 30*time.Second); err != nil {
-			return fmt.Errorf("caddy: %w (log: %s)", err, clog.Name())
+		for _, path := range []string{"/api/documents", "/api/discard"} {
+			header, err := withToken()
+			if err != nil {
+				return err
+			}
+			auth := http.Header{"Authorization": {strings.TrimSuffix(strings.TrimPrefix(header, "Authorization: "), "\r\n")}}
+			if err := benchutil.WaitHTTP("http://"+edgeAddr+path, auth, 30*time.Second); err != nil {
+				return fmt.Errorf("caddy: %w (log: %s)", err, clog.Name())
+			}
 		}
 		var edgeFloorUse []procUse
-		edgeFloorTime, edgeFloorUse, err = uploads(runs, "http://"+edgeFloorAddr, src, size, "", caddy.Process.Pid)
+		edgeFloorTime, edgeFloorUse, err = uploads(runs, "http://"+edgeAddr, "/api/discard", src, size, withToken, "",
+			caddy.Process.Pid)
 		if err != nil {
 			return fmt.Errorf("upload via caddy to the discarding server: %w", err)
 		}
 		row("HTTP upload via Caddy to a discarding server", edgeFloorTime,
 			[]procUse{edgeFloorUse[0], {}, edgeFloorUse[1]})
 		var edgeUse []procUse
-		edgeTime, edgeUse, err = uploads(runs, "http://"+edgeAddr, src, size, storage, doc.Process.Pid,
-			caddy.Process.Pid)
+		edgeTime, edgeUse, err = uploads(runs, "http://"+edgeAddr, "/api/documents", src, size, withToken, storage,
+			doc.Process.Pid, caddy.Process.Pid)
 		if err != nil {
 			return fmt.Errorf("upload via caddy: %w", err)
 		}
@@ -353,10 +375,13 @@ func (u procUse) rssString() string {
 	return fmt.Sprintf("%.1f MiB", float64(u.rssKB)/1024)
 }
 
-// uploads uploads src runs times, each as a new user, removing what lands
-// in storage (if not ""), and returns the median time and what the bench
-// (the client) and each of pids used, in that order.
-func uploads(runs int, base, src string, size int64, storage string, pids ...int) (time.Duration, []procUse, error) {
+// uploads uploads src to base + path runs times, each with the header
+// lines caller makes (a new user each time, so no upload is a duplicate of
+// the one before), removing what lands in storage (if not ""), and returns
+// the median time and what the bench (the client) and each of pids used,
+// in that order.
+func uploads(runs int, base, path, src string, size int64, caller func() (string, error), storage string,
+	pids ...int) (time.Duration, []procUse, error) {
 	pids = append([]int{os.Getpid()}, pids...)
 	cpu0 := make([]time.Duration, len(pids))
 	for i, pid := range pids {
@@ -365,7 +390,11 @@ func uploads(runs int, base, src string, size int64, storage string, pids ...int
 	}
 	var times []time.Duration
 	for range runs {
-		d, err := upload(base, src, size, uuid.NewString())
+		header, err := caller()
+		if err != nil {
+			return 0, nil, err
+		}
+		d, err := upload(base, path, src, size, header)
 		if err != nil {
 			return 0, nil, err
 		}
@@ -456,6 +485,14 @@ func bestOf(n int, f func() (time.Duration, error)) (time.Duration, error) {
 	return best, nil
 }
 
+// discardManifest makes the discarding server a plugin behind the edge.
+const discardManifest = `{"manifest_version": 1, "id": "discard", "name": "Discard", "version": "1.0.0",
+	"access": {"allow_superuser": true},
+	"routes": [{"prefix": "/api/discard", "access": "authenticated"}]}`
+
+// anonymous adds no header lines: the discarding server asks for none.
+func anonymous() (string, error) { return "", nil }
+
 // discardServer serves, in the bench's process, what an upload costs
 // without docservice: it reads the body as docservice does (formdata,
 // 1 MiB reads) and throws the file away. Loopback TCP, HTTP and multipart
@@ -466,6 +503,17 @@ func discardServer() (addr string, stop func(), err error) {
 		return "", nil, err
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/plugin/manifest":
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = io.WriteString(w, discardManifest)
+			return
+		case r.Method == http.MethodGet:
+			return // 200: up
+		case strings.HasPrefix(r.URL.Path, "/api/") && r.Header.Get("X-User-Id") == "":
+			http.Error(w, "the guard did not run", http.StatusInternalServerError)
+			return
+		}
 		boundary, err := formdata.Boundary(r.Header.Get("Content-Type"))
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusUnsupportedMediaType)
@@ -519,7 +567,7 @@ func timeCp(src, dst string, fsync bool) (time.Duration, error) {
 // goes with sendfile(2): the benchmark measures the server, so the client
 // must not be what limits it (net/http's client copies a request body in
 // 32 KiB writes).
-func upload(base, src string, size int64, userID string) (time.Duration, error) {
+func upload(base, path, src string, size int64, header string) (time.Duration, error) {
 	f, err := os.Open(src)
 	if err != nil {
 		return 0, err
@@ -532,15 +580,10 @@ func upload(base, src string, size int64, userID string) (time.Duration, error) 
 	tail := "\r\n--" + boundary + "--\r\n"
 	host := strings.TrimPrefix(base, "http://")
 	var req strings.Builder
-	fmt.Fprintf(&req, "POST /api/documents HTTP/1.1\r\nHost: %s\r\n", host)
+	fmt.Fprintf(&req, "POST %s HTTP/1.1\r\nHost: %s\r\n", path, host)
 	fmt.Fprintf(&req, "Content-Type: multipart/form-data; boundary=%s\r\n", boundary)
 	fmt.Fprintf(&req, "Content-Length: %d\r\n", int64(len(head))+size+int64(len(tail)))
-	if userID != "" {
-		// docservice reads X-User-Id; the bench's Caddy sets it from
-		// X-Bench-User and drops the client's copy of X-User-Id.
-		fmt.Fprintf(&req, "X-User-Id: %s\r\nX-Bench-User: %s\r\n", userID, userID)
-	}
-	req.WriteString("\r\n" + head)
+	req.WriteString(header + "\r\n" + head)
 
 	start := time.Now()
 	conn, err := net.Dial("tcp", host)

@@ -77,11 +77,14 @@ const BenchUserID = "5b0c7a4e-0d5e-4b8f-9a57-8d1c2f9e6a11"
 
 // Token signs a valid token for BenchUserID (issuer and audience
 // "gatehouse", one hour, group doc-service-admin); jti tells tokens apart.
-func (i *Issuer) Token(jti string) (string, error) {
+func (i *Issuer) Token(jti string) (string, error) { return i.TokenFor(BenchUserID, jti) }
+
+// TokenFor is Token for another subject.
+func (i *Issuer) TokenFor(subject, jti string) (string, error) {
 	now := time.Now()
 	return i.Signer.Sign(&accesstoken.Claims{
 		Issuer: "gatehouse", Audience: []string{"gatehouse"},
-		Subject:  BenchUserID,
+		Subject:  subject,
 		Expiry:   jwt.NewNumericDate(now.Add(time.Hour)),
 		IssuedAt: jwt.NewNumericDate(now), NotBefore: jwt.NewNumericDate(now),
 		ID: jti, SessionID: "bench", Role: "user", Groups: []string{"doc-service-admin"},
