@@ -3,6 +3,7 @@ package testdb
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"net"
 	"sync/atomic"
@@ -51,7 +52,7 @@ func (c *cutConn) Write(b []byte) (int, error) {
 		c.Conn.Close() // so that reads end too, and the pool closes at once
 		return 0, errors.New("database gone")
 	}
-	if c.armed.Load() && bytes.Contains(bytes.ToLower(b), []byte("commit")) {
+	if c.armed.Load() && holdsCommit(b) {
 		n, err := c.Conn.Write(b)
 		c.dead.Store(true)
 		if c.loseAnswer {
@@ -60,4 +61,22 @@ func (c *cutConn) Write(b []byte) (int, error) {
 		return n, err
 	}
 	return c.Conn.Write(b)
+}
+
+// holdsCommit reports whether b, bytes pgx writes to the server, holds a
+// simple-protocol query ('Q' message) that is COMMIT, which is how pgx
+// ends a transaction. "commit" in another statement or in a parameter (a
+// file name) is not one.
+func holdsCommit(b []byte) bool {
+	for len(b) >= 5 {
+		n := int(binary.BigEndian.Uint32(b[1:5])) // counts itself, not the type byte
+		if n < 4 || len(b) < 1+n {
+			return false
+		}
+		if b[0] == 'Q' && bytes.EqualFold(bytes.TrimRight(b[5:1+n], "\x00; "), []byte("commit")) {
+			return true
+		}
+		b = b[1+n:]
+	}
+	return false
 }
