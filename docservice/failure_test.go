@@ -178,6 +178,12 @@ func TestChangesWhenTheDatabaseGoesAwayAtCommit(t *testing.T) {
 		{"rename", func(e *env, u *user, doc string) resp {
 			return e.doJSON(u, "PATCH", "/api/documents/"+doc, map[string]any{"filename": "paid.pdf"})
 		}, http.StatusOK, `SELECT count(*) FROM docs.documents WHERE filename = 'paid.pdf'`},
+		// An upload's row is read back before its COMMIT, not after: a
+		// read after it failed here and answered "nothing was changed".
+		// The name holds "commit", which must not count as the COMMIT.
+		{"upload", func(e *env, u *user, _ string) resp {
+			return e.upload(*u, "after-commit.pdf", makePDF("receipt", 1, 0), nil)
+		}, http.StatusCreated, `SELECT count(*) FROM docs.documents WHERE filename = 'after-commit.pdf'`},
 	}
 	// The database never comes back here: give up asking after 1 s.
 	defer func(d time.Duration) { commitCheckTimeout = d }(commitCheckTimeout)

@@ -367,6 +367,7 @@ func nameReserved(ctx context.Context, tx pgx.Tx, cat *uuid.UUID, self uuid.UUID
 func (s *Store) CreateDocument(ctx context.Context, nd NewDocument, place Placer) (Document, error) {
 	id := uuid.New()
 	var undo func() error
+	var doc Document
 	ran, err := s.runTx(ctx, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock_shared($1)`, treeLockID); err != nil {
 			return err
@@ -395,7 +396,14 @@ func (s *Store) CreateDocument(ctx context.Context, nd NewDocument, place Placer
 			}
 			return err
 		}
-		return addEvent(ctx, tx, id, &nd.OwnerID, "upload", map[string]any{"filename": name, "path": joinPath(dir, name)})
+		if err := addEvent(ctx, tx, id, &nd.OwnerID, "upload", map[string]any{"filename": name,
+			"path": joinPath(dir, name)}); err != nil {
+			return err
+		}
+		// Read back before the COMMIT: once it has landed, the answer is
+		// the document, even if the database goes away right after.
+		doc, err = scanDocument(tx.QueryRow(ctx, `SELECT `+docColumns+docFrom+` WHERE d.id = $1`, id))
+		return err
 	})
 	if err != nil && ran {
 		// The row may be there: then the placed file is its file.
@@ -415,7 +423,7 @@ func (s *Store) CreateDocument(ctx context.Context, nd NewDocument, place Placer
 		}
 		return Document{}, dbErr(err)
 	}
-	return scanDocument(s.pool.QueryRow(ctx, `SELECT `+docColumns+docFrom+` WHERE d.id = $1`, id))
+	return doc, nil
 }
 
 // runTx runs fn in a transaction, like pgx.BeginFunc. ran reports that fn
