@@ -1,8 +1,10 @@
 package docservice
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -39,6 +41,26 @@ func TestDatabaseDown(t *testing.T) {
 	}
 	if left := e.tempFiles(); len(left) > 0 {
 		t.Fatalf("temporary files left: %v", left)
+	}
+	// The upload is refused before its body is read: this body never
+	// ends, and the 503 comes anyway.
+	head, ct := multipartBody(t, "endless.pdf", makePDF("endless", 1, 0), nil)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(e.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	hdr := http.Header{}
+	u.set(hdr)
+	fmt.Fprintf(conn, "POST /api/documents HTTP/1.1\r\nHost: docservice\r\nContent-Type: %s\r\nContent-Length: %d\r\n",
+		ct, head.Len()+1<<20)
+	_ = hdr.Write(conn)
+	fmt.Fprintf(conn, "\r\n%s", head.Bytes()[:200]) // and nothing more
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if res, err := http.ReadResponse(bufio.NewReader(conn), nil); err != nil {
+		t.Fatalf("upload with an endless body: %v (not answered before the body ended)", err)
+	} else if res.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("upload with an endless body: %d", res.StatusCode)
 	}
 	for _, c := range []struct{ method, path string }{
 		{"GET", "/api/documents"}, {"GET", "/api/documents/6a1f3f9c-5a0e-4e4e-9a53-2f8f3f2b1a11"},

@@ -69,6 +69,9 @@ var (
 	maxUploadsWaiting        = 256
 	maxUploadsWaitingPerUser = 128
 	uploadQueueWait          = time.Minute
+	// uploadDBCheckTimeout bounds the database check an upload makes
+	// before its body is read.
+	uploadDBCheckTimeout = 5 * time.Second
 )
 
 // uploadGate lets uploads in, per user and in all, in turns.
@@ -242,6 +245,14 @@ func (s *Service) uploadDocument(w http.ResponseWriter, r *http.Request) (err er
 	boundary, err := formdata.Boundary(r.Header.Get("Content-Type"))
 	if err != nil {
 		return httpx.Errorf(http.StatusUnsupportedMediaType, "expected a multipart/form-data body with a file field")
+	}
+	// With the database down the row cannot be written: say so before the
+	// body comes in rather than after it (1 GiB sent for nothing).
+	pingCtx, cancel := context.WithTimeout(r.Context(), uploadDBCheckTimeout)
+	err = s.pool.Ping(pingCtx)
+	cancel()
+	if err != nil {
+		return storeError(dbErr(err), "document")
 	}
 	// mime/multipart reads through a 4 KiB buffer of its own; formdata
 	// reads, scans for the boundary and copies out per 1 MiB (64 KiB
