@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/zlib"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -17,6 +18,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/pdfcpu/pdfcpu/pkg/api"
 	"github.com/pdfcpu/pdfcpu/pkg/filter"
@@ -437,4 +439,58 @@ func TestPNGRowsDamaged(t *testing.T) {
 	if err != nil || !bytes.Equal(got, []byte{1, 2, 3, 2, 3, 4}) {
 		t.Errorf("short last row: %v, %v; want two rows (the second Up-predicted) and no error", got, err)
 	}
+}
+
+// FuzzBoundedCheck feeds the hand-written PDF readers with mutations of
+// real files: countObjects and the frame check see every upload, the
+// outline reader every one too large or costly for pdfcpu. Whatever the
+// bytes, they must answer or refuse (415), never panic or fail otherwise
+// (a 500), and what they answer must be storable. `go test` runs the
+// seeds; `go test -fuzz FuzzBoundedCheck ./docservice` searches further.
+func FuzzBoundedCheck(f *testing.F) {
+	for _, name := range []string{"simple.pdf", "junk-before-header.pdf", "tagged-no-text.pdf", "truncated.pdf",
+		"password-is-test.pdf", "rtl-text.pdf", "with-form.pdf", "multi-page-digital.pdf", "html-rendered.pdf"} {
+		b, err := os.ReadFile(filepath.Join("testdata", "pdfs", name))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add(makePDF("fuzz", 3, 0))
+	f.Add(pdfWith("<< /Type /Catalog /Pages 2 0 R >>", "<< /Type /Pages /Kids [] /Count 0 >>"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		off := pdfHeaderOffset(data)
+		if off < 0 {
+			return // refused before any of these run
+		}
+		// A stuck check would hold an upload's parse slot for ever: crash,
+		// so that the fuzzer keeps the input.
+		stuck := time.AfterFunc(10*time.Second, func() { panic("the bounded check took over 10 s") })
+		defer stuck.Stop()
+		size := int64(len(data))
+		if _, _, err := countObjects(bytes.NewReader(data), size); err != nil {
+			var np *errNotPDF
+			if !errors.As(err, &np) {
+				t.Fatalf("countObjects: %v, not a refusal", err)
+			}
+		}
+		r := bytes.NewReader(data)
+		frame, facts, ferr := checkPDFFrame(r, size, off)
+		info, err := withOutline(context.Background(), r, size, off, frame, facts, ferr, newParseSlots(1))
+		if err != nil {
+			var np *errNotPDF
+			if !errors.As(err, &np) {
+				t.Fatalf("bounded check: %v, not a refusal", err)
+			}
+			return
+		}
+		info = info.tidy()
+		if info.Title != nil && (!utf8.ValidString(*info.Title) || len(*info.Title) > maxTitleBytes ||
+			strings.ContainsRune(*info.Title, 0)) {
+			t.Fatalf("title not storable: %q", *info.Title)
+		}
+		if info.Pages != nil && *info.Pages < 1 {
+			t.Fatalf("page count %d", *info.Pages)
+		}
+	})
 }
