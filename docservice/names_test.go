@@ -91,6 +91,17 @@ func TestLoadConfig(t *testing.T) {
 	if c.Addr != "127.0.0.1:8001" || c.StorageDir != "/srv/gh/documents" || c.WatchDir != "/srv/gh/watch" || c.AppConfigDir != "/srv/gh/config" {
 		t.Fatalf("defaults: %+v", c)
 	}
+	// Each variable set wins over DATA_DIR's default.
+	c, err = LoadConfig(env(map[string]string{"DATABASE_URL": "postgres://x@h/db", "DATA_DIR": "/srv/gh",
+		"DOCSERVICE_ADDR": "0.0.0.0:9001", "STORAGE_DIR": "/mnt/docs", "WATCH_DIR": "/mnt/scans",
+		"APP_CONFIG_DIR": "/etc/gatehouse"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.DatabaseURL != "postgres://x@h/db" || c.Addr != "0.0.0.0:9001" || c.StorageDir != "/mnt/docs" ||
+		c.WatchDir != "/mnt/scans" || c.AppConfigDir != "/etc/gatehouse" {
+		t.Fatalf("explicit values: %+v", c)
+	}
 	_, err = LoadConfig(env(map[string]string{"DOCSERVICE_ADDR": "nonsense", "STORAGE_DIR": "/a", "WATCH_DIR": "/a/in"}))
 	for _, name := range []string{"DATABASE_URL", "DOCSERVICE_ADDR", "WATCH_DIR"} {
 		if err == nil || !strings.Contains(err.Error(), name+":") {

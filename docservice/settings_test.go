@@ -211,15 +211,20 @@ func TestManifest(t *testing.T) {
 			Schema   json.RawMessage `json:"schema"`
 			UISchema map[string]any  `json:"ui_schema"`
 		} `json:"settings"`
-		Routes []struct{ Prefix, Access string } `json:"routes"`
-		Name   string                            `json:"name"`
+		Routes      []struct{ Prefix, Access string } `json:"routes"`
+		Name        string                            `json:"name"`
+		Version     string                            `json:"version"`
+		Description string                            `json:"description"`
+		Icon        string                            `json:"icon"`
 	}
 	if err := json.Unmarshal(r.body, &m); err != nil {
 		t.Fatal(err)
 	}
 	if m.ManifestVersion != 1 || m.ID != "doc-service" || m.Name == "" || !m.Access.AllowSuperuser ||
 		len(m.Access.RequiredGroups) != 1 || m.Access.RequiredGroups[0] != AdminGroup ||
-		len(m.Routes) != 1 || m.Routes[0].Prefix != "/api/documents" || m.Routes[0].Access != "authenticated" {
+		len(m.Routes) != 1 || m.Routes[0].Prefix != "/api/documents" || m.Routes[0].Access != "authenticated" ||
+		m.Version != Version || m.Version == "" || m.Description != "Upload, watch and organise PDF documents" ||
+		m.Icon == "" {
 		t.Fatalf("manifest: %s", r.body)
 	}
 	var a, b any

@@ -414,7 +414,13 @@ func TestTruncatedUpload(t *testing.T) {
 	fmt.Fprintf(conn, "POST /api/documents HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\nContent-Length: %d\r\nX-User-Id: %s\r\n\r\n",
 		ct, len(full), u.id)
 	conn.Write(full[:len(full)/2])
-	time.Sleep(100 * time.Millisecond) // let the server start writing the temporary file
+	// The cut comes once the temporary file exists, so that its removal
+	// is what the test sees.
+	for start := time.Now(); len(e.tempFiles()) == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Since(start) > 5*time.Second {
+			t.Fatal("no temporary file while the body was half sent")
+		}
+	}
 	conn.Close()
 
 	deadline := time.Now().Add(5 * time.Second)
