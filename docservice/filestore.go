@@ -170,6 +170,14 @@ func (s *FileStore) Open(rel string) (*os.File, error) { return s.root.Open(rel)
 // Stat describes a stored file without following a final symlink.
 func (s *FileStore) Stat(rel string) (fs.FileInfo, error) { return s.root.Lstat(rel) }
 
+// ReadDir lists folder rel ("" for the top), symlinks as themselves.
+func (s *FileStore) ReadDir(rel string) ([]fs.DirEntry, error) {
+	if rel == "" {
+		rel = "."
+	}
+	return fs.ReadDir(s.root.FS(), rel)
+}
+
 // LinkNew gives the file at src a new name in folder dir (created if
 // needed): name, or "name (2)", "name (3)", ... when taken on disk or,
 // if reserved is not nil, reserved by it (a row whose file has gone). It

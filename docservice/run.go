@@ -71,6 +71,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger, ready chan<- string
 		ready <- ln.Addr().String()
 	}
 	go sweepTemp(ctx, files, log)
+	go reportOrphans(ctx, svc.store, files, log)
 	return httpx.Serve(ctx, srv, ln)
 }
 
