@@ -170,12 +170,18 @@ func (s *FileStore) Open(rel string) (*os.File, error) { return s.root.Open(rel)
 // Stat describes a stored file without following a final symlink.
 func (s *FileStore) Stat(rel string) (fs.FileInfo, error) { return s.root.Lstat(rel) }
 
-// ReadDir lists folder rel ("" for the top), symlinks as themselves.
-func (s *FileStore) ReadDir(rel string) ([]fs.DirEntry, error) {
+// ReadDirBatches passes folder rel's entries ("" for the top; symlinks as
+// themselves), n at a time, to each.
+func (s *FileStore) ReadDirBatches(rel string, n int, each func([]fs.DirEntry) error) error {
 	if rel == "" {
 		rel = "."
 	}
-	return fs.ReadDir(s.root.FS(), rel)
+	f, err := s.root.Open(rel)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return readDirBatches(f, n, each)
 }
 
 // LinkNew gives the file at src a new name in folder dir (created if

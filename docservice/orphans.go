@@ -3,111 +3,198 @@ package docservice
 import (
 	"context"
 	"errors"
+	"io"
 	"io/fs"
 	"log/slog"
 	"path"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 )
 
-// Orphans lists what is in the document tree that no row accounts for:
-// files no document names and folders no category names, as paths
-// relative to STORAGE_DIR (a stray folder's contents are not listed). They
-// are invisible to users, and a crash between linking a file into place and
-// its COMMIT, or between a move's COMMIT and the removal of the old name,
-// leaves one; so does a file copied in by hand. The no-remove policy keeps
-// them: this only reports them, for an operator to look at.
-//
-// Each folder is read under the tree lock, taken exclusively, so no upload
-// or move is placing a file in it meanwhile; what a move leaves to remove
-// after its COMMIT is gone a moment later, so the tree is read twice,
-// with pause between, and only what both reads found is reported.
-func (s *Store) Orphans(ctx context.Context, files *FileStore, pause func(context.Context) error) ([]string, error) {
-	first, err := s.orphans(ctx, files)
-	if err != nil || len(first) == 0 {
-		return nil, err
-	}
-	if err := pause(ctx); err != nil {
-		return nil, err
-	}
-	second, err := s.orphans(ctx, files)
-	if err != nil {
-		return nil, err
-	}
-	return slices.DeleteFunc(first, func(p string) bool { _, found := slices.BinarySearch(second, p); return !found }), nil
+// Orphan is something in the document tree that no row accounts for: a
+// file no document names, a folder no category names, or a category's
+// folder that cannot be read (Err set: a file or a symlink out of the tree
+// where the folder should be).
+type Orphan struct {
+	Path string // relative to STORAGE_DIR
+	Err  error
 }
 
-// orphans is one read of the tree for Orphans, sorted.
-func (s *Store) orphans(ctx context.Context, files *FileStore) ([]string, error) {
+// Orphans finds what is in the document tree that no row accounts for, as
+// paths relative to STORAGE_DIR (a stray folder's contents are not
+// listed). They are invisible to users: a crash between linking a file
+// into place and its COMMIT, or between a move's COMMIT and the removal
+// of the old name, leaves one; so does a file copied in by hand. The
+// no-remove policy keeps them: this only finds them, for an operator.
+//
+// The tree is read without locks, a folder at a time and its entries
+// orphanBatch at a time, so that neither memory nor any lock grows with a
+// folder's size. What looks unaccounted for is then checked again, after
+// pause, one entry at a time under the tree lock (shared: no category is
+// renamed meanwhile) and the folder's lock (no upload or move is placing
+// a name in it meanwhile); only what that check confirms is returned, at
+// most maxOrphans (more reports whether there were others).
+func (s *Store) Orphans(ctx context.Context, files *FileStore, pause func(context.Context) error) (found []Orphan, more bool, err error) {
+	suspects, more, err := s.orphanSuspects(ctx, files)
+	if err != nil || len(suspects) == 0 {
+		return nil, more, err
+	}
+	if err := pause(ctx); err != nil {
+		return nil, more, err
+	}
+	for _, o := range suspects {
+		if o.Err != nil {
+			found = append(found, o)
+			continue
+		}
+		yes, err := s.confirmOrphan(ctx, files, o.Path)
+		if err != nil {
+			return nil, more, dbErr(err)
+		}
+		if yes {
+			found = append(found, o)
+		}
+	}
+	slices.SortFunc(found, func(a, b Orphan) int { return strings.Compare(a.Path, b.Path) })
+	return found, more, nil
+}
+
+// maxOrphans bounds the entries Orphans collects and checks.
+const maxOrphans = 1000
+
+// orphanBatch is how many entries of a folder are read and looked up at a
+// time.
+const orphanBatch = 1024
+
+// orphanSuspects is Orphans' first, unlocked read of the tree.
+func (s *Store) orphanSuspects(ctx context.Context, files *FileStore) (suspects []Orphan, more bool, err error) {
 	type folder struct {
 		id   *uuid.UUID
 		path string
 	}
 	folders := []folder{{path: ""}}
+	categories := map[string]bool{} // at most maxCategories
 	rows, err := s.pool.Query(ctx, `SELECT id, path FROM docs.categories`)
 	if err != nil {
-		return nil, dbErr(err)
+		return nil, false, dbErr(err)
 	}
-	categories := map[string]bool{}
 	for rows.Next() {
-		var f folder
 		var id uuid.UUID
-		if err := rows.Scan(&id, &f.path); err != nil {
+		var p string
+		if err := rows.Scan(&id, &p); err != nil {
 			rows.Close()
-			return nil, dbErr(err)
+			return nil, false, dbErr(err)
 		}
-		f.id = &id
-		folders = append(folders, f)
-		categories[f.path] = true
+		folders = append(folders, folder{&id, p})
+		categories[p] = true
 	}
 	if err := rows.Err(); err != nil {
-		return nil, dbErr(err)
+		return nil, false, dbErr(err)
 	}
-	var found []string
+	add := func(o Orphan) {
+		if len(suspects) < maxOrphans {
+			suspects = append(suspects, o)
+		} else {
+			more = true
+		}
+	}
 	for _, f := range folders {
-		err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, treeLockID); err != nil {
-				return err
-			}
-			entries, err := files.ReadDir(f.path)
-			if errors.Is(err, fs.ErrNotExist) {
-				return nil // a category whose folder is not made yet, or was renamed meanwhile
-			} else if err != nil {
-				return err
-			}
-			rows, err := tx.Query(ctx, `SELECT filename FROM docs.documents WHERE category_id IS NOT DISTINCT FROM $1`, f.id)
-			if err != nil {
-				return err
-			}
-			names, err := pgx.CollectRows(rows, pgx.RowTo[string])
-			if err != nil {
-				return err
-			}
-			recorded := make(map[string]bool, len(names))
-			for _, n := range names {
-				recorded[n] = true
-			}
+		var qerr error // the database's, apart from the folder's own
+		err := files.ReadDirBatches(f.path, orphanBatch, func(entries []fs.DirEntry) error {
+			var names []string
 			for _, e := range entries {
 				p := path.Join(f.path, e.Name())
 				switch {
 				case f.path == "" && e.Name() == tmpDir:
-				case e.IsDir() && categories[p]:
-				case !e.IsDir() && recorded[e.Name()]:
+				case categories[p]:
+					// Read as the category's folder (whatever is there
+					// instead of one is reported then).
+				case e.IsDir():
+					add(Orphan{Path: p})
 				default:
-					found = append(found, p)
+					names = append(names, e.Name())
+				}
+			}
+			if len(names) == 0 {
+				return nil
+			}
+			rows, err := s.pool.Query(ctx, `SELECT filename FROM docs.documents
+				WHERE category_id IS NOT DISTINCT FROM $1 AND filename = ANY($2)`, f.id, names)
+			if err != nil {
+				qerr = dbErr(err)
+				return qerr
+			}
+			recorded, err := pgx.CollectRows(rows, pgx.RowTo[string])
+			if err != nil {
+				qerr = dbErr(err)
+				return qerr
+			}
+			for _, n := range names {
+				if !slices.Contains(recorded, n) {
+					add(Orphan{Path: path.Join(f.path, n)})
 				}
 			}
 			return nil
 		})
-		if err != nil {
-			return nil, dbErr(err)
+		switch {
+		case qerr != nil:
+			return nil, more, qerr
+		case f.path == "" && err != nil:
+			return nil, more, err // the tree itself cannot be read
+		case errors.Is(err, fs.ErrNotExist):
+			// A category whose folder is not made yet, or that was
+			// renamed meanwhile: its new folder is read under its new
+			// name, or checked again.
+		case err != nil:
+			add(Orphan{Path: f.path, Err: err})
 		}
 	}
-	slices.Sort(found)
-	return found, nil
+	return suspects, more, nil
+}
+
+// confirmOrphan checks again, under the tree lock (shared) and the
+// folder's lock, that nothing accounts for rel: that it is still there,
+// and that no category (a folder) or document (a file) names it.
+func (s *Store) confirmOrphan(ctx context.Context, files *FileStore, rel string) (yes bool, err error) {
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock_shared($1)`, treeLockID); err != nil {
+			return err
+		}
+		fi, err := files.Stat(rel)
+		if err != nil {
+			return nil // gone: a move's old name, removed after its COMMIT
+		}
+		if fi.IsDir() {
+			return tx.QueryRow(ctx, `SELECT NOT EXISTS (SELECT 1 FROM docs.categories WHERE path = $1)`, rel).Scan(&yes)
+		}
+		dir, name := path.Split(rel)
+		var cat *uuid.UUID
+		if dir = path.Clean(dir); dir != "." {
+			var id uuid.UUID
+			if err := tx.QueryRow(ctx, `SELECT id FROM docs.categories WHERE path = $1`, dir).Scan(&id); errors.Is(err, pgx.ErrNoRows) {
+				return nil // its folder is no category's now: that folder is the stray
+			} else if err != nil {
+				return err
+			}
+			cat = &id
+		}
+		// Uploads and moves hold this lock from choosing a name in the
+		// folder to their COMMIT (nameReserved).
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('docs.folder:' || coalesce($1::uuid::text, ''), 0))`,
+			cat); err != nil {
+			return err
+		}
+		if _, err := files.Stat(rel); err != nil {
+			return nil
+		}
+		return tx.QueryRow(ctx, `SELECT NOT EXISTS (SELECT 1 FROM docs.documents
+			WHERE category_id IS NOT DISTINCT FROM $1 AND filename = $2)`, cat, name).Scan(&yes)
+	})
+	return yes, err
 }
 
 // maxOrphansLogged bounds the warnings one report logs; the count says
@@ -117,7 +204,7 @@ const maxOrphansLogged = 100
 // reportOrphans logs what Orphans finds, once, in the background of a
 // start: nothing is removed.
 func reportOrphans(ctx context.Context, store *Store, files *FileStore, log *slog.Logger) {
-	found, err := store.Orphans(ctx, files, func(ctx context.Context) error {
+	found, more, err := store.Orphans(ctx, files, func(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -127,13 +214,37 @@ func reportOrphans(ctx context.Context, store *Store, files *FileStore, log *slo
 	})
 	switch {
 	case errors.Is(err, context.Canceled):
+		return
 	case err != nil:
 		log.Warn("could not check STORAGE_DIR for files without a document", "err", err)
-	case len(found) > 0:
-		for _, p := range found[:min(len(found), maxOrphansLogged)] {
-			log.Warn("in STORAGE_DIR but no document or category names it; kept (no-remove policy)", "path", p)
+		return
+	}
+	for _, o := range found[:min(len(found), maxOrphansLogged)] {
+		if o.Err != nil {
+			log.Warn("a category's folder in STORAGE_DIR cannot be read", "path", o.Path, "err", o.Err)
+		} else {
+			log.Warn("in STORAGE_DIR but no document or category names it; kept (no-remove policy)", "path", o.Path)
 		}
+	}
+	if len(found) > 0 || more {
 		log.Warn("STORAGE_DIR holds files or folders without a document or category; see the warnings above",
-			"count", len(found))
+			"count", len(found), "more_unchecked", more)
+	}
+}
+
+// readDirBatches is FileStore.ReadDirBatches' loop over an open folder.
+func readDirBatches(d fs.ReadDirFile, n int, each func([]fs.DirEntry) error) error {
+	for {
+		entries, err := d.ReadDir(n)
+		if len(entries) > 0 {
+			if err := each(entries); err != nil {
+				return err
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			return nil
+		} else if err != nil {
+			return err
+		}
 	}
 }
