@@ -3,6 +3,7 @@ package docservice
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -14,8 +15,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/gatehouse/gatehouse/internal/httpx"
 	"github.com/gatehouse/gatehouse/internal/testdb"
 )
 
@@ -240,5 +243,49 @@ func TestChangesWhenTheDatabaseGoesAwayAtCommit(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// The server's refusals to serve are "database unavailable" (503), not
+// internal errors; errors about a statement stay what they are.
+func TestDBErrServerRefusals(t *testing.T) {
+	for code, unavailable := range map[string]bool{"53300": true, "57P03": true, "57P01": true, "08006": true,
+		"53100": true, "23505": false, "42P01": false, "57014": false} {
+		err := dbErr(fmt.Errorf("query: %w", &pgconn.PgError{Code: code}))
+		if errors.Is(err, ErrDBUnavailable) != unavailable {
+			t.Errorf("%s: %v", code, err)
+		}
+		var he *httpx.Error
+		if unavailable && (!errors.As(storeError(err, "document"), &he) || he.Status != http.StatusServiceUnavailable) {
+			t.Errorf("%s: answered %v", code, storeError(err, "document"))
+		}
+	}
+}
+
+// An upload's check of the database does not wait for a pooled
+// connection while every one is in use: the database is answering. (It
+// used to wait, and answer 503 once the check's time was up.)
+func TestUploadWhilePoolBusy(t *testing.T) {
+	defer func(d time.Duration) { uploadDBCheckTimeout = d }(uploadDBCheckTimeout)
+	uploadDBCheckTimeout = 200 * time.Millisecond
+	cfg, err := pgxpool.ParseConfig(testDB.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.MaxConns = 1
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	e := newEnvWith(t, pool, t.TempDir())
+	u := newUser()
+	conn, err := pool.Acquire(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.AfterFunc(time.Second, conn.Release) // a slow request elsewhere
+	if r := e.upload(u, "busy.pdf", makePDF("busy", 1, 0), nil); r.status != http.StatusCreated {
+		t.Fatalf("upload: %d %s", r.status, r.body)
 	}
 }

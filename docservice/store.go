@@ -127,11 +127,25 @@ func dbErr(err error) error {
 		}
 	}
 	var fe *fileError
+	if errors.As(err, &fe) {
+		return err
+	}
+	// The server's own refusals to serve (connection trouble, too many
+	// connections or another lack of resources, shutting down or starting
+	// up) are the database being unavailable too; other server errors are
+	// about the statement.
 	var pgErr *pgconn.PgError
-	if errors.As(err, &fe) || errors.As(err, &pgErr) {
+	if errors.As(err, &pgErr) && !unavailableCode(pgErr.Code) {
 		return err
 	}
 	return fmt.Errorf("%w: %w", ErrDBUnavailable, err)
+}
+
+// unavailableCode reports SQLSTATEs that mean the server cannot serve now:
+// classes 08 (connection exception), 53 (insufficient resources) and 57P
+// (operator intervention: shutdown, starting up).
+func unavailableCode(code string) bool {
+	return strings.HasPrefix(code, "08") || strings.HasPrefix(code, "53") || strings.HasPrefix(code, "57P")
 }
 
 func isUniqueViolation(err error, constraint string) bool {
