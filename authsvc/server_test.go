@@ -180,7 +180,7 @@ func TestInternalErrorHidesCause(t *testing.T) {
 
 // cutEnv is a service whose database goes away at the first COMMIT sent
 // once arm has been called (testdb.CutAfterCommit).
-func cutEnv(t *testing.T, loseAnswer bool) (e *testEnv, arm func()) {
+func cutEnv(t *testing.T, loseAnswer bool) (e *testEnv, arm func() (fired func() bool)) {
 	t.Helper()
 	pool, arm, err := testdb.CutAfterCommit(testDB.URL, loseAnswer)
 	if err != nil {
@@ -244,8 +244,11 @@ func TestChangeCommittedBeforeTheDatabaseWentAway(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			e, arm := cutEnv(t, false)
 			tok := e.token(t, admin)
-			arm()
+			fired := arm()
 			r := e.do(t, tc.rq(tok))
+			if !fired() {
+				t.Fatal("the database did not go away at the COMMIT: nothing was tested")
+			}
 			if !tc.saved() {
 				t.Fatalf("not saved: %d %s", r.Status, r.Body)
 			}
@@ -267,8 +270,11 @@ func TestChangeOfUnknownOutcomeIsNotCalledUnsaved(t *testing.T) {
 	admin, u := newUser(t, "admin"), newUser(t, "user")
 	e, arm := cutEnv(t, true)
 	tok := e.token(t, admin)
-	arm()
+	fired := arm()
 	r := e.do(t, req{Method: "PATCH", Path: "/api/admin/users/" + u.ID.String(), Token: tok, Body: map[string]any{"is_active": false}})
+	if !fired() {
+		t.Fatal("the database did not go away at the COMMIT: nothing was tested")
+	}
 	r.expectError(t, http.StatusServiceUnavailable, "may or may not have been saved")
 
 	pool := newPool(t, testDB.URL)

@@ -225,8 +225,11 @@ func TestChangesWhenTheDatabaseGoesAwayAtCommit(t *testing.T) {
 				u := newUser()
 				doc := e.mustUpload(u, "invoice.pdf", makePDF("invoice", 1, 0), nil)["id"].(string)
 				category = e.doJSON(&u, "POST", "/api/documents/categories", map[string]any{"name": "Bills"}).json(t)["id"].(string)
-				arm()
+				fired := arm()
 				r := c.do(e, &u, doc)
+				if !fired() {
+					t.Fatal("the database did not go away at the COMMIT: nothing was tested")
+				}
 				want, detail := c.status, ""
 				if loseAnswer {
 					want, detail = http.StatusServiceUnavailable, "may have been saved"

@@ -17,8 +17,10 @@ import (
 // holds a COMMIT still reaches the server; with loseAnswer the connection
 // then closes before the answer is read (the outcome unknown to the
 // client), without it the answer comes back. Every later write and dial
-// fails. The caller closes the pool.
-func CutAfterCommit(url string, loseAnswer bool) (pool *pgxpool.Pool, arm func(), err error) {
+// fails. fired, which arm returns, reports whether the cut has happened, so
+// that a test can tell it tested what it meant to. The caller closes the
+// pool.
+func CutAfterCommit(url string, loseAnswer bool) (pool *pgxpool.Pool, arm func() (fired func() bool), err error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, nil, err
@@ -38,7 +40,7 @@ func CutAfterCommit(url string, loseAnswer bool) (pool *pgxpool.Pool, arm func()
 	if err != nil {
 		return nil, nil, err
 	}
-	return pool, func() { armed.Store(true) }, nil
+	return pool, func() func() bool { armed.Store(true); return dead.Load }, nil
 }
 
 type cutConn struct {
