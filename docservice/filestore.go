@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path"
@@ -181,7 +182,19 @@ func (s *FileStore) ReadDirBatches(rel string, n int, each func([]fs.DirEntry) e
 		return err
 	}
 	defer f.Close()
-	return readDirBatches(f, n, each)
+	for {
+		entries, err := f.ReadDir(n)
+		if len(entries) > 0 {
+			if err := each(entries); err != nil {
+				return err
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			return nil
+		} else if err != nil {
+			return err
+		}
+	}
 }
 
 // LinkNew gives the file at src a new name in folder dir (created if

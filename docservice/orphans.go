@@ -3,7 +3,6 @@ package docservice
 import (
 	"context"
 	"errors"
-	"io"
 	"io/fs"
 	"log/slog"
 	"path"
@@ -128,13 +127,14 @@ func (s *Store) orphanSuspects(ctx context.Context, files *FileStore) (suspects 
 				qerr = dbErr(err)
 				return qerr
 			}
-			recorded, err := pgx.CollectRows(rows, pgx.RowTo[string])
-			if err != nil {
+			recorded := make(map[string]bool, len(names))
+			var name string
+			if _, err := pgx.ForEachRow(rows, []any{&name}, func() error { recorded[name] = true; return nil }); err != nil {
 				qerr = dbErr(err)
 				return qerr
 			}
 			for _, n := range names {
-				if !slices.Contains(recorded, n) {
+				if !recorded[n] {
 					add(Orphan{Path: path.Join(f.path, n)})
 				}
 			}
@@ -229,22 +229,5 @@ func reportOrphans(ctx context.Context, store *Store, files *FileStore, log *slo
 	if len(found) > 0 || more {
 		log.Warn("STORAGE_DIR holds files or folders without a document or category; see the warnings above",
 			"count", len(found), "more_unchecked", more)
-	}
-}
-
-// readDirBatches is FileStore.ReadDirBatches' loop over an open folder.
-func readDirBatches(d fs.ReadDirFile, n int, each func([]fs.DirEntry) error) error {
-	for {
-		entries, err := d.ReadDir(n)
-		if len(entries) > 0 {
-			if err := each(entries); err != nil {
-				return err
-			}
-		}
-		if errors.Is(err, io.EOF) {
-			return nil
-		} else if err != nil {
-			return err
-		}
 	}
 }
