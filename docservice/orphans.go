@@ -122,7 +122,7 @@ func (s *Store) orphanSuspects(ctx context.Context, files *FileStore) (suspects 
 				return nil
 			}
 			rows, err := s.pool.Query(ctx, `SELECT filename FROM docs.documents
-				WHERE category_id IS NOT DISTINCT FROM $1 AND filename = ANY($2)`, f.id, names)
+				WHERE `+inFolder(f.id)+` AND filename = ANY($2)`, f.id, names)
 			if err != nil {
 				qerr = dbErr(err)
 				return qerr
@@ -184,15 +184,14 @@ func (s *Store) confirmOrphan(ctx context.Context, files *FileStore, rel string)
 		}
 		// Uploads and moves hold this lock from choosing a name in the
 		// folder to their COMMIT (nameReserved).
-		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('docs.folder:' || coalesce($1::uuid::text, ''), 0))`,
-			cat); err != nil {
+		if err := lockFolder(ctx, tx, cat); err != nil {
 			return err
 		}
 		if _, err := files.Stat(rel); err != nil {
 			return nil
 		}
 		return tx.QueryRow(ctx, `SELECT NOT EXISTS (SELECT 1 FROM docs.documents
-			WHERE category_id IS NOT DISTINCT FROM $1 AND filename = $2)`, cat, name).Scan(&yes)
+			WHERE `+inFolder(cat)+` AND filename = $2)`, cat, name).Scan(&yes)
 	})
 	return yes, err
 }

@@ -351,25 +351,34 @@ func nameReserved(ctx context.Context, tx pgx.Tx, cat *uuid.UUID, self uuid.UUID
 	locked := false
 	return func(name string) (bool, error) {
 		if !locked {
-			if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('docs.folder:' || coalesce($1::uuid::text, ''), 0))`,
-				cat); err != nil {
+			if err := lockFolder(ctx, tx, cat); err != nil {
 				return false, dbErr(err)
 			}
 			locked = true
 		}
-		// Two spellings of the folder, so that the index on (category_id,
-		// lower(filename)) serves both (IS NOT DISTINCT FROM uses none).
 		var taken bool
-		var err error
-		if cat == nil {
-			err = tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM docs.documents
-				WHERE category_id IS NULL AND lower(filename) = lower($1) AND id <> $2)`, name, self).Scan(&taken)
-		} else {
-			err = tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM docs.documents
-				WHERE category_id = $1 AND lower(filename) = lower($2) AND id <> $3)`, *cat, name, self).Scan(&taken)
-		}
+		err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM docs.documents
+			WHERE `+inFolder(cat)+` AND lower(filename) = lower($2) AND id <> $3)`, cat, name, self).Scan(&taken)
 		return taken, dbErr(err)
 	}
+}
+
+// lockFolder takes folder cat's lock (nil: the top folder) until tx ends:
+// placements in one folder take turns with it from choosing a name to
+// their commit, and the orphan check waits for them with it.
+func lockFolder(ctx context.Context, tx pgx.Tx, cat *uuid.UUID) error {
+	_, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('docs.folder:' || coalesce($1::uuid::text, ''), 0))`, cat)
+	return err
+}
+
+// inFolder is the SQL condition "in folder cat", cat being $1 (NULL for
+// the top folder), spelt so that the indexes on (category_id, ...) serve
+// it: IS NOT DISTINCT FROM uses none.
+func inFolder(cat *uuid.UUID) string {
+	if cat == nil {
+		return `category_id IS NULL AND $1::uuid IS NULL`
+	}
+	return `category_id = $1`
 }
 
 // CreateDocument records an upload: in one transaction it locks the
