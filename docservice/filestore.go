@@ -174,10 +174,7 @@ func (s *FileStore) Stat(rel string) (fs.FileInfo, error) { return s.root.Lstat(
 // ReadDirBatches passes folder rel's entries ("" for the top; symlinks as
 // themselves), n at a time, to each.
 func (s *FileStore) ReadDirBatches(rel string, n int, each func([]fs.DirEntry) error) error {
-	if rel == "" {
-		rel = "."
-	}
-	f, err := s.root.Open(rel)
+	f, err := s.openDir(rel)
 	if err != nil {
 		return err
 	}
@@ -326,12 +323,17 @@ func (s *FileStore) RemoveEmptyDir(rel string) error {
 	return s.rmdir(rel)
 }
 
+// openDir opens folder rel, "" being the top.
+func (s *FileStore) openDir(rel string) (*os.File, error) {
+	if rel == "" {
+		rel = "."
+	}
+	return s.root.Open(rel)
+}
+
 // syncDir makes a link, unlink or rename in dir durable.
 func (s *FileStore) syncDir(dir string) error {
-	if dir == "" {
-		dir = "."
-	}
-	d, err := s.root.Open(dir)
+	d, err := s.openDir(dir)
 	if err != nil {
 		return err
 	}
